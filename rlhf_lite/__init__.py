@@ -1,0 +1,1 @@
+"""rlhf_lite: the InstructGPT pipeline from scratch."""

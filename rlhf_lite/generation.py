@@ -1,0 +1,119 @@
+"""Sampling from a GPT: the rollout step of RLHF, plus two helpers PPO builds on.
+
+Conventions shared with the rest of the course:
+
+- Prompts are LEFT-padded: input_ids (B, P) with attention_mask (B, P), 1 for real tokens
+  and 0 for pad. Left padding lines up every prompt's last token in column P - 1, so all
+  rows append their next token in the same column.
+- `generate` returns (B, P + N): the prompt columns unchanged, then N <= max_new_tokens
+  generated columns.
+- Once a row has emitted eos_token_id, its later columns hold pad_token_id; generation
+  stops early when every row has emitted eos.
+- While generating, the attention mask grows by a 1 per new column in every row, also for
+  the pad written after eos. Those tokens can only affect later tokens of the same
+  finished row, which are pad too. `response_mask` marks the real response tokens.
+"""
+
+import torch
+from torch.nn import functional as F
+
+from rlhf_lite.model import GPT
+
+
+def _next_token(logits, temperature, top_k, greedy, generator):
+    """Pick one token per row from last-position logits (B, V) -> (B,)."""
+    if greedy:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))  # keep the k most likely
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    max_new_tokens: int = 16,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.LongTensor:
+    """Continue LEFT-padded prompts input_ids (B, P); return (B, P + N), N <= max_new_tokens.
+
+    attention_mask: (B, P), 1 = real token, 0 = left pad (default: all real).
+    temperature, top_k: sampling from softmax(logits / temperature) restricted to the top_k
+        most likely tokens; greedy=True takes the argmax instead and ignores both.
+    eos_token_id: a row that emits it is finished: its later columns are pad_token_id (which
+        is then required), and generation stops once every row has finished.
+    use_cache: True runs the prompt once, then one token per step with a KVCache;
+        False re-runs the whole sequence every step (slow, the reference path).
+    generator: a torch.Generator making sampling reproducible.
+    The model is in eval mode (no dropout) while generating; its training mode is restored.
+    """
+    if eos_token_id is not None and pad_token_id is None:
+        raise ValueError("pad_token_id is required with eos_token_id: it fills a row after its eos")
+    if not greedy and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy=True for argmax)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    B, P = input_ids.shape
+    if P + max_new_tokens > model.config.block_size:
+        raise ValueError(
+            f"prompt length {P} + max_new_tokens {max_new_tokens} exceeds block_size "
+            f"{model.config.block_size}"
+        )
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+
+    was_training = model.training
+    model.eval()
+    try:
+        ids, mask = input_ids, attention_mask
+        finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
+        kv_cache = model.new_kv_cache() if use_cache else None
+        step_ids = ids  # what the model has not seen yet: the prompt, then the last token
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits = model(step_ids, attention_mask=mask, kv_cache=kv_cache)
+            else:
+                logits = model(ids, attention_mask=mask)
+            token = _next_token(logits[:, -1, :], temperature, top_k, greedy, generator)  # (B,)
+            if eos_token_id is not None:
+                token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+                finished |= token == eos_token_id
+            ids = torch.cat([ids, token[:, None]], dim=1)  # (B, S + 1)
+            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
+            step_ids = token[:, None]  # (B, 1)
+            if eos_token_id is not None and finished.all():
+                break
+    finally:
+        model.train(was_training)
+    return ids
+
+
+def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(B, N) long mask of the real response tokens in response_ids (B, N).
+
+    1 up to and including a row's first eos, 0 after it (the pad `generate` writes there);
+    a row without eos (cut at max_new_tokens) is all 1. Same 1/0 convention as
+    attention_mask, so torch.cat([prompt_mask, response_mask(...)], 1) masks a full sequence.
+    """
+    is_eos = (response_ids == eos_token_id).long()
+    eos_before = is_eos.cumsum(dim=-1) - is_eos  # number of eos strictly before each position
+    return (eos_before == 0).long()
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens[b, t]) under logits[b, t]: (B, T, V), (B, T) -> (B, T).
+
+    No shifting here: to score a sequence, pass logits[:, :-1] and ids[:, 1:].
+    """
+    return F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,115 @@
+"""Stage 0: pretraining the base model on the world's web text.
+
+InstructGPT starts from GPT-3, a language model pretrained to predict the next token of web
+text (Ouyang et al. 2022, sec 3.5). The course's base model is the same idea at toy scale:
+the documents are joined into one token stream (each followed by eos), and the model learns
+to predict token t+1 from tokens 1..t on random windows of that stream:
+
+    loss = - mean_t log p(x_{t+1} | x_1..x_t)      (cross-entropy, in nats)
+
+Its exp is the perplexity: the number of equally likely words the model hesitates between.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .model import GPT, GPTConfig
+from .training import History, TrainConfig, train
+
+
+@dataclass
+class PretrainConfig:
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # width of the residual stream
+    block_size: int = 64  # context length in tokens (prompts + responses fit easily)
+    dropout: float = 0.0  # the corpus is large relative to the model: no need to regularise
+    batch_size: int = 32  # windows per step
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=1000, lr=3e-3, warmup_steps=50, eval_interval=100, desc="pretrain"))
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_stream(texts: list[str], tokenizer) -> torch.Tensor:
+    """All documents as one 1-D stream of token ids, each document followed by eos."""
+    ids = tokenizer(texts)["input_ids"]
+    return torch.tensor([t for doc in ids for t in (*doc, tokenizer.eos_token_id)])
+
+
+def random_windows(stream: torch.Tensor, batch_size: int, block_size: int, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_size` random windows (B, T) and their next-token targets, a function of `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(len(stream) - block_size - 1, (batch_size,), generator=g)
+    x = torch.stack([stream[s: s + block_size] for s in starts.tolist()])  # (B, T)
+    y = torch.stack([stream[s + 1: s + 1 + block_size] for s in starts.tolist()])  # (B, T)
+    return x, y
+
+
+def lm_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over every position of the batch."""
+    x, y = batch
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+
+@torch.no_grad()
+def stream_loss(model: GPT, stream: torch.Tensor, block_size: int, batch_size: int = 64) -> float:
+    """Mean next-token loss over a whole stream, cut into non-overlapping windows."""
+    n = (len(stream) - 1) // block_size
+    x = stream[: n * block_size].view(n, block_size)
+    y = stream[1: n * block_size + 1].view(n, block_size)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, n, batch_size):
+        total += lm_loss(model, (x[i: i + batch_size], y[i: i + batch_size])).item() * len(x[i: i + batch_size])
+    model.train(was_training)
+    return total / n
+
+
+def unigram_loss(train_stream: torch.Tensor, val_stream: torch.Tensor, vocab_size: int) -> float:
+    """Cross-entropy on `val_stream` of word frequencies counted on `train_stream`.
+
+    The baseline a language model must beat: it knows how common each word is, nothing of
+    context. Add-one smoothing keeps unseen words from costing infinity.
+    """
+    counts = torch.bincount(train_stream, minlength=vocab_size).double() + 1.0
+    logp = (counts / counts.sum()).log()
+    return -logp[val_stream[1:]].mean().item()
+
+
+def pretrain(cfg: PretrainConfig, tokenizer, train_texts: list[str], val_texts: list[str],
+             checkpoint_path=None) -> tuple[GPT, History]:
+    """Train a fresh base model (or resume from `checkpoint_path`); return it and its history."""
+    train_stream = token_stream(train_texts, tokenizer)
+    val_stream = token_stream(val_texts, tokenizer)
+    torch.manual_seed(cfg.train.seed)  # model init
+    model = GPT(cfg.model_config(len(tokenizer)))
+    seed = cfg.train.seed
+
+    def get_batch(step: int):
+        return random_windows(train_stream, cfg.batch_size, cfg.block_size, seed=seed * 100_003 + step)
+
+    def eval_fn(m: GPT) -> dict[str, float]:
+        return {"val_loss": stream_loss(m, val_stream, cfg.block_size)}
+
+    history = train(model, lm_loss, get_batch, cfg.train, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path,
+                    extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
+    model.eval()
+    return model, history
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss)

@@ -1,0 +1,36 @@
+"""The toy world's tokenizer: one token per word, built offline with `tokenizers`.
+
+It is wrapped as a transformers `PreTrainedTokenizerFast`, so the same calls work later with
+the GPT-2 tokenizer. Pad and eos are distinct tokens: pad positions are masked out everywhere,
+while eos is a real token the policy learns to emit (and is rewarded for).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .paths import DATA_DIR
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def build_tokenizer(words: list[str]):
+    """A word-level fast tokenizer over `words`; ids 0, 1, 2 are pad, eos, unk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *words])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS,
+                                   unk_token=UNK, padding_side="left")
+
+
+def load_tokenizer(path: str | Path | None = None):
+    """The tokenizer saved under data/tokenizer (or `path`), through `AutoTokenizer`."""
+    from transformers import AutoTokenizer
+
+    path = Path(path) if path is not None else DATA_DIR / "tokenizer"
+    if not (path / "tokenizer.json").exists():
+        raise FileNotFoundError(f"no tokenizer at {path}; run `python -m rlhf_lite.world`")
+    return AutoTokenizer.from_pretrained(str(path))

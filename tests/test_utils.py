@@ -1,0 +1,70 @@
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rlhf_lite.utils import check_finite, pick_device, progress, quiet_progress, seed_everything, set_threads
+
+
+def test_pick_device_cpu_and_prefer(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu")
+    assert pick_device("cuda:1") == torch.device("cuda:1")  # prefer wins, even if unavailable
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_check_finite_messages():
+    assert check_finite(torch.tensor(2.5), "x", 0) == 2.5
+    with pytest.raises(FloatingPointError) as err:
+        check_finite(float("nan"), "pretrain: loss", 37, lr=1.2e-3)
+    assert str(err.value) == (
+        "pretrain: loss is nan at step 37 (lr 1.2e-3). Lower the learning rate or check the data; "
+        "the last good checkpoint is kept."
+    )
+    with pytest.raises(FloatingPointError, match=r"^sft: gradient norm is inf at step 3\. "):
+        check_finite(torch.tensor(float("inf")), "sft: gradient norm", 3)
+
+
+@pytest.mark.parametrize(
+    "env, quiet",
+    [({}, False), ({"CI": "true"}, True), ({"CI": "false"}, False), ({"RLHF_QUIET": "1"}, True),
+     ({"RLHF_QUIET": "0"}, False), ({"TQDM_DISABLE": "1"}, True)],
+)
+def test_quiet_progress(monkeypatch, env, quiet):
+    for name in ("CI", "RLHF_QUIET", "TQDM_DISABLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert quiet_progress() is quiet
+    bar = progress(range(3), desc="t")
+    assert bar.disable is quiet and list(bar) == [0, 1, 2]
+
+
+def test_seed_everything_reproducible():
+    seed_everything(7)
+    first = (random.random(), torch.rand(3))
+    seed_everything(7)
+    assert random.random() == first[0] and torch.equal(torch.rand(3), first[1])
+
+
+def test_set_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        monkeypatch.setenv("RLHF_THREADS", "2")
+        assert set_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_import_is_light():
+    # torch itself imports plain tqdm; the notebook-aware tqdm.auto must wait until a bar is drawn
+    code = "import sys, rlhf_lite.utils, rlhf_lite.training; print('transformers' in sys.modules, 'tqdm.auto' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
