@@ -7,14 +7,15 @@ that recipe. So every notebook also runs alone, in any order.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from . import paths
 from .model import GPT, GPTConfig
-from .presets import get_preset
+from .presets import Preset, get_preset
 
 
 def checkpoint_path(stage: str, preset: str = "toy") -> Path:
@@ -31,8 +32,20 @@ def _build_base(preset: str) -> None:
              checkpoint_path=checkpoint_path("base", preset))
 
 
-# stage -> (function that trains it into its checkpoint, the preset's recipe for it)
-BUILDERS = {"base": (_build_base, lambda p: p.pretrain)}
+def _load_gpt(ckpt: dict) -> GPT:
+    model = GPT(GPTConfig(**ckpt["extra_state"]["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+@dataclass
+class Stage:
+    build: Callable[[str], None]  # trains the stage of a preset into its checkpoint (resumes)
+    recipe: Callable[[Preset], object]  # the preset's config dataclass for this stage
+    load: Callable[[dict], torch.nn.Module]  # model from a checkpoint dict
+
+
+STAGES = {"base": Stage(_build_base, lambda p: p.pretrain, _load_gpt)}
 
 
 def status(stage: str, preset: str = "toy") -> str:
@@ -41,24 +54,21 @@ def status(stage: str, preset: str = "toy") -> str:
     if not path.exists():
         return "missing"
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    recipe = BUILDERS[stage][1](get_preset(preset))
-    if ckpt["extra_state"]["recipe"] != asdict(recipe):
+    if ckpt["extra_state"]["recipe"] != asdict(STAGES[stage].recipe(get_preset(preset))):
         return "stale"
-    return "done" if ckpt["step"] >= recipe.train.max_steps else "partial"
+    return "done" if ckpt["step"] >= ckpt["config"]["max_steps"] else "partial"
 
 
-def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> GPT:
+def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> torch.nn.Module:
     """The trained model of `stage` (e.g. "base"): loaded, resumed, or trained from scratch."""
-    if stage not in BUILDERS:
-        raise KeyError(f"unknown stage {stage!r}; choose from {sorted(BUILDERS)}")
+    if stage not in STAGES:
+        raise KeyError(f"unknown stage {stage!r}; choose from {sorted(STAGES)}")
     path, state = checkpoint_path(stage, preset), status(stage, preset)
     if rebuild or state == "stale":
         path.unlink(missing_ok=True)  # another recipe's weights must not be resumed
     if rebuild or state != "done":
         print(f"stage '{stage}' ({preset} preset) is {'rebuilt' if rebuild else state}: "
               f"training it into {path}")
-        BUILDERS[stage][0](preset)
+        STAGES[stage].build(preset)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = GPT(GPTConfig(**ckpt["extra_state"]["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return STAGES[stage].load(ckpt).eval()

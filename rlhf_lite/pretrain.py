@@ -40,9 +40,9 @@ class PretrainConfig:
         return asdict(self)
 
 
-def token_stream(texts: list[str], tokenizer) -> torch.Tensor:
+def token_stream(texts, tokenizer) -> torch.Tensor:
     """All documents as one 1-D stream of token ids, each document followed by eos."""
-    ids = tokenizer(texts)["input_ids"]
+    ids = tokenizer(list(texts))["input_ids"]
     return torch.tensor([t for doc in ids for t in (*doc, tokenizer.eos_token_id)])
 
 

@@ -366,8 +366,8 @@ def write_world_data(out_dir: str | Path, seed: int = 1234, n_train_docs: int = 
     splits = split_prompts(all_prompts(), rng)
     for name, records in splits.items():
         files[f"prompts_{name}.jsonl"] = records
-    demos = []
-    for p in splits["train"]:
+    demos = []  # train prompts teach; validation prompts give SFT a validation loss
+    for p in splits["train"] + splits["validation"]:
         for j in range(demos_per_prompt):
             response, flaw = demonstration(p, rng)
             demos.append({"id": f"demo-{len(demos):04d}", "prompt_id": p["id"],
