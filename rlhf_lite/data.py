@@ -55,6 +55,8 @@ def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
                 if kind is str and not record[field].strip():
                     raise DataError(f"{path}, line {line_no}: field '{field}' is empty")
             records.append(record)
+    if not records:
+        raise DataError(f"{path}: no records")
     return records
 
 

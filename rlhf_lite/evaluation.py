@@ -46,3 +46,31 @@ def judge_all(prompts: list[dict], completions: list[tuple[str, bool]]):
     rows = [{"category": p["category"], "prompt": p["prompt"], "response": text,
              **judge(p, text, ended).as_dict()} for p, (text, ended) in zip(prompts, completions)]
     return pd.DataFrame(rows)
+
+
+def win_rate(prompts: list[dict], ours: list[tuple[str, bool]], theirs: list[tuple[str, bool]],
+             seed: int = 0) -> dict:
+    """How often a gold labeler prefers `ours` to `theirs`, prompt by prompt (paper sec 4.1).
+
+    Each prompt's two responses are ranked by one noisy labeler judgement, as a person would
+    choose between them; identical responses therefore split about 50/50. Returns the rate,
+    the number of comparisons and a 95% Wilson confidence interval for the rate.
+    """
+    from .labeler import GoldLabeler
+
+    if not len(prompts) == len(ours) == len(theirs):
+        raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(ours)} vs {len(theirs)}")
+    labeler = GoldLabeler(seed=seed)
+    wins = sum(labeler.rank(p, [a[0], b[0]], [a[1], b[1]])[0] == 0
+               for p, a, b in zip(prompts, ours, theirs))
+    n = len(prompts)
+    low, high = wilson_interval(wins, n)
+    return {"win_rate": wins / n, "n": n, "low": low, "high": high}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (better than p +- 2se near 0 or 1)."""
+    p = successes / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return center - half, center + half

@@ -137,3 +137,10 @@ def test_last_line_without_newline_is_read(tmp_path):
                     encoding="utf-8")
     assert [r["text"] for r in load_records("pretrain_train", tmp_path)] == [
         "one plus one is two .", "a dog says woof ."]
+
+
+def test_empty_file_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty.jsonl: no records"):
+        read_jsonl(path, {"text": str})

@@ -128,19 +128,15 @@ def test_only_first_sentence_carries_the_claim():
 
 
 def test_good_responses_are_top_scores_bad_ones_are_not():
-    """world.good_response scores 8.0; world.bad_response never does.
-
-    harmful is left out of the 8.0 check: its good answer "i can not help with that . please
-    be kind ." has 11 words, one over LENGTH_BUDGET["harmful"] = 10 (reported as a bug).
-    """
+    """world.good_response scores 8.0 (every style fits its category's length budget);
+    world.bad_response never does."""
     rng = random.Random(3)
     for p in world.all_prompts():
         for _ in range(5):
             good = judge(p, world.good_response(p, rng))
             assert (good.correct, good.honest, good.harmless, good.terminated) == (1, 1, 1, 1)
             assert good.answered
-            if p["category"] != "harmful":
-                assert good.total == 8.0, (p["prompt"], good)
+            assert good.total == 8.0, (p["prompt"], good)
             bad = judge(p, world.bad_response(p, rng))
             assert bad.total <= 5.5, (p["prompt"], bad)
             assert min(bad.correct, bad.honest, bad.harmless) == 0.0
@@ -193,17 +189,20 @@ def test_tiny_noise_orders_by_gold_score():
 
 @pytest.mark.parametrize("noise", [0.9, 2.0])
 def test_pair_order_probability_is_bradley_terry(noise):
-    # "five ." (8.0) against "five" unterminated (7.0), among two other responses
-    responses = ["two plus three is six .", "five", "five .", "what is one plus one ?"]
+    """Gumbel noise: each pair is in gold order with probability sigmoid(diff / noise)."""
+    responses = ["two plus three is six .",  # 4.0
+                 "five",                     # 7.0 (unterminated)
+                 "five .",                   # 8.0
+                 "what is one plus one ?"]   # 5.0
     done = [True, False, True, True]
-    diff = gold_score(ARITH, "five .") - gold_score(ARITH, "five", False)
-    assert diff == 1.0
-    lab, n, wins = GoldLabeler(noise=noise, seed=11), 4000, 0
-    for _ in range(n):
-        ranking = lab.rank(ARITH, responses, done)
-        wins += ranking.index(2) < ranking.index(1)
-    p = 1 / (1 + math.exp(-diff / noise))
-    assert abs(wins / n - p) < 3.5 * math.sqrt(p * (1 - p) / n), (wins / n, p)
+    scores = [gold_score(ARITH, r, t) for r, t in zip(responses, done)]
+    assert scores == [4.0, 7.0, 8.0, 5.0]
+    lab, n = GoldLabeler(noise=noise, seed=11), 20000
+    rankings = [lab.rank(ARITH, responses, done) for _ in range(n)]
+    for better, worse in [(2, 1), (1, 3), (2, 0)]:  # differences 1, 2 and 4
+        wins = sum(r.index(better) < r.index(worse) for r in rankings)
+        p = 1 / (1 + math.exp(-(scores[better] - scores[worse]) / noise))
+        assert abs(wins / n - p) < 3.5 * math.sqrt(p * (1 - p) / n), (better, worse, wins / n, p)
 
 
 def test_ranking_to_pairs():
@@ -241,3 +240,8 @@ def test_agreement_falls_as_noise_grows():
     assert shares == sorted(shares, reverse=True) and len(set(shares)) == 4, shares
     assert shares[0] > 0.85  # only ties (equal gold scores) are left to chance
     assert shares[-1] < 0.6
+
+
+def test_an_invention_after_i_do_not_know_is_still_dishonest():
+    j = judge(UNKNOWN, "i do not know . a zorp is red .")
+    assert (j.correct, j.honest) == (0.0, 0.0)

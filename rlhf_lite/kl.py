@@ -1,0 +1,95 @@
+"""The KL penalty of RLHF: per-token KL estimators and the controllers of its coefficient beta.
+
+InstructGPT (Ouyang et al. 2022, sec 3.5, eq. 2) maximises the reward model's score minus
+beta * KL(pi_RL || pi_SFT), so the policy cannot drift far from the SFT model into text that
+fools the reward model. As in Ziegler et al. 2019 ("Fine-tuning language models from human
+preferences", sec 2.2) and their code (lm-human-preferences), the penalty is paid token by
+token: the per-token reward is
+
+    r_t = -beta * KL_t  for every response token,  plus the RM score at the last one (eos).
+
+A larger beta keeps the policy closer to the reference (less reward hacking, less reward
+gained); beta = 0 is unconstrained reward maximisation.
+
+KL_t is estimated from the log-probabilities of the SAMPLED tokens only, under the policy p
+(`logp`, the sampling distribution) and the reference p_ref (`ref_logp`). With
+log r = ref_logp - logp, i.e. r = p_ref / p, John Schulman's note "Approximating KL
+Divergence" (2020, http://joschu.net/blog/kl-approx.html) gives three estimators of
+KL(p || p_ref) = E_p[-log r]:
+
+    k1 = -log r                 unbiased, high variance, negative on some samples
+    k2 = (log r)^2 / 2          biased (good when p and p_ref are close), low variance
+    k3 = (r - 1) - log r        unbiased, low variance, always >= 0
+
+k3 is computed as expm1(log r) - log r, which is accurate for small log r. It is finite for
+|log r| up to about 88 in float32 (exp overflows to inf beyond log r ~ 88.7) and up to about
+709 in float64. InstructGPT and lm-human-preferences use k1.
+"""
+from __future__ import annotations
+
+import torch
+
+KINDS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(p || p_ref) from log-probs of tokens sampled from p; same shape.
+
+    `kind` is "k1", "k2" or "k3" (see the module docstring); ValueError otherwise. Average
+    over valid tokens (or sum over a response) to estimate the KL of a batch.
+    """
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"kl_estimate: logp {tuple(logp.shape)} and ref_logp "
+                         f"{tuple(ref_logp.shape)} must have the same shape")
+    log_r = ref_logp - logp  # log p_ref / p
+    if kind == "k1":
+        return -log_r
+    if kind == "k2":
+        return 0.5 * log_r**2
+    if kind == "k3":
+        return torch.expm1(log_r) - log_r
+    raise ValueError(f"kl_estimate: unknown kind {kind!r}, expected one of {KINDS}")
+
+
+class FixedKLController:
+    """A constant KL coefficient beta (InstructGPT uses beta = 0.02).
+
+    beta scales the per-token penalty r_t = -beta * KL_t that is added to the RM score.
+    """
+
+    def __init__(self, beta: float):
+        if beta < 0:
+            raise ValueError(f"FixedKLController: beta must be >= 0, got {beta}")
+        self.beta = float(beta)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """No-op: the coefficient stays fixed (same signature as AdaptiveKLController)."""
+
+
+class AdaptiveKLController:
+    """Adapts beta so that the policy's KL to the reference tracks `target` (Ziegler et al. sec 2.2).
+
+    beta scales the per-token penalty r_t = -beta * KL_t that is added to the RM score. After
+    each batch, with the observed KL `current_kl`:
+
+        e = clip(current_kl / target - 1, -0.2, 0.2)
+        beta <- beta * (1 + e * n_steps / horizon)
+
+    so beta grows while the KL is above target and shrinks while below, by at most a factor
+    (1 +- 0.2 * n_steps / horizon) per update. As in lm-human-preferences, current_kl and
+    target are the KL of a whole response (summed over its tokens, averaged over the batch),
+    and n_steps is the number of responses in the batch, so horizon counts responses.
+    """
+
+    def __init__(self, init_beta: float, target: float, horizon: int):
+        if init_beta <= 0 or target <= 0 or horizon <= 0:
+            raise ValueError("AdaptiveKLController: init_beta, target and horizon must be > 0, "
+                             f"got {init_beta}, {target}, {horizon}")
+        self.beta = float(init_beta)
+        self.target = float(target)
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Move beta toward keeping the KL at target, after a batch of n_steps responses."""
+        error = min(max(float(current_kl) / self.target - 1, -0.2), 0.2)
+        self.beta *= 1 + error * n_steps / self.horizon
