@@ -1,0 +1,271 @@
+"""Stage 3: PPO against the reward model, with a per-token KL penalty to the SFT policy.
+
+InstructGPT (Ouyang et al. 2022, sec 3.5) fine-tunes the SFT policy with PPO (Schulman et al.
+2017) in a bandit environment: a prompt comes in, the policy writes a response, the reward
+model scores it, the episode ends. One iteration here, read top to bottom in `ppo_iteration`:
+
+1. Rollout. Sample responses to a batch of left-padded prompts with the KV cache.
+2. Score, without gradients and once: the policy's log-probs of its own tokens ("old"), the
+   frozen SFT reference's log-probs, the value model's values, the reward model's score.
+3. Per-token reward (the paper's objective, eq. 2):
+       r_t = -beta * KL_t                   for every response token,
+       r_T += RM(prompt, response)          at the last real token (eos),
+   where KL_t is a per-token estimate of KL(pi || pi_SFT) (`rlhf_lite.kl`). A response that
+   never emits eos is cut at max_new_tokens and its score is lowered by `missing_eos_penalty`.
+4. Advantages with GAE (gamma = 1 as in the paper), whitened over valid tokens.
+5. Several epochs of shuffled minibatches of the clipped surrogate plus a clipped value loss.
+
+Conventions (the checklist of COURSE.md; each is tested in tests/test_ppo.py):
+- Log-probs come from logits[:, P-1:-1] divided by the sampling temperature, gathered at the
+  sampled tokens; a response position t is predicted from the context before it.
+- Values are read at the same positions: V_t estimates the return from token t on.
+- Masks: 1 on response tokens up to and including the first eos, 0 after (pad).
+- Dropout is off in all four models (a ratio that moves only because of dropout is noise).
+- The first minibatch of the first epoch sees the exact weights and inputs that produced the
+  old log-probs, so its ratio is exactly 1: a standard check that the implementation is sound.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .gae import compute_gae, explained_variance, masked_mean, whiten
+from .generation import generate, logprobs_from_logits, response_mask
+from .kl import AdaptiveKLController, FixedKLController, kl_estimate
+from .utils import check_finite, progress
+from .world import format_prompt
+
+
+@dataclass
+class PPOConfig:
+    iterations: int = 60  # rollout + update rounds
+    batch_size: int = 64  # prompts per rollout (paper: 512)
+    minibatch_size: int = 16  # responses per gradient step (paper: 64)
+    ppo_epochs: int = 4  # passes over each rollout (more reuse of expensive samples)
+    max_new_tokens: int = 20  # response length cap; longer answers count as unterminated
+    temperature: float = 1.0  # sampling temperature of rollouts (log-probs use the same one)
+    lr: float = 2e-5  # policy learning rate (AdamW); small: the policy must stay near SFT
+    value_lr: float = 1e-4  # value model learning rate
+    clip_eps: float = 0.2  # PPO ratio clip (paper: 0.2)
+    value_clip_eps: float = 0.2  # how far a value may move from its rollout value per update
+    gamma: float = 1.0  # discount: none, the episode is one short response
+    lam: float = 0.95  # GAE lambda: bias (0) vs variance (1) of the advantage estimate
+    beta: float = 0.05  # KL penalty coefficient (paper: 0.02); initial value if adaptive
+    adaptive_kl: bool = False  # adapt beta to keep the KL near kl_target (Ziegler et al.)
+    kl_target: float = 2.0  # target KL per response, in nats (adaptive only)
+    kl_horizon: int = 2000  # responses over which beta adapts (adaptive only)
+    kl_estimator: str = "k1"  # per-token KL estimator in the reward: k1, k2 or k3
+    missing_eos_penalty: float = 2.0  # subtracted from the RM score of unterminated responses
+    grad_clip: float = 1.0  # max gradient norm of each model
+    seed: int = 0  # prompt order, sampling and minibatch shuffling
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ValueModel(torch.nn.Module):
+    """V(context) for every position: a GPT backbone and a scalar head (B, T) -> (B, T).
+
+    Initialised from the reward model, as in the paper: it already knows which responses are
+    good, so early advantages are informative.
+    """
+
+    def __init__(self, reward_model):
+        super().__init__()
+        self.backbone = copy.deepcopy(reward_model.backbone)
+        self.head = copy.deepcopy(reward_model.head)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.backbone.hidden_states(input_ids, attention_mask)).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    """One batch of experience; response tensors are (B, N), the rest as named."""
+
+    prompts: list[dict]
+    sequences: torch.Tensor  # (B, P + N) prompt + response token ids
+    attention_mask: torch.Tensor  # (B, P + N) 1 = real token (prompt or response incl. eos)
+    mask: torch.Tensor  # (B, N) float, 1 on response tokens up to and including eos
+    logprobs: torch.Tensor  # (B, N) old policy log-probs of the sampled tokens
+    ref_logprobs: torch.Tensor  # (B, N) SFT reference log-probs
+    values: torch.Tensor  # (B, N) old values
+    scores: torch.Tensor  # (B,) RM score, after the missing-eos penalty
+    rewards: torch.Tensor  # (B, N) per-token reward
+    advantages: torch.Tensor  # (B, N) whitened GAE advantages
+    returns: torch.Tensor  # (B, N) value targets (A + V, before whitening)
+    texts: list[str]  # decoded responses (for the gold labeler and for reading)
+    terminated: torch.Tensor  # (B,) bool, emitted eos
+    entropy: torch.Tensor  # (B, N) policy entropy at each response position
+
+
+def response_logprobs(model, sequences, attention_mask, prompt_len: int, temperature: float,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (B, N) of the response tokens and the per-position entropy (B, N)."""
+    logits = model(sequences, attention_mask)[:, prompt_len - 1: -1] / temperature  # (B, N, V)
+    logprobs = logprobs_from_logits(logits, sequences[:, prompt_len:])
+    entropy = torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
+    return logprobs, entropy
+
+
+def clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps: float):
+    """PPO's clipped surrogate, as a loss: mean over valid tokens of
+    max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)),  ratio = exp(logp - logp_old).
+
+    Returns (loss, stats) with stats: clipfrac (share of valid tokens where the clipped term
+    is the active one), approx_kl (mean of (ratio - 1) - log ratio, the k3 estimate of
+    KL(old || new): how far this update has moved the policy), ratio_max.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
+                 "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item(),
+                 "ratio_max": ratio[mask.bool()].max().item()}
+    return loss, stats
+
+
+def clipped_value_loss(values, old_values, returns, mask, clip_eps: float) -> torch.Tensor:
+    """0.5 * mean over valid tokens of max((V - R)^2, (clip(V, V_old +- eps) - R)^2)."""
+    clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+class PPOTrainer:
+    """Holds the four models and the optimizer state; `step()` runs one PPO iteration.
+
+    policy: trained (starts as a copy of SFT). reference: frozen SFT. reward_model: frozen.
+    value_model: trained (starts as a copy of the reward model).
+    """
+
+    def __init__(self, cfg: PPOConfig, sft_model, reward_model, tokenizer, prompts: list[dict],
+                 gold_judge=None):
+        self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
+        self.gold_judge = gold_judge  # prompt, text, terminated -> score; logging only
+        self.policy = copy.deepcopy(sft_model).train()
+        self.reference = copy.deepcopy(sft_model).eval().requires_grad_(False)
+        self.reward_model = copy.deepcopy(reward_model).eval().requires_grad_(False)
+        self.value_model = ValueModel(reward_model).train()
+        for model in (self.policy, self.reference, self.reward_model, self.value_model):
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = 0.0  # dropout off: the ratio must move only when weights move
+        self.optimizer = torch.optim.AdamW(
+            [{"params": self.policy.parameters(), "lr": cfg.lr},
+             {"params": self.value_model.parameters(), "lr": cfg.value_lr}], weight_decay=0.0)
+        self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
+                       if cfg.adaptive_kl else FixedKLController(cfg.beta))
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.iteration = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ rollout
+    @torch.no_grad()
+    def rollout(self, prompts: list[dict]) -> Rollout:
+        cfg, tok = self.cfg, self.tokenizer
+        enc = tok([format_prompt(p["prompt"]) for p in prompts], padding=True, return_tensors="pt")
+        P = enc["input_ids"].shape[1]
+        sequences = generate(self.policy, enc["input_ids"], enc["attention_mask"],
+                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                             generator=self.generator)
+        response = sequences[:, P:]  # (B, N)
+        mask = response_mask(response, tok.eos_token_id).float()  # (B, N)
+        attention_mask = torch.cat([enc["attention_mask"], mask.long()], dim=1)  # (B, P + N)
+        terminated = (response == tok.eos_token_id).any(dim=1)  # (B,)
+
+        # old log-probs in minibatch-sized chunks: the first minibatch of the update then
+        # repeats this exact computation, and its ratio is exactly 1
+        chunks = [response_logprobs(self.policy, sequences[i: i + cfg.minibatch_size],
+                                    attention_mask[i: i + cfg.minibatch_size], P, cfg.temperature)
+                  for i in range(0, len(prompts), cfg.minibatch_size)]
+        logprobs, entropy = (torch.cat(parts) for parts in zip(*chunks))
+        ref_logprobs, _ = response_logprobs(self.reference, sequences, attention_mask, P,
+                                            cfg.temperature)
+        values = self.value_model(sequences, attention_mask)[:, P - 1: -1]  # (B, N)
+        scores = self.reward_model(sequences, attention_mask)  # (B,) read at the last real token
+        scores = scores - cfg.missing_eos_penalty * (~terminated).float()
+
+        kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator) * mask  # (B, N)
+        rewards = -self.kl_ctl.beta * kl
+        last = mask.sum(dim=1).long() - 1  # (B,) index of the last real token (eos)
+        rewards[torch.arange(len(prompts)), last] += scores
+        advantages, returns = compute_gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
+        advantages = whiten(advantages, mask)
+        texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+                 for row, m in zip(response, mask)]
+        return Rollout(prompts, sequences, attention_mask, mask, logprobs, ref_logprobs,
+                       values * mask, scores, rewards, advantages, returns, texts, terminated,
+                       entropy)
+
+    # ------------------------------------------------------------------ update
+    def update(self, r: Rollout) -> dict[str, float]:
+        cfg = self.cfg
+        P = r.sequences.shape[1] - r.mask.shape[1]
+        B = len(r.prompts)
+        stats: dict[str, list[float]] = {}
+        for epoch in range(cfg.ppo_epochs):
+            # the first epoch keeps the rollout order, so the first minibatch repeats the
+            # exact forward that produced the old log-probs (ratio exactly 1)
+            order = torch.arange(B) if epoch == 0 else torch.randperm(B, generator=self.generator)
+            for start in range(0, B, cfg.minibatch_size):
+                idx = order[start: start + cfg.minibatch_size]
+                seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.mask[idx]
+                logprobs, _ = response_logprobs(self.policy, seq, att, P, cfg.temperature)
+                pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx],
+                                                        r.advantages[idx], mask, cfg.clip_eps)
+                values = self.value_model(seq, att)[:, P - 1: -1]
+                vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
+                                             cfg.value_clip_eps)
+                loss = pg_loss + vf_loss  # separate models: the sum just trains both
+                check_finite(loss, "ppo: loss", self.iteration)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for model in (self.policy, self.value_model):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                if epoch == 0 and start == 0:
+                    stats.setdefault("first_ratio_max", []).append(pg_stats["ratio_max"])
+                for k, v in {**pg_stats, "policy_loss": pg_loss.item(),
+                             "value_loss": vf_loss.item()}.items():
+                    stats.setdefault(k, []).append(v)
+        return {k: (max(v) if k.endswith("max") else sum(v) / len(v)) for k, v in stats.items()}
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self) -> dict[str, float]:
+        """One rollout + update; returns (and appends to history) the iteration's metrics."""
+        cfg = self.cfg
+        pick = torch.randint(len(self.prompts), (cfg.batch_size,), generator=self.generator)
+        r = self.rollout([self.prompts[i] for i in pick.tolist()])
+        kl_per_response = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean()
+        metrics = {
+            "iteration": self.iteration,
+            "rm_score": r.scores.mean().item(),  # what PPO maximises (minus the KL term)
+            "kl": kl_per_response.item(),  # KL(pi || pi_SFT) per response, nats (k1 mean)
+            "beta": self.kl_ctl.beta,
+            "entropy": masked_mean(r.entropy, r.mask).item(),  # per token, nats
+            "response_length": r.mask.sum(1).mean().item(),  # tokens incl. eos
+            "terminated": r.terminated.float().mean().item(),
+            "explained_variance": explained_variance(r.values, r.returns, r.mask),
+        }
+        if self.gold_judge is not None:  # evaluation only: PPO never sees it
+            metrics["gold_score"] = sum(self.gold_judge(p, t, bool(e)) for p, t, e in
+                                        zip(r.prompts, r.texts, r.terminated)) / len(r.texts)
+        metrics.update(self.update(r))
+        self.kl_ctl.update(metrics["kl"], cfg.batch_size)
+        self.iteration += 1
+        self.history.append(metrics)
+        return metrics
+
+    def train(self, iterations: int | None = None) -> list[dict]:
+        n = self.cfg.iterations if iterations is None else iterations
+        for _ in progress(range(n), desc="ppo"):
+            self.step()
+        return self.history

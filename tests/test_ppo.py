@@ -1,0 +1,163 @@
+"""PPO pieces against hand computations and loops, plus the checklist's invariants."""
+import copy
+
+import pytest
+import torch
+
+from rlhf_lite import data, labeler
+from rlhf_lite.kl import kl_estimate
+from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.ppo import (PPOConfig, PPOTrainer, clipped_policy_loss, clipped_value_loss,
+                           response_logprobs)
+from rlhf_lite.tokenizer import load_tokenizer
+
+
+class TokenCountReward(torch.nn.Module):
+    """A stand-in reward model: the share of a response that is `token` (with the backbone and
+    head a real reward model has, so the value model can be initialised from it)."""
+
+    def __init__(self, vocab_size, token, prompt_len_fn):
+        super().__init__()
+        self.backbone = GPT(GPTConfig(vocab_size=vocab_size, n_layer=1, n_head=2, n_embd=16))
+        self.head = torch.nn.Linear(16, 1)
+        self.token, self.prompt_len_fn = token, prompt_len_fn
+
+    def forward(self, input_ids, attention_mask):
+        response = input_ids[:, self.prompt_len_fn():]
+        real = attention_mask[:, self.prompt_len_fn():].float()
+        return ((response == self.token).float() * real).sum(1) / real.sum(1).clamp(min=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def make_trainer(tokenizer, cfg=None, dropout=0.0, token="five"):
+    torch.manual_seed(0)
+    policy = GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=32,
+                           dropout=dropout))
+    prompts = data.load_records("prompts_train")
+    prompt_len = {}
+    rm = TokenCountReward(len(tokenizer), tokenizer.convert_tokens_to_ids(token),
+                          lambda: prompt_len["P"])
+    cfg = cfg or PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2)
+    trainer = PPOTrainer(cfg, policy, rm, tokenizer, prompts, gold_judge=labeler.gold_score)
+    original = trainer.rollout
+
+    def rollout(batch):  # let the stand-in RM know where responses start
+        enc = tokenizer([f"user : {p['prompt']} bot :" for p in batch], padding=True)
+        prompt_len["P"] = len(enc["input_ids"][0])
+        return original(batch)
+    trainer.rollout = rollout
+    return trainer, prompts
+
+
+def test_clipped_policy_loss_matches_a_token_loop():
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.0, -4.0]])
+    old = torch.tensor([[-1.2, -1.5, -0.5], [-0.3, -2.0, -4.0]])
+    adv = torch.tensor([[1.0, -2.0, 0.5], [-1.0, 3.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    loss, stats = clipped_policy_loss(logp, old, adv, mask, clip_eps=0.2)
+    terms, clipped = [], []
+    for b in range(2):
+        for t in range(3):
+            if mask[b, t]:
+                ratio = float(torch.exp(logp[b, t] - old[b, t]))
+                a = float(adv[b, t])
+                un, cl = -a * ratio, -a * min(max(ratio, 0.8), 1.2)
+                terms.append(max(un, cl))
+                clipped.append(cl > un)
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+    assert stats["clipfrac"] == pytest.approx(sum(clipped) / len(clipped))
+    # by hand: ratio e^0.2 = 1.22 with A > 0 and e^1 = 2.72 with A > 0 are capped at 1.2;
+    # e^-0.5 = 0.61 with A < 0 is floored at 0.8; the two ratios of exactly 1 are not clipped
+    assert stats["clipfrac"] == pytest.approx(3 / 5)
+    assert stats["ratio_max"] == pytest.approx(float(torch.exp(torch.tensor(1.0))))
+
+
+def test_clipped_value_loss_by_hand():
+    values, old = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]])
+    returns, mask = torch.tensor([[2.0, 1.0]]), torch.ones(1, 2)
+    # token 0: unclipped (1-2)^2 = 1, clipped V = 0.7: (0.7-2)^2 = 1.69 -> 1.69; token 1: 1
+    loss = clipped_value_loss(values, old, returns, mask, clip_eps=0.2)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 1.0) / 2)
+
+
+def test_ratio_is_exactly_one_on_the_first_minibatch(tokenizer):
+    trainer, prompts = make_trainer(tokenizer)
+    r = trainer.rollout(prompts[:8])
+    P = r.sequences.shape[1] - r.mask.shape[1]
+    mb = trainer.cfg.minibatch_size
+    with torch.enable_grad():
+        new, _ = response_logprobs(trainer.policy, r.sequences[:mb], r.attention_mask[:mb], P,
+                                   trainer.cfg.temperature)
+    assert torch.equal(new.detach(), r.logprobs[:mb])
+    assert trainer.update(r)["first_ratio_max"] == 1.0
+
+
+def test_rewards_are_kl_penalty_per_token_plus_score_at_the_last_token(tokenizer):
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, beta=0.3)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    trainer.policy.transformer.h[0].mlp.c_proj.weight.data += 0.05  # differ from the reference
+    r = trainer.rollout(prompts[:8])
+    expected = -0.3 * kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask
+    last = r.mask.sum(1).long() - 1
+    expected[torch.arange(8), last] += r.scores
+    assert torch.allclose(r.rewards, expected)
+    assert (r.rewards[r.mask == 0] == 0).all() and (r.advantages[r.mask == 0] == 0).all()
+
+
+def test_missing_eos_is_penalised(tokenizer):
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=3, missing_eos_penalty=5.0)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    r = trainer.rollout(prompts[:8])
+    raw = trainer.reward_model(r.sequences, r.attention_mask)
+    assert (~r.terminated).any(), "an untrained model should rarely stop within 3 tokens"
+    assert torch.allclose(r.scores, raw - 5.0 * (~r.terminated).float())
+
+
+def test_left_padded_rollout_logprobs_equal_each_prompt_alone(tokenizer):
+    trainer, prompts = make_trainer(tokenizer)
+    batch = [prompts[0], next(p for p in prompts if len(p["prompt"].split()) > 8)]
+    r = trainer.rollout(batch)
+    P = r.sequences.shape[1] - r.mask.shape[1]
+    for i in range(2):
+        keep = r.attention_mask[i].bool()
+        keep[P:] = True  # the response columns, including pad after eos
+        seq = r.sequences[i, keep][None]
+        p_len = int(r.attention_mask[i, :P].sum())
+        with torch.no_grad():
+            alone, _ = response_logprobs(trainer.policy, seq, torch.ones_like(seq), p_len, 1.0)
+        n = int(r.mask[i].sum())
+        assert torch.allclose(alone[0, :n], r.logprobs[i, :n], atol=1e-5)
+
+
+def test_dropout_off_and_frozen_models_stay_frozen(tokenizer):
+    trainer, _ = make_trainer(tokenizer, dropout=0.2)
+    for model in (trainer.policy, trainer.reference, trainer.reward_model, trainer.value_model):
+        assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    ref_before = copy.deepcopy(trainer.reference.state_dict())
+    policy_before = copy.deepcopy(trainer.policy.state_dict())
+    trainer.step()
+    assert all(torch.equal(v, trainer.reference.state_dict()[k]) for k, v in ref_before.items())
+    assert any(not torch.equal(v, trainer.policy.state_dict()[k]) for k, v in policy_before.items())
+
+
+def test_logged_metrics(tokenizer):
+    trainer, _ = make_trainer(tokenizer)
+    metrics = trainer.step()
+    for key in ["rm_score", "gold_score", "kl", "entropy", "clipfrac", "approx_kl", "value_loss",
+                "explained_variance", "response_length", "ratio_max", "beta"]:
+        assert key in metrics, key
+    assert metrics["kl"] == 0.0  # first rollout: the policy is still the reference
+
+
+def test_ppo_increases_a_simple_reward(tokenizer):
+    cfg = PPOConfig(batch_size=32, minibatch_size=8, max_new_tokens=6, ppo_epochs=4, lr=3e-3,
+                    beta=0.0, missing_eos_penalty=0.0)
+    trainer, _ = make_trainer(tokenizer, cfg, token="five")
+    history = trainer.train(iterations=25)
+    first = sum(h["rm_score"] for h in history[:3]) / 3
+    last = sum(h["rm_score"] for h in history[-3:]) / 3
+    assert last > first + 0.2, (first, last)
