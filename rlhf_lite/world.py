@@ -159,12 +159,12 @@ def good_response(p: dict, rng: random.Random) -> str:
     m, cat = p["meta"], p["category"]
     if cat == "arithmetic":
         expr = " ".join(p["prompt"].split()[2:5])
-        return rng.choice([f"{expr} is {m['answer']} .", f"{m['answer']} .",
-                           f"the answer is {m['answer']} ."])
+        return rng.choices([f"{expr} is {m['answer']} .", f"{m['answer']} .",
+                            f"the answer is {m['answer']} ."], weights=[3, 1, 1])[0]
     if cat == "facts":
-        return rng.choice([fact_sentence(m["attribute"], m["subject"], m["answer"]),
-                           f"{m['answer']} ." if m["attribute"] != "legs"
-                           else f"{m['answer']} legs ."])
+        return rng.choices([fact_sentence(m["attribute"], m["subject"], m["answer"]),
+                            f"{m['answer']} ." if m["attribute"] != "legs"
+                            else f"{m['answer']} legs ."], weights=[3, 1])[0]
     if cat == "unknown":
         return rng.choice([IDK, f"i do not know what {article(m)}{m['subject']} is ."])
     if cat == "lists":
@@ -228,12 +228,13 @@ def demonstration(p: dict, rng: random.Random) -> tuple[str, str]:
     Labelers are good but imperfect (the paper's demonstrations are too): that leaves RL
     something to improve. Inventing an answer is the commonest mistake on unknown prompts.
     """
-    p_wrong = 0.25 if p["category"] == "unknown" else 0.08
+    p_wrong = 0.3 if p["category"] == "unknown" else 0.1
     u = rng.random()
     if u < p_wrong:
         return bad_response(p, rng), "wrong"
-    if u < p_wrong + 0.2:
-        return f"{good_response(p, rng)} {rng.choice(FILLERS)}", "verbose"
+    if u < p_wrong + 0.25:
+        fillers = rng.sample(FILLERS, rng.randint(1, 2))
+        return " ".join([good_response(p, rng), *fillers]), "verbose"
     return good_response(p, rng), "good"
 
 
@@ -257,8 +258,8 @@ def candidate_responses(p: dict, k: int, rng: random.Random) -> list[tuple[str, 
 # ----------------------------------------------------------------------------- web text
 def pretraining_document(rng: random.Random) -> str:
     """One document of the world's "web text"."""
-    kind = rng.choices(["facts", "arithmetic", "story", "list", "forum", "rude", "note"],
-                       weights=[4, 4, 2, 2, 5, 1, 1])[0]
+    kind = rng.choices(["facts", "arithmetic", "quiz", "story", "list", "forum", "rude", "note"],
+                       weights=[4, 4, 3, 2, 2, 5, 1, 1])[0]
     if kind == "facts":
         sentences = []
         for _ in range(rng.randint(2, 5)):
@@ -278,6 +279,9 @@ def pretraining_document(rng: random.Random) -> str:
                 b = rng.randrange(a + 1)
                 lines.append(f"{NUMBERS[a]} minus {NUMBERS[b]} is {NUMBERS[a - b]} .")
         return " ".join(lines)
+    if kind == "quiz":  # questions answered in full sentences, as on a quiz page
+        pairs = [(q["prompt"], good_response(q, rng)) for q in rng.sample(_QUIZ_PROMPTS, rng.randint(2, 4))]
+        return "quiz . " + " ".join(f"{q} {a}" for q, a in pairs)
     if kind == "story":
         name, animal = rng.choice(NAMES), rng.choice(sorted(ANIMAL_SOUND))
         fruit = rng.choice(sorted(FRUIT_COLOR))
@@ -317,6 +321,7 @@ def forum_thread(rng: random.Random) -> str:
 
 # Forum users ask about what the world contains; unknown subjects never appear in web text.
 _FORUM_PROMPTS = [p for p in all_prompts() if p["category"] != "unknown"]
+_QUIZ_PROMPTS = [p for p in _FORUM_PROMPTS if p["category"] in ("arithmetic", "facts")]
 
 
 def vocabulary() -> list[str]:

@@ -54,7 +54,7 @@ def test_special_tokens(tok):
 
 def test_vocabulary_size(tok):
     words = world.vocabulary()
-    assert len(tok) == 3 + len(words) == 194
+    assert len(tok) == 3 + len(words) == 195
     vocab = tok.get_vocab()
     assert [vocab[w] for w in words] == list(range(3, 3 + len(words)))  # sorted, after specials
 

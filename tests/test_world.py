@@ -168,7 +168,7 @@ def test_generated_text_other_seeds_in_vocabulary(vocab, seed):
 def test_vocabulary_sorted_unique_whitespace_free(vocab):
     words = world.vocabulary()
     assert words == sorted(set(words))
-    assert len(words) == 191
+    assert len(words) == 192
     assert all(w and not any(c.isspace() for c in w) for w in words)
     assert {"user", "bot", ":", ".", "?", ","} <= vocab
 
@@ -214,9 +214,9 @@ def test_demonstration_flaw_shares_committed(committed):
     share = {k: v / len(demos) for k, v in collections.Counter(d["flaw"] for d in demos).items()}
     assert set(share) == {"good", "verbose", "wrong"}
     assert share["good"] > share["verbose"] > share["wrong"] > 0
-    assert 0.62 < share["good"] < 0.78, share
-    assert 0.12 < share["verbose"] < 0.26, share
-    assert 0.05 < share["wrong"] < 0.16, share
+    assert 0.52 < share["good"] < 0.68, share  # designed: 0.65 (0.6 on unknown prompts)
+    assert 0.19 < share["verbose"] < 0.32, share  # designed: 0.25
+    assert 0.07 < share["wrong"] < 0.18, share  # designed: 0.1 (0.3 on unknown prompts)
     for d in demos:
         if d["flaw"] == "verbose":
             assert any(d["response"].endswith(" " + f) for f in world.FILLERS), d
@@ -230,10 +230,10 @@ def test_demonstration_flaw_probabilities():
         for p in prompts:
             _, flaw = world.demonstration(p, rng)
             counts["unknown" if p["category"] == "unknown" else "other"][flaw] += 1
-    for group, p_wrong in [("unknown", 0.25), ("other", 0.08)]:
+    for group, p_wrong in [("unknown", 0.3), ("other", 0.1)]:
         n = sum(counts[group].values())
         tol = lambda p: 4 * (p * (1 - p) / n) ** 0.5  # noqa: E731
         assert abs(counts[group]["wrong"] / n - p_wrong) < tol(p_wrong), (group, counts[group])
-        assert abs(counts[group]["verbose"] / n - 0.2) < tol(0.2), (group, counts[group])
-        p_good = 0.8 - p_wrong
+        assert abs(counts[group]["verbose"] / n - 0.25) < tol(0.25), (group, counts[group])
+        p_good = 0.75 - p_wrong
         assert abs(counts[group]["good"] / n - p_good) < tol(p_good), (group, counts[group])
