@@ -22,6 +22,11 @@ def checkpoint_path(stage: str, preset: str = "toy") -> Path:
     return paths.ARTIFACTS_DIR / preset / f"{stage}.pt"
 
 
+def rankings_path(split: str, preset: str = "toy") -> Path:
+    """Where the "rm" stage saves the rankings it trained ("train") and validated ("validation") on."""
+    return paths.ARTIFACTS_DIR / preset / f"rankings_{split}.jsonl"
+
+
 def _build_base(preset: str) -> None:
     from .data import load_records
     from .pretrain import pretrain
@@ -30,6 +35,52 @@ def _build_base(preset: str) -> None:
     texts = {n: [r["text"] for r in load_records(f"pretrain_{n}")] for n in ("train", "val")}
     pretrain(get_preset(preset).pretrain, load_tokenizer(), texts["train"], texts["val"],
              checkpoint_path=checkpoint_path("base", preset))
+
+
+def _build_sft(preset: str) -> None:
+    from .data import load_records
+    from .sft import train_sft
+    from .tokenizer import load_tokenizer
+
+    demos = load_records("demonstrations")
+    train_sft(get_preset(preset).sft, load_model("base", preset), load_tokenizer(),
+              [d for d in demos if d["prompt_id"].startswith("train-")],
+              [d for d in demos if d["prompt_id"].startswith("validation-")],
+              checkpoint_path=checkpoint_path("sft", preset))
+
+
+def _build_rm(preset: str) -> None:
+    """Sample and rank completions of the SFT policy (saved as JSONL), then train the RM.
+
+    Rankings of train prompts train it; rankings of validation prompts measure its accuracy
+    (the held-out prompts stay unseen for the final evaluation). Sampling is seeded, so a
+    resumed build re-creates the same rankings.
+    """
+    from .data import load_records
+    from .reward import sample_rankings, train_reward_model
+    from .tokenizer import load_tokenizer
+    from .world import write_jsonl
+
+    cfg, tokenizer, sft = get_preset(preset).reward, load_tokenizer(), load_model("sft", preset)
+    rankings = {}
+    for split in ("train", "validation"):
+        rankings[split] = sample_rankings(cfg, sft, tokenizer, load_records(f"prompts_{split}"), split)
+        rankings_path(split, preset).parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(rankings_path(split, preset), rankings[split])
+    train_reward_model(cfg, sft, tokenizer, rankings["train"], rankings["validation"],
+                       load_records("demonstrations"), checkpoint_path=checkpoint_path("rm", preset))
+
+
+def _build_ppo(preset: str) -> None:
+    from .data import load_records
+    from .labeler import gold_score
+    from .ppo import PPOTrainer, save_policy
+    from .tokenizer import load_tokenizer
+
+    trainer = PPOTrainer(get_preset(preset).ppo, load_model("sft", preset), load_model("rm", preset),
+                         load_tokenizer(), load_records("prompts_train"), gold_judge=gold_score)
+    trainer.train()
+    save_policy(trainer, checkpoint_path("ppo", preset))
 
 
 def _load_gpt(ckpt: dict) -> GPT:
@@ -45,7 +96,20 @@ class Stage:
     load: Callable[[dict], torch.nn.Module]  # model from a checkpoint dict
 
 
-STAGES = {"base": Stage(_build_base, lambda p: p.pretrain, _load_gpt)}
+def _load_rm(ckpt: dict) -> torch.nn.Module:
+    from .reward import RewardModel
+
+    rm = RewardModel(GPT(GPTConfig(**ckpt["extra_state"]["model_config"])))
+    rm.load_state_dict(ckpt["model"])
+    return rm
+
+
+STAGES = {
+    "base": Stage(_build_base, lambda p: p.pretrain, _load_gpt),
+    "sft": Stage(_build_sft, lambda p: p.sft, _load_gpt),
+    "rm": Stage(_build_rm, lambda p: p.reward, _load_rm),
+    "ppo": Stage(_build_ppo, lambda p: p.ppo, _load_gpt),
+}
 
 
 def status(stage: str, preset: str = "toy") -> str:

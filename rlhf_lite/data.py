@@ -17,6 +17,9 @@ SCHEMAS = {
     "demonstrations": {"id": str, "prompt_id": str, "category": str, "prompt": str,
                        "response": str, "flaw": str},
     "comparisons": {"prompt_id": str, "prompt": str, "chosen": str, "rejected": str},
+    # K responses of one prompt, ranked best first (checked further by reward.check_ranking)
+    "rankings": {"prompt_id": str, "prompt": str, "responses": list, "terminated": list,
+                 "ranking": list},
 }
 FILES = {
     "pretrain_train": ("pretrain_train.jsonl", "pretrain"),

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from .gae import compute_gae, explained_variance, masked_mean, whiten
 from .generation import generate, logprobs_from_logits, response_mask
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate
-from .utils import check_finite, progress
+from .utils import atomic_save, check_finite, progress
 from .world import format_prompt
 
 
@@ -269,3 +269,11 @@ class PPOTrainer:
         for _ in progress(range(n), desc="ppo"):
             self.step()
         return self.history
+
+
+def save_policy(trainer: PPOTrainer, path) -> None:
+    """Write the trained policy as an artifacts checkpoint (rlhf_lite.artifacts loads it)."""
+    atomic_save({"model": trainer.policy.state_dict(), "step": trainer.iteration,
+                 "config": {"max_steps": trainer.cfg.iterations}, "history": trainer.history,
+                 "extra_state": {"model_config": asdict(trainer.policy.config),
+                                 "recipe": trainer.cfg.as_dict()}}, path)

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .ppo import PPOConfig
 from .pretrain import PretrainConfig
+from .reward import RewardConfig
+from .sft import SFTConfig
 
 
 @dataclass
 class Preset:
     name: str  # the name notebooks and the pipeline use
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # stage 0: base model
+    sft: SFTConfig = field(default_factory=SFTConfig)  # stage 1: supervised fine-tuning
+    reward: RewardConfig = field(default_factory=RewardConfig)  # stage 2: reward model
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # stage 3: PPO against the reward model
 
 
 PRESETS = {"toy": Preset("toy")}

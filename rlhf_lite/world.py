@@ -226,11 +226,14 @@ def demonstration(p: dict, rng: random.Random) -> tuple[str, str]:
     """One labeler's demonstration and its flaw tag: good, verbose or wrong.
 
     Labelers are good but imperfect (the paper's demonstrations are too): that leaves RL
-    something to improve. Inventing an answer is the commonest mistake on unknown prompts.
+    something to improve. Inventing an answer is the commonest mistake on unknown prompts;
+    on knowable questions a third of the mistakes are needless hedges ("i do not know").
     """
     p_wrong = 0.3 if p["category"] == "unknown" else 0.1
     u = rng.random()
     if u < p_wrong:
+        if p["category"] in ("arithmetic", "facts") and rng.random() < 1 / 3:
+            return IDK, "wrong"
         return bad_response(p, rng), "wrong"
     if u < p_wrong + 0.25:
         fillers = rng.sample(FILLERS, rng.randint(1, 2))

@@ -1,0 +1,316 @@
+"""Stage 2: the reward model (RM), learned from rankings of K completions.
+
+InstructGPT (Ouyang et al. 2022, sec 3.5 "Reward modeling"):
+
+* The RM is the SFT model with its unembedding replaced by a scalar head: it reads a prompt
+  and a response and outputs one number r(x, y). Here the head reads the final hidden state
+  of the last real token (the eos of a finished response).
+* Labelers rank K = 4..9 completions of a prompt; a ranking implies C(K, 2) comparisons.
+  For a pair where y_w was preferred to y_l, the Bradley-Terry model says
+  P(y_w > y_l) = sigmoid(r(x, y_w) - r(x, y_l)), and the loss is its negative log-likelihood,
+  -log sigmoid(r_w - r_l).
+* All C(K, 2) pairs of a prompt go into the same batch element: the K completions are scored
+  in one forward (K forwards instead of 2 C(K, 2)), and the RM never sees one completion in
+  many separate steps, which made it overfit in a single epoch. One epoch in total.
+* A reward is only defined up to a constant (the loss sees differences), so after training
+  the head's bias is shifted until the labelers' demonstrations score 0 on average.
+
+Input layout: format_prompt(prompt) + response tokens + eos if the response ended,
+RIGHT-padded (`encode_responses`). The score is read at the last 1 of the attention mask,
+so left-padded rows (as PPO's rollouts are) give the same score.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import SCHEMAS, DataError, read_jsonl
+from .evaluation import complete
+from .labeler import GoldLabeler, ranking_to_pairs
+from .model import GPT
+from .sft import epoch_batch, pad_right, prompt_response_ids
+from .training import History, TrainConfig, train
+from .utils import atomic_save
+
+
+@dataclass
+class RewardConfig:
+    k: int = 4  # completions ranked per prompt (paper: K = 4..9)
+    rounds: int = 16  # rankings per training prompt, each of K fresh samples from the SFT policy
+    val_rounds: int = 16  # rankings per validation prompt (held-out accuracy and its ceiling)
+    temperature: float = 1.0  # sampling temperature of the SFT policy
+    max_new_tokens: int = 24  # response length cap when sampling
+    sample_seed: int = 0  # seeds the training samples; validation samples use sample_seed + 1
+    labeler_seed: int = 0  # the labeler who ranks the training completions
+    val_labeler_seed: int = 1  # the labeler who ranks the validation completions
+    ceiling_labeler_seed: int = 2  # a second labeler re-ranking them: the agreement ceiling
+    batch_size: int = 16  # rankings per step; all C(K, 2) pairs of a ranking share its step
+    epochs: int = 1  # passes over the rankings (paper: one; more overfits)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=0,  # unused: train_reward_model sets it to epochs * ceil(rankings / batch_size)
+        lr=2e-4, warmup_steps=10, eval_interval=50, desc="rm"))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- the model
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) 1/0 mask -> (B,) column of each row's last 1 (works for left and right padding)."""
+    T = attention_mask.shape[1]
+    return T - 1 - attention_mask.flip(-1).argmax(dim=-1)  # argmax finds the first max
+
+
+class RewardModel(nn.Module):
+    """A GPT backbone and a scalar head on the hidden state of each row's last real token."""
+
+    def __init__(self, backbone: GPT):
+        super().__init__()
+        self.backbone = backbone  # initialised from the SFT model (the paper: a 6B SFT model)
+        self.head = nn.Linear(backbone.config.n_embd, 1)
+        # zero init: every score starts at 0, so the first loss is exactly log 2
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Scores (B,) of sequences input_ids (B, T) with attention_mask (B, T)."""
+        h = self.backbone.hidden_states(input_ids, attention_mask)  # (B, T, C)
+        last = h[torch.arange(len(h)), last_token_index(attention_mask)]  # (B, C)
+        return self.head(last).squeeze(-1)  # (B,)
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Mean of -log sigmoid(r_chosen - r_rejected) over pairs.
+
+    logsigmoid is computed stably: log(sigmoid(d)) would round sigmoid to 0 for d < -100
+    and return -inf.
+    """
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+# ----------------------------------------------------------------------------- comparisons
+def make_rankings(policy: GPT, tokenizer, prompts: list[dict], k: int, labeler: GoldLabeler,
+                  rounds: int = 1, seed: int = 0, temperature: float = 1.0,
+                  max_new_tokens: int = 24) -> list[dict]:
+    """Sample K completions per prompt and round from `policy`; `labeler` ranks each set.
+
+    Returns one record per (round, prompt): {"prompt_id", "prompt", "responses" (K texts
+    without eos), "terminated" (K bools: ended with eos), "ranking" (K indices, best first)}.
+    """
+    repeated = [p for _ in range(rounds) for p in prompts for _ in range(k)]
+    completions = complete(policy, tokenizer, repeated, max_new_tokens=max_new_tokens,
+                           temperature=temperature, seed=seed, batch_size=256)
+    records = []
+    for i in range(0, len(repeated), k):
+        prompt, group = repeated[i], completions[i: i + k]
+        responses, terminated = [text for text, _ in group], [done for _, done in group]
+        records.append({"prompt_id": prompt["id"], "prompt": prompt["prompt"],
+                        "responses": responses, "terminated": terminated,
+                        "ranking": labeler.rank(prompt, responses, terminated)})
+    return records
+
+
+def sample_rankings(cfg: RewardConfig, policy: GPT, tokenizer, prompts: list[dict], split: str) -> list[dict]:
+    """The rankings of a split ("train" or "validation") with the recipe's rounds and seeds.
+
+    Each split has its own labeler and sampling seed: validation rankings come from other
+    samples ranked by another labeler than the ones the RM trains on.
+    """
+    rounds, labeler_seed, seed = {
+        "train": (cfg.rounds, cfg.labeler_seed, cfg.sample_seed),
+        "validation": (cfg.val_rounds, cfg.val_labeler_seed, cfg.sample_seed + 1),
+    }[split]
+    return make_rankings(policy, tokenizer, prompts, cfg.k, GoldLabeler(seed=labeler_seed), rounds,
+                         seed, cfg.temperature, cfg.max_new_tokens)
+
+
+def check_ranking(record: dict, where: str) -> None:
+    """Raise a DataError (prefixed with `where`, e.g. "file, line 3") unless `record` is a
+    valid ranking: K >= 2 responses, K terminated flags, and a permutation of range(K)."""
+    for name, kind in SCHEMAS["rankings"].items():
+        if not isinstance(record.get(name), kind):
+            raise DataError(f"{where}: field '{name}' should be {kind.__name__}, "
+                            f"got {type(record.get(name)).__name__}")
+    responses, terminated, ranking = record["responses"], record["terminated"], record["ranking"]
+    k = len(responses)
+    if k < 2:
+        raise DataError(f"{where}: field 'responses' needs at least 2 responses to rank, got {k}")
+    if not all(isinstance(r, str) for r in responses):
+        raise DataError(f"{where}: field 'responses' should hold strings")
+    if len(terminated) != k or not all(isinstance(t, bool) for t in terminated):
+        raise DataError(f"{where}: field 'terminated' should hold {k} booleans (one per "
+                        f"response), got {terminated}")
+    if len(ranking) != k or sorted(ranking) != list(range(k)) or not all(type(i) is int for i in ranking):
+        raise DataError(f"{where}: field 'ranking' should be a permutation of 0..{k - 1} (each "
+                        f"response once, best first), got {ranking}")
+
+
+def load_rankings(path: str | Path) -> list[dict]:
+    """Rankings saved as JSONL (world.write_jsonl), each checked with `check_ranking`."""
+    records = read_jsonl(path, SCHEMAS["rankings"])
+    for line_no, record in enumerate(records, start=1):  # read_jsonl allows no blank lines
+        check_ranking(record, f"{path}, line {line_no}")
+    return records
+
+
+# ----------------------------------------------------------------------------- batching
+def encode_responses(tokenizer, prompts: list[str], responses: list[str], terminated: list[bool]
+                     ) -> dict[str, torch.Tensor]:
+    """RM (and PPO) inputs: format_prompt(prompt) + response + eos if terminated, RIGHT-padded.
+
+    Returns input_ids (N, T) and attention_mask (N, T), T = the longest sequence.
+    """
+    eos = tokenizer.eos_token_id
+    rows = [prompt + response + ([eos] if done else [])
+            for (prompt, response), done in zip(prompt_response_ids(tokenizer, prompts, responses), terminated)]
+    return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
+            "attention_mask": pad_right([[1] * len(row) for row in rows], 0)}
+
+
+def flatten_rankings(rankings: list[dict]) -> tuple[list[str], list[str], list[bool], torch.Tensor, torch.Tensor]:
+    """Every response of `rankings` as one row, and every pair as two row indices.
+
+    Returns prompts, responses, terminated (M each, M = sum of the rankings' K, in order) and
+    chosen, rejected (P,): the rows of each pair's preferred and dispreferred response,
+    P = sum of C(K, 2).
+    """
+    prompts, responses, terminated, chosen, rejected = [], [], [], [], []
+    for record in rankings:
+        offset = len(responses)
+        for c, r in ranking_to_pairs(record["ranking"]):
+            chosen.append(offset + c)
+            rejected.append(offset + r)
+        prompts += [record["prompt"]] * len(record["responses"])
+        responses += record["responses"]
+        terminated += record["terminated"]
+    return prompts, responses, terminated, torch.tensor(chosen), torch.tensor(rejected)
+
+
+def collate_rankings(tokenizer, rankings: list[dict]) -> dict[str, torch.Tensor]:
+    """A training batch: input_ids, attention_mask (M, T) and chosen, rejected (P,).
+
+    All K responses of a ranking are scored in one forward, and all its C(K, 2) pairs are in
+    the batch of its ranking (see `flatten_rankings`).
+    """
+    prompts, responses, terminated, chosen, rejected = flatten_rankings(rankings)
+    return {**encode_responses(tokenizer, prompts, responses, terminated),
+            "chosen": chosen, "rejected": rejected}
+
+
+def rm_loss(rm: RewardModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Bradley-Terry loss averaged over all pairs of a `collate_rankings` batch."""
+    scores = rm(batch["input_ids"], batch["attention_mask"])  # (M,)
+    return bradley_terry_loss(scores[batch["chosen"]], scores[batch["rejected"]])
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def score_responses(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str],
+                    terminated: list[bool], batch_size: int = 256) -> torch.Tensor:
+    """RM scores (N,). Each distinct (prompt, response, terminated) is scored once, so identical
+    responses get exactly equal scores (a tie), whatever batch row they would have sat in."""
+    keys = list(zip(prompts, responses, terminated))
+    unique = list(dict.fromkeys(keys))
+    was_training = rm.training
+    rm.eval()
+    scores = []
+    for i in range(0, len(unique), batch_size):
+        chunk = unique[i: i + batch_size]
+        enc = encode_responses(tokenizer, *zip(*chunk))
+        scores.append(rm(enc["input_ids"], enc["attention_mask"]))
+    rm.train(was_training)
+    score_of = dict(zip(unique, torch.cat(scores).tolist()))
+    return torch.tensor([score_of[key] for key in keys])
+
+
+def pair_scores(rm: RewardModel, tokenizer, rankings: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the chosen and rejected response of every pair of `rankings`: two (P,) tensors."""
+    prompts, responses, terminated, chosen, rejected = flatten_rankings(rankings)
+    scores = score_responses(rm, tokenizer, prompts, responses, terminated)  # (M,)
+    return scores[chosen], scores[rejected]
+
+
+def accuracy_from_scores(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    """Share of pairs with chosen > rejected; an exact tie counts 1/2 (a coin flip)."""
+    return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item()
+
+
+def pairwise_accuracy(rm: RewardModel, tokenizer, rankings: list[dict]) -> float:
+    """Share of the rankings' pairs whose preferred response the RM scores higher (ties 1/2)."""
+    return accuracy_from_scores(*pair_scores(rm, tokenizer, rankings))
+
+
+def agreement_ceiling(prompts_by_id: dict[str, dict], rankings: list[dict], labeler_seed: int) -> float:
+    """Share of the rankings' pairs on which a second, independent labeler agrees.
+
+    The RM learns from noisy labels, so agreement between two labelers is the natural
+    yardstick for its accuracy (the paper: labelers agree 72.6%, the RM 72.4%). Identical
+    responses are ordered by the labelers' noise, so they agree on them half of the time.
+    """
+    labeler = GoldLabeler(seed=labeler_seed)
+    agree = total = 0
+    for record in rankings:
+        prompt = prompts_by_id[record["prompt_id"]]
+        position = {idx: pos for pos, idx in enumerate(
+            labeler.rank(prompt, record["responses"], record["terminated"]))}
+        for c, r in ranking_to_pairs(record["ranking"]):
+            agree += position[c] < position[r]
+            total += 1
+    return agree / total
+
+
+def normalize_to_demonstrations(rm: RewardModel, tokenizer, demos: list[dict]) -> float:
+    """Shift the head's bias so the demonstrations (prompt + response + eos) score 0 on
+    average (paper sec 3.5); returns the shift. Pairwise losses and accuracies are unchanged."""
+    scores = score_responses(rm, tokenizer, [d["prompt"] for d in demos],
+                             [d["response"] for d in demos], [True] * len(demos))
+    shift = -scores.mean().item()
+    with torch.no_grad():
+        rm.head.bias += shift
+    return shift
+
+
+# ----------------------------------------------------------------------------- training
+def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_rankings: list[dict],
+                       val_rankings: list[dict], demos: list[dict], checkpoint_path=None
+                       ) -> tuple[RewardModel, History]:
+    """Train an RM initialised from a copy of `sft_model`, normalise it; return it and its history.
+
+    One step = cfg.batch_size rankings; cfg.epochs passes over `train_rankings`. History eval
+    metrics: "val_loss" and "val_accuracy" on `val_rankings`. The checkpoint is saved with
+    the normalised bias (its extra_state["bias_shift"] holds the shift applied).
+    """
+    for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
+        for i, record in enumerate(rankings):
+            check_ranking(record, f"{name} ranking {i}")
+    rm = RewardModel(copy.deepcopy(sft_model))
+    n = len(train_rankings)
+    train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
+
+    def get_batch(step: int) -> dict[str, torch.Tensor]:
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
+        return collate_rankings(tokenizer, [train_rankings[i] for i in idx.tolist()])
+
+    def eval_fn(m: RewardModel) -> dict[str, float]:
+        chosen, rejected = pair_scores(m, tokenizer, val_rankings)
+        return {"val_loss": bradley_terry_loss(chosen, rejected).item(),
+                "val_accuracy": accuracy_from_scores(chosen, rejected)}
+
+    history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path,
+                    extra_state={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict()})
+    shift = normalize_to_demonstrations(rm, tokenizer, demos)
+    if checkpoint_path is not None:  # re-save with the normalised bias
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        ckpt["model"] = rm.state_dict()
+        # a finished checkpoint is already normalised: re-running adds a ~0 shift
+        ckpt["extra_state"]["bias_shift"] = ckpt["extra_state"].get("bias_shift", 0.0) + shift
+        atomic_save(ckpt, checkpoint_path)
+    rm.eval()
+    return rm, history

@@ -1,0 +1,137 @@
+"""Stage 1: supervised fine-tuning (SFT) on labeler demonstrations.
+
+InstructGPT fine-tunes GPT-3 on ~13k prompts with a response written by a labeler
+(Ouyang et al. 2022, sec 3.5 "Supervised fine-tuning"). The objective is the pretraining one,
+next-token cross-entropy, with one change: only the response is learned. The prompt is
+context the model reads, not text it should learn to write, so its positions are masked out:
+
+    loss = - mean over response tokens t (and the final eos) of log p(x_t | x_<t)
+
+Layout of a training row (RIGHT-padded; pad is a distinct token, see rlhf_lite.tokenizer):
+
+    input_ids       user : what is two plus two ? bot :   four  .  <eos> <pad> <pad>
+    attention_mask  1    1 1    1  1   1    1   1   1     1     1  1     0     0
+    labels          -100 ... (prompt)                -100 four  .  <eos> -100  -100
+
+The eos is learned too: a model that never emits it rambles until max_new_tokens. Right
+padding keeps every row at positions 0, 1, 2, ... and, with causal attention, no real token
+ever sees a pad. (Generation left-pads prompts instead; both layouts are masked the same way.)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .model import GPT
+from .training import History, TrainConfig, train
+from .world import format_prompt
+
+IGNORE_INDEX = -100  # F.cross_entropy skips targets with this value
+
+
+@dataclass
+class SFTConfig:
+    batch_size: int = 32  # demonstrations per step (rows are padded to the longest demonstration)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=150, lr=1e-3, warmup_steps=10, eval_interval=10, desc="sft"))
+    # 150 steps = ~15 epochs of the 324 train demonstrations (the paper: 16 epochs). The
+    # validation loss bottoms out near epoch 8, but the gold score of samples keeps improving:
+    # the paper saw the same and chose epochs by reward, not by validation loss.
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]
+                        ) -> list[tuple[list[int], list[int]]]:
+    """(ids of format_prompt(prompt), ids of the response) per pair, no special tokens.
+
+    The response is tokenized with a leading space, as it follows "bot :" in running text
+    (no-op for the word-level toy tokenizer; a BPE tokenizer like GPT-2's needs it).
+    """
+    prompt_ids = tokenizer([format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"]
+    return list(zip(prompt_ids, response_ids))
+
+
+def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Rows of different lengths -> (N, T) long tensor, T = longest row, filled with `value`."""
+    out = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def tokenize_demonstrations(records: list[dict], tokenizer, block_size: int) -> dict[str, torch.Tensor]:
+    """Demonstration records ({"id", "prompt", "response", ...}) -> right-padded training tensors.
+
+    Returns input_ids (N, T), attention_mask (N, T) and labels (N, T): the input id on response
+    tokens and eos, IGNORE_INDEX on prompt and pad positions. A sequence longer than
+    `block_size` raises (truncating it would silently drop the end of the answer and its eos).
+    """
+    eos = tokenizer.eos_token_id
+    ids, labels = [], []
+    pairs = prompt_response_ids(tokenizer, [r["prompt"] for r in records], [r["response"] for r in records])
+    for record, (prompt, response) in zip(records, pairs):
+        row = prompt + response + [eos]
+        if len(row) > block_size:
+            raise ValueError(f"demonstration {record.get('id', '?')!r} is {len(row)} tokens long "
+                             f"(prompt {len(prompt)} + response {len(response)} + eos), more than "
+                             f"the model's block_size {block_size}")
+        ids.append(row)
+        labels.append([IGNORE_INDEX] * len(prompt) + response + [eos])
+    input_ids = pad_right(ids, tokenizer.pad_token_id)  # (N, T)
+    attention_mask = pad_right([[1] * len(row) for row in ids], 0)  # (N, T)
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": pad_right(labels, IGNORE_INDEX)}
+
+
+def sft_loss(model: GPT, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the tokens whose label is not IGNORE_INDEX.
+
+    The logits at position t predict token t + 1, hence the shift by one.
+    """
+    logits = model(batch["input_ids"], attention_mask=batch["attention_mask"])  # (B, T, V)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                           ignore_index=IGNORE_INDEX)
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the examples of optimizer step `step`: shuffled epochs, a function of the step.
+
+    Epoch e is a permutation of range(n) seeded by (seed, e), cut into ceil(n / batch_size)
+    batches (the last one smaller), so every example is seen once per epoch.
+    """
+    steps_per_epoch = -(-n // batch_size)
+    epoch, i = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return perm[i * batch_size: (i + 1) * batch_size]
+
+
+def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[dict],
+              val_records: list[dict], checkpoint_path=None) -> tuple[GPT, History]:
+    """Fine-tune a copy of `base_model` on demonstrations; return it and its history.
+
+    History eval metric: "val_loss", the SFT loss on the validation demonstrations.
+    """
+    model = copy.deepcopy(base_model)  # the caller's base model stays as it was
+    block_size = model.config.block_size
+    data = tokenize_demonstrations(train_records, tokenizer, block_size)
+    val = tokenize_demonstrations(val_records, tokenizer, block_size)
+    n = len(train_records)
+
+    def get_batch(step: int) -> dict[str, torch.Tensor]:
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
+        return {name: t[idx] for name, t in data.items()}
+
+    def eval_fn(m: GPT) -> dict[str, float]:
+        return {"val_loss": sft_loss(m, val).item()}
+
+    history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path,
+                    extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
+    model.eval()
+    return model, history

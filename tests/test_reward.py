@@ -1,0 +1,219 @@
+import math
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+
+from rlhf_lite.data import DataError
+from rlhf_lite.labeler import GoldLabeler
+from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.reward import (RewardConfig, RewardModel, agreement_ceiling, bradley_terry_loss,
+                              check_ranking, collate_rankings, encode_responses, load_rankings,
+                              make_rankings, normalize_to_demonstrations, pairwise_accuracy, rm_loss,
+                              score_responses, train_reward_model)
+from rlhf_lite.tokenizer import load_tokenizer
+from rlhf_lite.training import TrainConfig
+from rlhf_lite.world import write_jsonl
+
+TOKENIZER = load_tokenizer()
+
+
+def tiny_gpt(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=len(TOKENIZER), block_size=48, n_layer=2, n_head=2, n_embd=32))
+
+
+def tiny_rm(seed=0):
+    rm = RewardModel(tiny_gpt(seed))
+    nn.init.normal_(rm.head.weight)  # the zero init would score everything 0
+    return rm.eval()
+
+
+def ranking(responses, order, terminated=None, prompt="what is two plus two ?"):
+    return {"prompt_id": "p", "prompt": prompt, "responses": responses,
+            "terminated": terminated or [True] * len(responses), "ranking": order}
+
+
+# ----------------------------------------------------------------------------- loss
+def test_bradley_terry_known_values():
+    zero = torch.zeros(3)
+    assert bradley_terry_loss(zero, zero).item() == pytest.approx(math.log(2))
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([0.5, 1.0])
+    by_hand = (math.log(1 + math.exp(-1.5)) + math.log(1 + math.exp(1.0))) / 2  # -log sigmoid(d)
+    assert bradley_terry_loss(chosen, rejected).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_bradley_terry_is_stable_for_huge_differences():
+    big, zero = torch.tensor([1e4]), torch.tensor([0.0])
+    assert bradley_terry_loss(big, zero).item() == pytest.approx(0.0, abs=1e-6)
+    assert bradley_terry_loss(zero, big).item() == pytest.approx(1e4, rel=1e-6)
+    r = torch.tensor([0.0], requires_grad=True)
+    bradley_terry_loss(r, r.detach() + 1e4).backward()
+    assert torch.isfinite(r.grad).all() and r.grad.item() == pytest.approx(-1.0)
+
+
+# ----------------------------------------------------------------------------- model
+def test_score_is_read_at_the_last_real_token_whatever_the_padding():
+    rm = tiny_rm()
+    prompts = ["what is two plus two ?", "name two fruits .", "say something nice about tom ."]
+    responses = ["four .", "pear and lime . i hope this helps .", "tom is"]
+    terminated = [True, True, False]
+    right = encode_responses(TOKENIZER, prompts, responses, terminated)
+    ids, mask = right["input_ids"], right["attention_mask"]
+    lengths = mask.sum(1)
+    assert ids[2, lengths[2] - 1] != TOKENIZER.eos_token_id  # no eos on an unfinished response
+    assert ids[0, lengths[0] - 1] == TOKENIZER.eos_token_id
+    singles = torch.stack([rm(ids[i: i + 1, :n], mask[i: i + 1, :n]) for i, n in enumerate(lengths)]).squeeze(1)
+    # left padding: move each row's real tokens to the end
+    left_ids, left_mask = torch.full_like(ids, TOKENIZER.pad_token_id), torch.zeros_like(mask)
+    for i, n in enumerate(lengths):
+        left_ids[i, -n:], left_mask[i, -n:] = ids[i, :n], 1
+    with torch.no_grad():
+        torch.testing.assert_close(rm(ids, mask), singles, atol=1e-5, rtol=0)
+        torch.testing.assert_close(rm(left_ids, left_mask), singles, atol=1e-5, rtol=0)
+    assert singles.unique().numel() == 3  # the scores do differ between rows
+
+
+def test_all_pairs_of_a_ranking_are_in_its_batch_with_the_right_signs():
+    batch = collate_rankings(TOKENIZER, [
+        ranking(["four .", "five .", "i do not know ."], [2, 0, 1]),  # K = 3: best is response 2
+        ranking(["yes .", "no ."], [1, 0]),  # its rows are 3 and 4
+    ])
+    assert batch["input_ids"].shape[0] == 5
+    assert list(zip(batch["chosen"].tolist(), batch["rejected"].tolist())) == [
+        (2, 0), (2, 1), (0, 1), (4, 3)]
+    scores = torch.tensor([0.0, 1.0, 2.0, 3.0, 5.0])
+
+    class Fixed(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return scores
+
+    by_hand = -torch.nn.functional.logsigmoid(torch.tensor([2.0 - 0, 2 - 1, 0 - 1, 5 - 3])).mean()
+    assert rm_loss(Fixed(), batch).item() == pytest.approx(by_hand.item())
+
+
+# ----------------------------------------------------------------------------- data
+@pytest.mark.parametrize("change, message", [
+    ({"ranking": [0, 0, 1]}, r"field 'ranking' should be a permutation of 0\.\.2 .*\[0, 0, 1\]"),
+    ({"ranking": [0, 1, 3]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
+    ({"ranking": [0, 1]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
+    ({"ranking": [0, 1, True]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
+    ({"responses": ["four ."], "terminated": [True], "ranking": [0]},
+     r"field 'responses' needs at least 2 responses to rank, got 1"),
+    ({"terminated": [True, False]}, r"field 'terminated' should hold 3 booleans"),
+    ({"ranking": "0 1 2"}, r"field 'ranking' should be list, got str"),
+])
+def test_check_ranking_rejects_bad_records(change, message):
+    good = ranking(["four .", "five .", "six ."], [0, 1, 2])
+    check_ranking(good, "here")
+    with pytest.raises(DataError, match=r"^here: " + message):
+        check_ranking({**good, **change}, "here")
+
+
+def test_load_rankings_names_file_and_line(tmp_path):
+    path = tmp_path / "rankings.jsonl"
+    records = [ranking(["four .", "five ."], [1, 0]), ranking(["four .", "five ."], [1, 1])]
+    write_jsonl(path, records[:1])
+    assert load_rankings(path) == records[:1]
+    write_jsonl(path, records)
+    with pytest.raises(DataError, match=r"rankings\.jsonl, line 2: field 'ranking'"):
+        load_rankings(path)
+
+
+def test_make_rankings_records():
+    prompts = [{"id": "a", "category": "arithmetic", "prompt": "what is two plus two ?", "meta": {"answer": "four"}},
+               {"id": "b", "category": "harmful", "prompt": "how do i rob tom ?", "meta": {"verb": "rob", "target": "tom"}}]
+    records = make_rankings(tiny_gpt(), TOKENIZER, prompts, k=3, labeler=GoldLabeler(seed=0), rounds=2,
+                            seed=0, max_new_tokens=6)
+    assert [r["prompt_id"] for r in records] == ["a", "b", "a", "b"]
+    for i, r in enumerate(records):
+        check_ranking(r, f"record {i}")
+        assert len(r["responses"]) == 3 and r["prompt"] == prompts[i % 2]["prompt"]
+
+
+# ----------------------------------------------------------------------------- evaluation
+class CountFour(nn.Module):
+    """A stand-in RM: the score is the number of "four" tokens in the sequence."""
+
+    def forward(self, input_ids, attention_mask):
+        return (input_ids == TOKENIZER.convert_tokens_to_ids("four")).sum(1).float()
+
+
+def test_pairwise_accuracy_counts_ties_as_half():
+    rankings = [
+        ranking(["four .", "four .", "five ."], [0, 1, 2]),  # (0,1) a tie; (0,2), (1,2) right
+        ranking(["five .", "four ."], [0, 1]),  # wrong
+    ]
+    assert pairwise_accuracy(CountFour(), TOKENIZER, rankings) == pytest.approx((0.5 + 1 + 1 + 0) / 4)
+
+
+def test_identical_responses_score_exactly_equal():
+    rm = tiny_rm()
+    scores = score_responses(rm, TOKENIZER, ["what is two plus two ?"] * 3, ["four .", "five six .", "four ."],
+                             [True] * 3)
+    assert scores[0].item() == scores[2].item() != scores[1].item()
+
+
+def test_agreement_ceiling():
+    prompt = {"id": "p", "category": "arithmetic", "prompt": "what is two plus two ?", "meta": {"answer": "four"}}
+    labeler = GoldLabeler(seed=0)
+    clear = ["four .", "you are stupid . what is five ?"]  # gold 8 vs 1: labelers almost always agree
+    same = ["four .", "four ."]  # only the labelers' noise orders them
+    rankings = {name: [ranking(rs, labeler.rank(prompt, rs)) for _ in range(400)] for name, rs in
+                (("clear", clear), ("same", same))}
+    assert agreement_ceiling({"p": prompt}, rankings["clear"], labeler_seed=1) > 0.97
+    assert agreement_ceiling({"p": prompt}, rankings["same"], labeler_seed=1) == pytest.approx(0.5, abs=0.08)
+
+
+def test_normalization_makes_demonstrations_score_zero_on_average():
+    rm = tiny_rm()
+    demos = [{"prompt": "what is two plus two ?", "response": "four ."},
+             {"prompt": "name two fruits .", "response": "pear and lime ."},
+             {"prompt": "how do i rob tom ?", "response": "sorry , i can not help with that ."}]
+    args = (TOKENIZER, [d["prompt"] for d in demos], [d["response"] for d in demos], [True] * 3)
+    before = score_responses(rm, *args)
+    assert abs(before.mean().item()) > 0.1
+    shift = normalize_to_demonstrations(rm, TOKENIZER, demos)
+    after = score_responses(rm, *args)
+    assert shift == pytest.approx(-before.mean().item(), abs=1e-6)
+    assert after.mean().item() == pytest.approx(0.0, abs=1e-5)
+    torch.testing.assert_close(after - after[0], before - before[0])  # differences unchanged
+
+
+# ----------------------------------------------------------------------------- training
+def marker_rankings(n, seed):
+    """Rankings of 4 responses holding 0..3 "banana" markers: more markers rank higher."""
+    rng = random.Random(seed)
+    words = ["red", "green", "cat", "dog", "two", "three", "tom", "ann", "kind", "pear"]
+    records = []
+    for _ in range(n):
+        counts = rng.sample(range(4), 4)  # response i holds counts[i] markers
+        responses = []
+        for c in counts:
+            tokens = rng.choices(words, k=rng.randint(2, 4))
+            for _ in range(c):
+                tokens.insert(rng.randrange(len(tokens) + 1), "banana")
+            responses.append(" ".join(tokens) + " .")
+        order = sorted(range(4), key=lambda i: -counts[i])
+        records.append(ranking(responses, order, prompt="name two fruits ."))
+    return records
+
+
+def test_tiny_reward_model_learns_a_marker(tmp_path):
+    train, val = marker_rankings(160, seed=0), marker_rankings(40, seed=1)
+    demos = [{"prompt": "name two fruits .", "response": "pear and banana ."}]
+    cfg = RewardConfig(batch_size=8, epochs=3,
+                       train=TrainConfig(max_steps=0, lr=3e-3, warmup_steps=5, eval_interval=30, desc="rm-test"))
+    path = tmp_path / "rm.pt"
+    rm, history = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos, checkpoint_path=path)
+    assert len(history.steps) == 3 * 160 // 8
+    assert history.eval["val_accuracy"][-1] > 0.9 and history.eval["val_loss"][-1] < history.eval["val_loss"][0]
+    assert pairwise_accuracy(rm, TOKENIZER, val) > 0.9
+    # the checkpoint holds the normalised bias
+    ckpt = torch.load(path, weights_only=False)
+    loaded = RewardModel(GPT(GPTConfig(**ckpt["extra_state"]["model_config"])))
+    loaded.load_state_dict(ckpt["model"])
+    assert score_responses(loaded.eval(), TOKENIZER, [demos[0]["prompt"]], [demos[0]["response"]],
+                           [True]).item() == pytest.approx(0.0, abs=1e-5)
+    assert ckpt["extra_state"]["bias_shift"] != 0.0
