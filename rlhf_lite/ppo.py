@@ -42,7 +42,7 @@ from .world import format_prompt
 
 @dataclass
 class PPOConfig:
-    iterations: int = 60  # rollout + update rounds
+    iterations: int = 40  # rollout + update rounds (about 1 minute on 2 CPU cores)
     batch_size: int = 64  # prompts per rollout (paper: 512)
     minibatch_size: int = 16  # responses per gradient step (paper: 64)
     ppo_epochs: int = 4  # passes over each rollout (more reuse of expensive samples)
@@ -54,7 +54,7 @@ class PPOConfig:
     value_clip_eps: float = 0.2  # how far a value may move from its rollout value per update
     gamma: float = 1.0  # discount: none, the episode is one short response
     lam: float = 0.95  # GAE lambda: bias (0) vs variance (1) of the advantage estimate
-    beta: float = 0.05  # KL penalty coefficient (paper: 0.02); initial value if adaptive
+    beta: float = 0.1  # KL penalty coefficient (paper: 0.02; our small RM is easier to exploit)
     adaptive_kl: bool = False  # adapt beta to keep the KL near kl_target (Ziegler et al.)
     kl_target: float = 2.0  # target KL per response, in nats (adaptive only)
     kl_horizon: int = 2000  # responses over which beta adapts (adaptive only)

@@ -54,7 +54,7 @@ class RewardConfig:
     epochs: int = 1  # passes over the rankings (paper: one; more overfits)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=0,  # unused: train_reward_model sets it to epochs * ceil(rankings / batch_size)
-        lr=2e-4, warmup_steps=10, eval_interval=50, desc="rm"))
+        lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -116,16 +116,18 @@ def make_rankings(policy: GPT, tokenizer, prompts: list[dict], k: int, labeler: 
     return records
 
 
-def sample_rankings(cfg: RewardConfig, policy: GPT, tokenizer, prompts: list[dict], split: str) -> list[dict]:
+def sample_rankings(cfg: RewardConfig, policy: GPT, tokenizer, prompts: list[dict], split: str
+                    ) -> list[dict]:
     """The rankings of a split ("train" or "validation") with the recipe's rounds and seeds.
 
     Each split has its own labeler and sampling seed: validation rankings come from other
     samples ranked by another labeler than the ones the RM trains on.
     """
-    rounds, labeler_seed, seed = {
-        "train": (cfg.rounds, cfg.labeler_seed, cfg.sample_seed),
-        "validation": (cfg.val_rounds, cfg.val_labeler_seed, cfg.sample_seed + 1),
-    }[split]
+    recipes = {"train": (cfg.rounds, cfg.labeler_seed, cfg.sample_seed),
+               "validation": (cfg.val_rounds, cfg.val_labeler_seed, cfg.sample_seed + 1)}
+    if split not in recipes:
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    rounds, labeler_seed, seed = recipes[split]
     return make_rankings(policy, tokenizer, prompts, cfg.k, GoldLabeler(seed=labeler_seed), rounds,
                          seed, cfg.temperature, cfg.max_new_tokens)
 
@@ -146,7 +148,7 @@ def check_ranking(record: dict, where: str) -> None:
     if len(terminated) != k or not all(isinstance(t, bool) for t in terminated):
         raise DataError(f"{where}: field 'terminated' should hold {k} booleans (one per "
                         f"response), got {terminated}")
-    if len(ranking) != k or sorted(ranking) != list(range(k)) or not all(type(i) is int for i in ranking):
+    if not all(type(i) is int for i in ranking) or sorted(ranking) != list(range(k)):
         raise DataError(f"{where}: field 'ranking' should be a permutation of 0..{k - 1} (each "
                         f"response once, best first), got {ranking}")
 
@@ -167,13 +169,15 @@ def encode_responses(tokenizer, prompts: list[str], responses: list[str], termin
     Returns input_ids (N, T) and attention_mask (N, T), T = the longest sequence.
     """
     eos = tokenizer.eos_token_id
+    pairs = prompt_response_ids(tokenizer, prompts, responses)
     rows = [prompt + response + ([eos] if done else [])
-            for (prompt, response), done in zip(prompt_response_ids(tokenizer, prompts, responses), terminated)]
+            for (prompt, response), done in zip(pairs, terminated)]
     return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
             "attention_mask": pad_right([[1] * len(row) for row in rows], 0)}
 
 
-def flatten_rankings(rankings: list[dict]) -> tuple[list[str], list[str], list[bool], torch.Tensor, torch.Tensor]:
+def flatten_rankings(rankings: list[dict]
+                     ) -> tuple[list[str], list[str], list[bool], torch.Tensor, torch.Tensor]:
     """Every response of `rankings` as one row, and every pair as two row indices.
 
     Returns prompts, responses, terminated (M each, M = sum of the rankings' K, in order) and

@@ -1,17 +1,21 @@
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn as nn
 
-from rlhf_lite.data import DataError
+from rlhf_lite import artifacts, paths, presets
+from rlhf_lite.data import DataError, load_records
 from rlhf_lite.labeler import GoldLabeler
 from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.pretrain import PretrainConfig
 from rlhf_lite.reward import (RewardConfig, RewardModel, agreement_ceiling, bradley_terry_loss,
                               check_ranking, collate_rankings, encode_responses, load_rankings,
                               make_rankings, normalize_to_demonstrations, pairwise_accuracy, rm_loss,
-                              score_responses, train_reward_model)
+                              sample_rankings, score_responses, train_reward_model)
+from rlhf_lite.sft import SFTConfig
 from rlhf_lite.tokenizer import load_tokenizer
 from rlhf_lite.training import TrainConfig
 from rlhf_lite.world import write_jsonl
@@ -99,6 +103,7 @@ def test_all_pairs_of_a_ranking_are_in_its_batch_with_the_right_signs():
     ({"ranking": [0, 1, 3]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
     ({"ranking": [0, 1]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
     ({"ranking": [0, 1, True]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
+    ({"ranking": [0, 1, "2"]}, r"field 'ranking' should be a permutation of 0\.\.2 "),
     ({"responses": ["four ."], "terminated": [True], "ranking": [0]},
      r"field 'responses' needs at least 2 responses to rank, got 1"),
     ({"terminated": [True, False]}, r"field 'terminated' should hold 3 booleans"),
@@ -130,6 +135,9 @@ def test_make_rankings_records():
     for i, r in enumerate(records):
         check_ranking(r, f"record {i}")
         assert len(r["responses"]) == 3 and r["prompt"] == prompts[i % 2]["prompt"]
+    # a split's rankings use the recipe's K, rounds and seeds
+    cfg = RewardConfig(k=2, rounds=1, val_rounds=3, max_new_tokens=6)
+    assert [len(sample_rankings(cfg, tiny_gpt(), TOKENIZER, prompts, split)) for split in ("train", "validation")] == [2, 6]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -217,3 +225,26 @@ def test_tiny_reward_model_learns_a_marker(tmp_path):
     assert score_responses(loaded.eval(), TOKENIZER, [demos[0]["prompt"]], [demos[0]["response"]],
                            [True]).item() == pytest.approx(0.0, abs=1e-5)
     assert ckpt["extra_state"]["bias_shift"] != 0.0
+
+
+def test_sft_and_rm_stages_build_save_and_load(tmp_path, monkeypatch):
+    def quick(desc):
+        return TrainConfig(max_steps=2, warmup_steps=1, eval_interval=0, desc=desc)
+
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path)
+    monkeypatch.setitem(presets.PRESETS, "tiny", presets.Preset(
+        "tiny", pretrain=PretrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=48, batch_size=4,
+                                        train=quick("pretrain")),
+        sft=SFTConfig(batch_size=8, train=quick("sft")),
+        reward=RewardConfig(k=2, rounds=1, val_rounds=1, max_new_tokens=8, train=replace(quick("rm"), max_steps=0))))
+    rm = artifacts.load_model("rm", "tiny")  # builds base, then sft, then rm
+    assert isinstance(rm, RewardModel) and not rm.training
+    assert [artifacts.status(s, "tiny") for s in ("base", "sft", "rm")] == ["done"] * 3
+    train = load_rankings(artifacts.rankings_path("train", "tiny"))
+    assert len(train) == 162 and len(load_rankings(artifacts.rankings_path("validation", "tiny"))) == 30
+    ckpt = torch.load(artifacts.checkpoint_path("rm", "tiny"), weights_only=False)
+    assert ckpt["step"] == math.ceil(162 / RewardConfig().batch_size) and "bias_shift" in ckpt["extra_state"]
+    demos = load_records("demonstrations")
+    scores = score_responses(rm, TOKENIZER, [d["prompt"] for d in demos], [d["response"] for d in demos],
+                             [True] * len(demos))
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-4)  # saved with the normalised bias
