@@ -14,6 +14,9 @@ model scores it, the episode ends. One iteration here, read top to bottom in `pp
    never emits eos is cut at max_new_tokens and its score is lowered by `missing_eos_penalty`.
 4. Advantages with GAE (gamma = 1 as in the paper), whitened over valid tokens.
 5. Several epochs of shuffled minibatches of the clipped surrogate plus a clipped value loss.
+6. PPO-ptx (sec 3.5, eq. 2), when `ptx_coef` > 0: each minibatch's policy loss also gets
+   ptx_coef * (next-token loss on a batch of pretraining text), which pulls the policy back
+   towards the pretraining distribution and reduces the "alignment tax" (notebook 7).
 
 Conventions (the checklist of COURSE.md; each is tested in tests/test_ppo.py):
 - Log-probs come from logits[:, P-1:-1] divided by the sampling temperature, gathered at the
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from .gae import compute_gae, explained_variance, masked_mean, whiten
 from .generation import generate, logprobs_from_logits, response_mask
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate
+from .pretrain import lm_loss, random_windows
 from .utils import atomic_save, check_finite, progress
 from .world import format_prompt
 
@@ -61,6 +65,8 @@ class PPOConfig:
     kl_estimator: str = "k1"  # per-token KL estimator in the reward: k1, k2 or k3
     missing_eos_penalty: float = 2.0  # subtracted from the RM score of unterminated responses
     grad_clip: float = 1.0  # max gradient norm of each model
+    ptx_coef: float = 0.0  # PPO-ptx gamma: weight of the pretraining loss (0 = plain PPO)
+    ptx_batch_size: int = 16  # pretraining windows per minibatch (PPO-ptx only)
     seed: int = 0  # prompt order, sampling and minibatch shuffling
 
     def as_dict(self) -> dict:
@@ -143,11 +149,15 @@ class PPOTrainer:
 
     policy: trained (starts as a copy of SFT). reference: frozen SFT. reward_model: frozen.
     value_model: trained (starts as a copy of the reward model).
+    `pretrain_stream` (1-D token ids, `rlhf_lite.pretrain.token_stream`) is needed for PPO-ptx.
     """
 
     def __init__(self, cfg: PPOConfig, sft_model, reward_model, tokenizer, prompts: list[dict],
-                 gold_judge=None):
+                 gold_judge=None, pretrain_stream: torch.Tensor | None = None):
+        if cfg.ptx_coef > 0 and pretrain_stream is None:
+            raise ValueError("PPOConfig.ptx_coef > 0 (PPO-ptx) needs a pretrain_stream of token ids")
         self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
+        self.pretrain_stream = pretrain_stream
         self.gold_judge = gold_judge  # prompt, text, terminated -> score; logging only
         self.policy = copy.deepcopy(sft_model).train()
         self.reference = copy.deepcopy(sft_model).eval().requires_grad_(False)
@@ -164,6 +174,7 @@ class PPOTrainer:
                        if cfg.adaptive_kl else FixedKLController(cfg.beta))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
+        self.ptx_batches = 0  # pretraining batches drawn so far (PPO-ptx)
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ rollout
@@ -225,6 +236,10 @@ class PPOTrainer:
                 vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
                                              cfg.value_clip_eps)
                 loss = pg_loss + vf_loss  # separate models: the sum just trains both
+                if cfg.ptx_coef > 0:
+                    ptx_loss = self.pretraining_loss()
+                    loss = loss + cfg.ptx_coef * ptx_loss
+                    stats.setdefault("ptx_loss", []).append(ptx_loss.item())
                 check_finite(loss, "ppo: loss", self.iteration)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -237,6 +252,14 @@ class PPOTrainer:
                              "value_loss": vf_loss.item()}.items():
                     stats.setdefault(k, []).append(v)
         return {k: (max(v) if k.endswith("max") else sum(v) / len(v)) for k, v in stats.items()}
+
+    def pretraining_loss(self) -> torch.Tensor:
+        """The policy's next-token loss on fresh random windows of pretraining text (PPO-ptx)."""
+        self.ptx_batches += 1  # a new, reproducible batch every call
+        batch = random_windows(self.pretrain_stream, self.cfg.ptx_batch_size,
+                               self.policy.config.block_size, seed=self.cfg.seed * 1_000_003
+                               + self.ptx_batches)
+        return lm_loss(self.policy, batch)
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> dict[str, float]:

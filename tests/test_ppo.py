@@ -33,7 +33,7 @@ def tokenizer():
     return load_tokenizer()
 
 
-def make_trainer(tokenizer, cfg=None, dropout=0.0, token="five"):
+def make_trainer(tokenizer, cfg=None, dropout=0.0, token="five", pretrain_stream=None):
     torch.manual_seed(0)
     policy = GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=32,
                            dropout=dropout))
@@ -42,7 +42,8 @@ def make_trainer(tokenizer, cfg=None, dropout=0.0, token="five"):
     rm = TokenCountReward(len(tokenizer), tokenizer.convert_tokens_to_ids(token),
                           lambda: prompt_len["P"])
     cfg = cfg or PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2)
-    trainer = PPOTrainer(cfg, policy, rm, tokenizer, prompts, gold_judge=labeler.gold_score)
+    trainer = PPOTrainer(cfg, policy, rm, tokenizer, prompts, gold_judge=labeler.gold_score,
+                         pretrain_stream=pretrain_stream)
     original = trainer.rollout
 
     def rollout(batch):  # let the stand-in RM know where responses start
@@ -161,3 +162,43 @@ def test_ppo_increases_a_simple_reward(tokenizer):
     first = sum(h["rm_score"] for h in history[:3]) / 3
     last = sum(h["rm_score"] for h in history[-3:]) / 3
     assert last > first + 0.2, (first, last)
+
+
+# ---------------------------------------------------------------- PPO-ptx
+def make_ptx_trainer(tokenizer, ptx_coef, **kw):
+    """A trainer whose pretraining text is one sentence repeated: easy to learn."""
+    stream = torch.tensor(tokenizer("a cat has four legs .")["input_ids"] * 200)
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2, lr=3e-3,
+                    ptx_coef=ptx_coef, ptx_batch_size=4, **kw)
+    return make_trainer(tokenizer, cfg, pretrain_stream=stream)[0], stream
+
+
+def test_ptx_needs_pretraining_text(tokenizer):
+    policy = GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=32))
+    rm = TokenCountReward(len(tokenizer), 5, lambda: 1)
+    with pytest.raises(ValueError, match="pretrain_stream"):
+        PPOTrainer(PPOConfig(ptx_coef=1.0), policy, rm, tokenizer, [])
+
+
+def test_ptx_loss_is_the_lm_loss_on_seeded_windows(tokenizer):
+    from rlhf_lite.pretrain import lm_loss, random_windows
+
+    trainer, stream = make_ptx_trainer(tokenizer, 1.0)
+    expected = lm_loss(trainer.policy, random_windows(stream, 4, trainer.policy.config.block_size,
+                                                      seed=1))
+    assert torch.allclose(trainer.pretraining_loss(), expected)
+    assert not torch.allclose(trainer.pretraining_loss(), expected)  # the next batch differs
+
+
+def test_ptx_keeps_ratio_one_and_lowers_the_pretraining_loss(tokenizer):
+    from rlhf_lite.pretrain import stream_loss
+
+    losses = {}
+    for coef in (0.0, 1.0):
+        trainer, stream = make_ptx_trainer(tokenizer, coef)
+        before = stream_loss(trainer.policy, stream, 32)
+        history = trainer.train(iterations=3)
+        assert history[0]["first_ratio_max"] == 1.0
+        assert ("ptx_loss" in history[0]) == (coef > 0)
+        losses[coef] = stream_loss(trainer.policy, stream, 32)
+    assert losses[1.0] < before - 1.0 and losses[1.0] < losses[0.0] - 1.0, (before, losses)
