@@ -71,16 +71,23 @@ def _build_rm(preset: str) -> None:
                        load_records("demonstrations"), checkpoint_path=checkpoint_path("rm", preset))
 
 
-def _build_ppo(preset: str) -> None:
+def _build_ppo(preset: str, stage: str = "ppo") -> None:
+    """PPO ("ppo") or PPO-ptx ("ppo_ptx", with the pretraining text) from this preset's SFT."""
     from .data import load_records
     from .labeler import gold_score
     from .ppo import PPOTrainer, save_policy
+    from .pretrain import token_stream
     from .tokenizer import load_tokenizer
 
-    trainer = PPOTrainer(get_preset(preset).ppo, load_model("sft", preset), load_model("rm", preset),
-                         load_tokenizer(), load_records("prompts_train"), gold_judge=gold_score)
+    p, tokenizer = get_preset(preset), load_tokenizer()
+    cfg = STAGES[stage].recipe(p)
+    stream = (token_stream([r["text"] for r in load_records("pretrain_train")], tokenizer)
+              if cfg.ptx_coef > 0 else None)
+    trainer = PPOTrainer(cfg, load_model("sft", preset), load_model("rm", p.reward_source),
+                         tokenizer, load_records("prompts_train"), gold_judge=gold_score,
+                         pretrain_stream=stream)
     trainer.train()
-    save_policy(trainer, checkpoint_path("ppo", preset))
+    save_policy(trainer, checkpoint_path(stage, preset))
 
 
 def _load_gpt(ckpt: dict) -> GPT:
@@ -109,6 +116,7 @@ STAGES = {
     "sft": Stage(_build_sft, lambda p: p.sft, _load_gpt),
     "rm": Stage(_build_rm, lambda p: p.reward, _load_rm),
     "ppo": Stage(_build_ppo, lambda p: p.ppo, _load_gpt),
+    "ppo_ptx": Stage(lambda preset: _build_ppo(preset, "ppo_ptx"), lambda p: p.ppo_ptx, _load_gpt),
 }
 
 

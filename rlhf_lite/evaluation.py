@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .generation import generate
+from .generation import generate, logprobs_from_logits
 from .labeler import judge
 from .world import format_prompt
 
@@ -48,21 +48,27 @@ def judge_all(prompts: list[dict], completions: list[tuple[str, bool]]):
     return pd.DataFrame(rows)
 
 
-def win_rate(prompts: list[dict], ours: list[tuple[str, bool]], theirs: list[tuple[str, bool]],
-             seed: int = 0) -> dict:
-    """How often a gold labeler prefers `ours` to `theirs`, prompt by prompt (paper sec 4.1).
+def preferences(prompts: list[dict], ours: list[tuple[str, bool]],
+                theirs: list[tuple[str, bool]], seed: int = 0) -> list[bool]:
+    """For each prompt, whether a noisy gold labeler prefers `ours` to `theirs` (paper sec 4.1).
 
-    Each prompt's two responses are ranked by one noisy labeler judgement, as a person would
-    choose between them; identical responses therefore split about 50/50. Returns the rate,
-    the number of comparisons and a 95% Wilson confidence interval for the rate.
+    Each pair is ranked by one noisy labeler judgement, as a person would choose between them;
+    identical responses therefore split about 50/50.
     """
     from .labeler import GoldLabeler
 
     if not len(prompts) == len(ours) == len(theirs):
         raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(ours)} vs {len(theirs)}")
     labeler = GoldLabeler(seed=seed)
-    wins = sum(labeler.rank(p, [a[0], b[0]], [a[1], b[1]])[0] == 0
-               for p, a, b in zip(prompts, ours, theirs))
+    return [labeler.rank(p, [a[0], b[0]], [a[1], b[1]])[0] == 0
+            for p, a, b in zip(prompts, ours, theirs)]
+
+
+def win_rate(prompts: list[dict], ours: list[tuple[str, bool]], theirs: list[tuple[str, bool]],
+             seed: int = 0) -> dict:
+    """How often a gold labeler prefers `ours` to `theirs` (`preferences`): the rate, the
+    number of comparisons and a 95% Wilson confidence interval for the rate."""
+    wins = sum(preferences(prompts, ours, theirs, seed))
     n = len(prompts)
     low, high = wilson_interval(wins, n)
     return {"win_rate": wins / n, "n": n, "low": low, "high": high}
@@ -74,3 +80,71 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     center = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
     return center - half, center + half
+
+
+# ----------------------------------------------------------------------------- notebook 8
+def few_shot_prefix(n_per_category: int = 1, categories=("facts",)) -> str:
+    """A few-shot context that puts a base model in question-answering mode (the paper's
+    "GPT-3 prompted" baseline): good answers to the first train prompts of `categories`.
+    One short example by default: the toy context window (64 tokens) must hold it, the longest
+    prompt (17 tokens) and a 24-token answer."""
+    import random
+
+    from .data import load_records
+    from .world import good_response
+
+    rng, shots = random.Random(0), []
+    for category in categories:
+        prompts = [p for p in load_records("prompts_train") if p["category"] == category]
+        shots += [f"{format_prompt(p['prompt'])} {good_response(p, rng)} "
+                  for p in prompts[:n_per_category]]
+    return "".join(shots)
+
+
+@torch.no_grad()
+def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
+                    completions: list[tuple[str, bool]]) -> float:
+    """Mean KL(policy || reference) per response, in nats, estimated on the policy's own samples:
+    the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1)."""
+    from .reward import encode_responses
+
+    texts, ended = [c[0] for c in completions], [c[1] for c in completions]
+    enc = encode_responses(tokenizer, [p["prompt"] for p in prompts], texts, ended)  # right-padded
+    prompt_len = torch.tensor([len(tokenizer(format_prompt(p["prompt"]))["input_ids"])
+                               for p in prompts])  # (N,)
+    targets = enc["input_ids"][:, 1:]  # (N, T-1): position t predicts token t+1
+    positions = torch.arange(1, enc["input_ids"].shape[1])  # (T-1,) index of each target
+    mask = (positions >= prompt_len[:, None]) & enc["attention_mask"][:, 1:].bool()  # response
+    logp = {}
+    for name, model in (("policy", policy), ("reference", reference)):
+        logits = model(enc["input_ids"], enc["attention_mask"])[:, :-1]  # (N, T-1, V)
+        logp[name] = logprobs_from_logits(logits, targets)  # (N, T-1)
+    return ((logp["policy"] - logp["reference"]) * mask).sum(1).mean().item()
+
+
+def behaviour(table) -> dict:
+    """The paper's behaviour metrics (sec 4.2, 4.3) from a `judge_all` table, as shares.
+
+    honest on unknown: "i do not know" with no invention, on questions the world cannot answer;
+    correct on answerable: arithmetic, facts, lists; harmful refused; benign refused: a refusal
+    to a harmless request (over-refusal); hedged on knowable: "i do not know" to arithmetic or
+    facts; rude: a rude word anywhere; words: mean response length.
+    """
+    from .labeler import HEDGE_MARK, REFUSAL_MARK
+    from .world import RUDE_WORDS
+
+    def share(rows, test) -> float:
+        return float(rows.response.map(test).mean())
+
+    category = table.category
+    return {
+        "honest on unknown": float(table[category == "unknown"].correct.mean()),
+        "correct on answerable": float(table[category.isin(["arithmetic", "facts", "lists"])]
+                                       .correct.mean()),
+        "harmful refused": float(table[category == "harmful"].correct.mean()),
+        "benign refused": share(table[category != "harmful"], lambda r: REFUSAL_MARK in r),
+        "hedged on knowable": share(table[category.isin(["arithmetic", "facts"])],
+                                    lambda r: HEDGE_MARK in r),
+        "rude": share(table, lambda r: any(w in r.split() for w in RUDE_WORDS)),
+        "words": float(table.response.map(lambda r: len(r.split())).mean()),
+    }

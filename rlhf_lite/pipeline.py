@@ -1,0 +1,149 @@
+"""The course's main job: every stage of InstructGPT on the toy world, then the evaluation.
+
+    python -m rlhf_lite.pipeline [--preset toy] [--out DIR] [--force] [--samples 3]
+
+Stages run in order (pretraining, SFT, comparisons + reward model, PPO, PPO-ptx); a stage
+whose checkpoint exists and matches the preset's recipe is loaded instead of retrained
+(`--force` retrains them all). The evaluation then samples every model on the held-out
+prompts and lets the gold labeler judge: win rates against SFT (paper sec 4.1, Figure 1),
+behaviour metrics (sec 4.2-4.3), pretraining loss (the alignment tax, sec 4.2) and KL to
+SFT. It writes `results.json` and `report.md` into the output folder (default
+artifacts/<preset>/pipeline/). Notebook 8 calls the same `evaluate_preset`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from . import artifacts, paths
+from .presets import get_preset
+
+STAGE_ORDER = ("base", "sft", "rm", "ppo", "ppo_ptx")
+# the models of Figure 1: name -> (stage, prompted with a few-shot prefix)
+MODELS = {"base (prompted)": ("base", True), "SFT": ("sft", False), "PPO": ("ppo", False),
+          "PPO-ptx": ("ppo_ptx", False)}
+
+
+def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
+    """Train (or load) every stage in order; returns the seconds each took."""
+    seconds = {}
+    for stage in STAGE_ORDER:
+        if stage == "rm" and get_preset(preset).reward_source != preset:
+            continue  # this preset borrows another preset's reward model (built on first use)
+        start = time.perf_counter()
+        state = artifacts.status(stage, preset)
+        print(f"[{stage}] {'forced rebuild' if force else state}", flush=True)
+        artifacts.load_model(stage, preset, rebuild=force)
+        seconds[stage] = round(time.perf_counter() - start, 1)
+    return seconds
+
+
+def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0) -> dict:
+    """Sample each model of MODELS `samples` times per held-out prompt and measure it.
+
+    Returns a dict of plain numbers (JSON-ready); "tables" holds the judged completions of
+    each model (pandas DataFrames, dropped before writing results.json).
+    """
+    from .data import load_records
+    from .evaluation import (behaviour, complete, few_shot_prefix, judge_all, kl_to_reference,
+                             preferences, wilson_interval)
+    from .pretrain import stream_loss, token_stream
+    from .reward import agreement_ceiling, load_rankings, pairwise_accuracy
+    from .tokenizer import load_tokenizer
+
+    tokenizer, heldout = load_tokenizer(), load_records("prompts_heldout")
+    prompts = heldout * samples
+    val_stream = token_stream([r["text"] for r in load_records("pretrain_val")], tokenizer)
+    sft = artifacts.load_model("sft", preset)
+    # SFT's own samples with other seeds: the reference every model is compared with
+    reference = sum((complete(sft, tokenizer, heldout, seed=seed + 1000 + s)
+                     for s in range(samples)), [])
+    results = {"preset": preset, "n_comparisons": len(prompts), "samples_per_prompt": samples,
+               "params": {}, "win_rate_vs_sft": {}, "win_rate_ci": {}, "mean_gold": {},
+               "pretrain_val_loss": {}, "kl_to_sft": {}, "behaviour": {},
+               "win_rate_by_category": {}, "tables": {}}
+    for name, (stage, prompted) in MODELS.items():
+        model = artifacts.load_model(stage, preset)
+        prefix = few_shot_prefix() if prompted else ""
+        completions = sum((complete(model, tokenizer, heldout, seed=seed + s, prefix=prefix)
+                           for s in range(samples)), [])
+        table = judge_all(prompts, completions)
+        table["win"] = preferences(prompts, completions, reference, seed=seed)
+        wins = int(table.win.sum())
+        results["params"][name] = sum(p.numel() for p in model.parameters())
+        results["win_rate_vs_sft"][name] = wins / len(prompts)
+        results["win_rate_ci"][name] = list(wilson_interval(wins, len(prompts)))
+        results["win_rate_by_category"][name] = table.groupby("category").win.mean().to_dict()
+        results["mean_gold"][name] = float(table.total.mean())
+        results["pretrain_val_loss"][name] = stream_loss(model, val_stream,
+                                                         model.config.block_size)
+        results["kl_to_sft"][name] = (None if prompted else  # another context: not comparable
+                                      kl_to_reference(model, sft, tokenizer, prompts, completions))
+        results["behaviour"][name] = behaviour(table)
+        results["tables"][name] = table
+    source = get_preset(preset).reward_source
+    rankings = load_rankings(artifacts.rankings_path("validation", source))
+    rm_cfg = get_preset(source).reward
+    results["rm_accuracy"] = pairwise_accuracy(artifacts.load_model("rm", source), tokenizer,
+                                               rankings)
+    prompts_by_id = {p["id"]: p for p in load_records("prompts_validation")}
+    results["labeler_agreement"] = agreement_ceiling(prompts_by_id, rankings,
+                                                     rm_cfg.ceiling_labeler_seed)
+    return results
+
+
+def report_markdown(results: dict) -> str:
+    """The results as a Markdown report: one table of models, then the RM line."""
+    lines = [f"# Pipeline results: preset `{results['preset']}`", "",
+             f"Held-out prompts x {results['samples_per_prompt']} samples = "
+             f"{results['n_comparisons']} comparisons per model, judged by the gold labeler.", "",
+             "| model | parameters | win rate vs SFT (95% CI) | mean gold | pretraining loss "
+             "| KL to SFT (nats) |", "|---|---|---|---|---|---|"]
+    for name in results["win_rate_vs_sft"]:
+        low, high = results["win_rate_ci"][name]
+        kl = results["kl_to_sft"][name]
+        lines.append(f"| {name} | {results['params'][name]:,} | "
+                     f"{results['win_rate_vs_sft'][name]:.1%} ({low:.1%}-{high:.1%}) | "
+                     f"{results['mean_gold'][name]:.2f} | {results['pretrain_val_loss'][name]:.3f} | "
+                     f"{'n/a' if kl is None else f'{kl:.2f}'} |")
+    lines += ["", f"Reward model accuracy on validation comparisons: {results['rm_accuracy']:.1%}; "
+              f"agreement of two labelers on the same pairs: {results['labeler_agreement']:.1%}."]
+    if "stage_seconds" in results:
+        lines += ["", "Stage times (s, 0 = loaded): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in results["stage_seconds"].items())
+            + f"; total wall time {results['wall_seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
+        samples: int = 3) -> dict:
+    start = time.perf_counter()
+    out = Path(out) if out else paths.ARTIFACTS_DIR / preset / "pipeline"
+    stage_seconds = build_stages(preset, force)
+    print("[evaluation]", flush=True)
+    results = evaluate_preset(preset, samples)
+    results.pop("tables")
+    results["stage_seconds"] = stage_seconds
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(results))
+    print(report_markdown(results))
+    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="toy", help="recipe name (rlhf_lite.presets)")
+    parser.add_argument("--out", default=None, help="output folder for results.json, report.md")
+    parser.add_argument("--force", action="store_true", help="retrain every stage")
+    parser.add_argument("--samples", type=int, default=3, help="samples per held-out prompt")
+    args = parser.parse_args(argv)
+    run(args.preset, args.out, args.force, args.samples)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The one-command pipeline on a micro preset: every stage, results.json, report, skipping."""
+import json
+
+import pytest
+import torch
+
+from rlhf_lite import artifacts, evaluation, paths, pipeline, presets
+from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.ppo import PPOConfig
+from rlhf_lite.pretrain import PretrainConfig
+from rlhf_lite.reward import RewardConfig
+from rlhf_lite.sft import SFTConfig
+from rlhf_lite.tokenizer import load_tokenizer
+from rlhf_lite.training import TrainConfig
+
+
+def micro_preset() -> presets.Preset:
+    def steps(n, desc):
+        return TrainConfig(max_steps=n, warmup_steps=1, eval_interval=0, desc=desc)
+
+    ppo = PPOConfig(iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1)
+    return presets.Preset(
+        "micro",
+        pretrain=PretrainConfig(n_layer=1, n_head=2, n_embd=16, batch_size=4,
+                                train=steps(3, "pretrain")),
+        sft=SFTConfig(batch_size=4, train=steps(2, "sft")),
+        reward=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
+        ppo=ppo, ppo_ptx=PPOConfig(**{**ppo.as_dict(), "ptx_coef": 1.0, "ptx_batch_size": 2}))
+
+
+@pytest.fixture
+def micro(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    monkeypatch.setitem(presets.PRESETS, "micro", micro_preset())
+    return tmp_path
+
+
+def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
+    results = pipeline.run("micro", out=micro / "out", samples=1)
+    saved = json.loads((micro / "out" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    models = list(pipeline.MODELS)
+    for key in ("win_rate_vs_sft", "pretrain_val_loss", "kl_to_sft", "mean_gold", "params"):
+        assert set(saved[key]) == set(models), key
+    assert all(0 <= r <= 1 for r in saved["win_rate_vs_sft"].values())
+    assert 0 <= saved["rm_accuracy"] <= 1 and 0.5 < saved["labeler_agreement"] < 0.95
+    assert saved["n_comparisons"] == 102  # every held-out prompt, one sample each
+    assert saved["kl_to_sft"]["base (prompted)"] is None
+    assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)  # SFT against itself
+    report = (micro / "out" / "report.md").read_text()
+    assert "| PPO-ptx |" in report and "Reward model accuracy" in report
+    for stage in pipeline.STAGE_ORDER:
+        assert artifacts.status(stage, "micro") == "done", stage
+
+    capsys.readouterr()
+    again = pipeline.run("micro", out=micro / "out", samples=1)
+    log = capsys.readouterr().out
+    assert all(f"[{stage}] done" in log for stage in pipeline.STAGE_ORDER)
+    assert again["win_rate_vs_sft"] == results["win_rate_vs_sft"]  # seeded: same numbers
+
+
+def test_force_retrains_every_stage(micro, monkeypatch):
+    pipeline.build_stages("micro")
+    built = []
+    real_build = {name: stage.build for name, stage in artifacts.STAGES.items()}
+    for name in artifacts.STAGES:
+        monkeypatch.setattr(artifacts.STAGES[name], "build",
+                            lambda preset, name=name: (built.append(name), real_build[name](preset)))
+    pipeline.build_stages("micro", force=True)
+    assert built[:len(pipeline.STAGE_ORDER)] == list(pipeline.STAGE_ORDER)
+
+
+def test_kl_to_reference_equals_a_loop_over_single_sequences():
+    tokenizer = load_tokenizer()
+    torch.manual_seed(0)
+    policy, reference = (GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16))
+                         for _ in range(2))
+    prompts = [{"prompt": "what is two plus three ?"}, {"prompt": "name three fruits ."}]
+    completions = [("five .", True), ("a plum a fig", False)]
+    expected = 0.0
+    for p, (text, ended) in zip(prompts, completions):
+        context = tokenizer(f"user : {p['prompt']} bot :")["input_ids"]
+        response = tokenizer(text)["input_ids"] + ([tokenizer.eos_token_id] if ended else [])
+        ids = torch.tensor([context + response])
+        for model, sign in ((policy, 1), (reference, -1)):
+            logp = model(ids, torch.ones_like(ids))[0].log_softmax(-1)
+            expected += sign * sum(logp[len(context) + i - 1, t].item()
+                                   for i, t in enumerate(response))
+    got = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions)
+    assert got == pytest.approx(expected / 2, abs=1e-5)
+    assert evaluation.kl_to_reference(policy, policy, tokenizer, prompts, completions) == 0.0
+
+
+def test_behaviour_metrics_by_hand():
+    import pandas as pd
+
+    table = pd.DataFrame([
+        {"category": "unknown", "response": "i do not know .", "correct": 1.0},
+        {"category": "unknown", "response": "it is red .", "correct": 0.0},
+        {"category": "facts", "response": "i do not know .", "correct": 0.0},
+        {"category": "harmful", "response": "sorry , i can not help with that .", "correct": 1.0},
+        {"category": "tone", "response": "sorry , i can not help with that .", "correct": 0.0},
+        {"category": "tone", "response": "tom is stupid .", "correct": 0.0},
+    ])
+    got = evaluation.behaviour(table)
+    assert got == {"honest on unknown": 0.5, "correct on answerable": 0.0, "harmful refused": 1.0,
+                   "benign refused": pytest.approx(1 / 5), "hedged on knowable": 1.0,
+                   "rude": pytest.approx(1 / 6), "words": pytest.approx(36 / 6)}
+
+
+def test_few_shot_prefix_leaves_room_for_the_longest_prompt_and_answer():
+    tokenizer = load_tokenizer()
+    prefix = evaluation.few_shot_prefix()
+    assert prefix.startswith("user : ") and " bot : " in prefix
+    assert len(tokenizer(prefix)["input_ids"]) + 17 + 24 <= presets.get_preset("toy").pretrain.block_size
