@@ -144,3 +144,10 @@ def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> torch.
         STAGES[stage].build(preset)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     return STAGES[stage].load(ckpt).eval()
+
+
+def load_history(stage: str, preset: str = "toy") -> list | dict:
+    """The training log saved with a stage's checkpoint (for PPO stages: one dict per
+    iteration, as `PPOTrainer.history`); the stage is trained first if it is not done."""
+    load_model(stage, preset)
+    return torch.load(checkpoint_path(stage, preset), map_location="cpu", weights_only=False)["history"]

@@ -40,9 +40,12 @@ def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
     return seconds
 
 
-def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0) -> dict:
+def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
+                    reference_preset: str | None = None) -> dict:
     """Sample each model of MODELS `samples` times per held-out prompt and measure it.
 
+    Win rates are against the SFT model of `reference_preset` (default: this preset), as
+    Figure 1 compares every size with one SFT model; the KL is to this preset's own SFT.
     Returns a dict of plain numbers (JSON-ready); "tables" holds the judged completions of
     each model (pandas DataFrames, dropped before writing results.json).
     """
@@ -57,10 +60,12 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0) -> dic
     prompts = heldout * samples
     val_stream = token_stream([r["text"] for r in load_records("pretrain_val")], tokenizer)
     sft = artifacts.load_model("sft", preset)
-    # SFT's own samples with other seeds: the reference every model is compared with
-    reference = sum((complete(sft, tokenizer, heldout, seed=seed + 1000 + s)
+    # SFT samples with other seeds: the reference every model is compared with
+    reference_sft = artifacts.load_model("sft", reference_preset or preset)
+    reference = sum((complete(reference_sft, tokenizer, heldout, seed=seed + 1000 + s)
                      for s in range(samples)), [])
-    results = {"preset": preset, "n_comparisons": len(prompts), "samples_per_prompt": samples,
+    results = {"preset": preset, "reference": f"SFT ({reference_preset or preset})",
+               "n_comparisons": len(prompts), "samples_per_prompt": samples,
                "params": {}, "win_rate_vs_sft": {}, "win_rate_ci": {}, "mean_gold": {},
                "pretrain_val_loss": {}, "kl_to_sft": {}, "behaviour": {},
                "win_rate_by_category": {}, "tables": {}}

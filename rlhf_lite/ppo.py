@@ -66,7 +66,7 @@ class PPOConfig:
     missing_eos_penalty: float = 2.0  # subtracted from the RM score of unterminated responses
     grad_clip: float = 1.0  # max gradient norm of each model
     ptx_coef: float = 0.0  # PPO-ptx gamma: weight of the pretraining loss (0 = plain PPO)
-    ptx_batch_size: int = 16  # pretraining windows per minibatch (PPO-ptx only)
+    ptx_batch_size: int = 8  # pretraining windows of block_size tokens per minibatch (PPO-ptx)
     seed: int = 0  # prompt order, sampling and minibatch shuffling
 
     def as_dict(self) -> dict:

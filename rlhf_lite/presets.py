@@ -13,7 +13,7 @@ from .reward import RewardConfig
 from .sft import SFTConfig
 
 # PPO-ptx's gamma in the toy world (the paper: 27.8 with its own loss scaling); notebook 7's sweep
-PTX_COEF = 1.0
+PTX_COEF = 0.1
 
 
 @dataclass

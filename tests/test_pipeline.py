@@ -51,6 +51,8 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     assert "| PPO-ptx |" in report and "Reward model accuracy" in report
     for stage in pipeline.STAGE_ORDER:
         assert artifacts.status(stage, "micro") == "done", stage
+    history = artifacts.load_history("ppo_ptx", "micro")
+    assert len(history) == 2 and "ptx_loss" in history[0] and "ptx_loss" not in artifacts.load_history("ppo", "micro")[0]
 
     capsys.readouterr()
     again = pipeline.run("micro", out=micro / "out", samples=1)
