@@ -14,8 +14,10 @@ from typing import Callable
 import torch
 
 from . import paths
+from .hf import PretrainedConfig
 from .model import GPT, GPTConfig
 from .presets import Preset, get_preset
+from .utils import atomic_save
 
 
 def checkpoint_path(stage: str, preset: str = "toy") -> Path:
@@ -28,22 +30,35 @@ def rankings_path(split: str, preset: str = "toy") -> Path:
 
 
 def _build_base(preset: str) -> None:
+    """Pretrain on the world's text, or (a `PretrainedConfig`) convert a GPT-2 checkpoint."""
     from .data import load_records
     from .pretrain import pretrain
-    from .tokenizer import load_tokenizer
 
+    p = get_preset(preset)
+    if isinstance(p.pretrain, PretrainedConfig):
+        _save_pretrained_base(p.pretrain, checkpoint_path("base", preset))
+        return
     texts = {n: [r["text"] for r in load_records(f"pretrain_{n}")] for n in ("train", "val")}
-    pretrain(get_preset(preset).pretrain, load_tokenizer(), texts["train"], texts["val"],
+    pretrain(p.pretrain, p.load_tokenizer(), texts["train"], texts["val"],
              checkpoint_path=checkpoint_path("base", preset))
+
+
+def _save_pretrained_base(cfg: PretrainedConfig, path: Path) -> None:
+    """The checkpoint as a finished stage (0 of 0 steps), so later stages load it like any base."""
+    from .hf import load_pretrained
+
+    model, _ = load_pretrained(cfg.checkpoint)
+    atomic_save({"model": model.state_dict(), "step": 0, "config": {"max_steps": 0}, "history": {},
+                 "extra_state": {"model_config": asdict(model.config), "recipe": cfg.as_dict()}},
+                path)
 
 
 def _build_sft(preset: str) -> None:
     from .data import load_records
     from .sft import train_sft
-    from .tokenizer import load_tokenizer
 
     demos = load_records("demonstrations")
-    train_sft(get_preset(preset).sft, load_model("base", preset), load_tokenizer(),
+    train_sft(get_preset(preset).sft, load_model("base", preset), get_preset(preset).load_tokenizer(),
               [d for d in demos if d["prompt_id"].startswith("train-")],
               [d for d in demos if d["prompt_id"].startswith("validation-")],
               checkpoint_path=checkpoint_path("sft", preset))
@@ -58,10 +73,10 @@ def _build_rm(preset: str) -> None:
     """
     from .data import load_records
     from .reward import sample_rankings, train_reward_model
-    from .tokenizer import load_tokenizer
     from .world import write_jsonl
 
-    cfg, tokenizer, sft = get_preset(preset).reward, load_tokenizer(), load_model("sft", preset)
+    p = get_preset(preset)
+    cfg, tokenizer, sft = p.reward, p.load_tokenizer(), load_model("sft", preset)
     rankings = {}
     for split in ("train", "validation"):
         rankings[split] = sample_rankings(cfg, sft, tokenizer, load_records(f"prompts_{split}"), split)
@@ -77,9 +92,9 @@ def _build_ppo(preset: str, stage: str = "ppo") -> None:
     from .labeler import gold_score
     from .ppo import PPOTrainer, save_policy
     from .pretrain import token_stream
-    from .tokenizer import load_tokenizer
 
-    p, tokenizer = get_preset(preset), load_tokenizer()
+    p = get_preset(preset)
+    tokenizer = p.load_tokenizer()
     cfg = STAGES[stage].recipe(p)
     stream = (token_stream([r["text"] for r in load_records("pretrain_train")], tokenizer)
               if cfg.ptx_coef > 0 else None)
@@ -101,6 +116,9 @@ class Stage:
     build: Callable[[str], None]  # trains the stage of a preset into its checkpoint (resumes)
     recipe: Callable[[Preset], object]  # the preset's config dataclass for this stage
     load: Callable[[dict], torch.nn.Module]  # model from a checkpoint dict
+    # torch threads its notebook trains it with: float sums depend on the thread count, so a
+    # stage rebuilt from another notebook or the pipeline is then the same model bit for bit
+    threads: int = 2
 
 
 def _load_rm(ckpt: dict) -> torch.nn.Module:
@@ -115,8 +133,9 @@ STAGES = {
     "base": Stage(_build_base, lambda p: p.pretrain, _load_gpt),
     "sft": Stage(_build_sft, lambda p: p.sft, _load_gpt),
     "rm": Stage(_build_rm, lambda p: p.reward, _load_rm),
-    "ppo": Stage(_build_ppo, lambda p: p.ppo, _load_gpt),
-    "ppo_ptx": Stage(lambda preset: _build_ppo(preset, "ppo_ptx"), lambda p: p.ppo_ptx, _load_gpt),
+    "ppo": Stage(_build_ppo, lambda p: p.ppo, _load_gpt, threads=1),
+    "ppo_ptx": Stage(lambda preset: _build_ppo(preset, "ppo_ptx"), lambda p: p.ppo_ptx, _load_gpt,
+                     threads=1),
 }
 
 
@@ -141,9 +160,19 @@ def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> torch.
     if rebuild or state != "done":
         print(f"stage '{stage}' ({preset} preset) is {'rebuilt' if rebuild else state}: "
               f"training it into {path}")
-        STAGES[stage].build(preset)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(STAGES[stage].threads)
+        try:
+            with get_preset(preset).runtime():  # the preset's device and autocast
+                STAGES[stage].build(preset)
+        finally:
+            torch.set_num_threads(threads)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return STAGES[stage].load(ckpt).eval()
+    model = STAGES[stage].load(ckpt).eval()  # on the device of the caller's device context
+    for module in model.modules():
+        if isinstance(module, GPT):
+            module.gradient_checkpointing = get_preset(preset).gradient_checkpointing
+    return model
 
 
 def load_history(stage: str, preset: str = "toy") -> list | dict:

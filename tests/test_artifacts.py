@@ -64,3 +64,17 @@ def test_unknown_stage_and_preset_are_clear_errors():
         artifacts.load_model("nope")
     with pytest.raises(KeyError, match="unknown preset"):
         presets.get_preset("nope")
+
+
+def test_a_stage_is_built_with_its_canonical_thread_count(tiny_preset, monkeypatch):
+    seen = []
+    build = artifacts.STAGES["base"].build
+    monkeypatch.setattr(artifacts.STAGES["base"], "build",
+                        lambda preset: (seen.append(torch.get_num_threads()), build(preset)))
+    monkeypatch.setattr(artifacts.STAGES["base"], "threads", 2)
+    torch.set_num_threads(1)
+    try:
+        artifacts.load_model("base", tiny_preset)
+        assert seen == [2] and torch.get_num_threads() == 1  # restored afterwards
+    finally:
+        torch.set_num_threads(1)
