@@ -26,6 +26,11 @@ Conventions (the checklist of COURSE.md; each is tested in tests/test_ppo.py):
 - Dropout is off in all four models (a ratio that moves only because of dropout is noise).
 - The first minibatch of the first epoch sees the exact weights and inputs that produced the
   old log-probs, so its ratio is exactly 1: a standard check that the implementation is sound.
+- Data parallel under torchrun (rlhf_lite.distributed): batch_size and minibatch_size are
+  global. Each process samples batch_size / W prompts with its own seed, whitens and trains
+  on its share, and the policy and value model train through DDP, which averages the
+  gradients of the processes' minibatch losses (each a mean over its own tokens). Metrics
+  are averaged over processes, so every process adapts beta on the same KL.
 """
 from __future__ import annotations
 
@@ -36,11 +41,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .gae import compute_gae, explained_variance, masked_mean, whiten
 from .generation import generate, logprobs_from_logits, response_mask
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate
 from .pretrain import lm_loss, random_windows
-from .utils import atomic_save, check_finite, progress
+from .utils import check_finite, progress
 from .world import format_prompt
 
 
@@ -172,7 +178,13 @@ class PPOTrainer:
              {"params": self.value_model.parameters(), "lr": cfg.value_lr}], weight_decay=0.0)
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
                        if cfg.adaptive_kl else FixedKLController(cfg.beta))
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        # this process's share of each batch, its own samples, gradients averaged by DDP
+        self.local_batch_size = distributed.per_process(cfg.batch_size, "PPOConfig.batch_size")
+        self.local_minibatch_size = distributed.per_process(cfg.minibatch_size,
+                                                            "PPOConfig.minibatch_size")
+        self.ddp_policy = distributed.wrap(self.policy)  # the models themselves in one process
+        self.ddp_value_model = distributed.wrap(self.value_model)
+        self.generator = torch.Generator().manual_seed(distributed.seed_for_rank(cfg.seed))
         self.iteration = 0
         self.ptx_batches = 0  # pretraining batches drawn so far (PPO-ptx)
         self.history: list[dict] = []
@@ -194,9 +206,10 @@ class PPOTrainer:
 
         # old log-probs in minibatch-sized chunks: the first minibatch of the update then
         # repeats this exact computation, and its ratio is exactly 1
-        chunks = [response_logprobs(self.policy, sequences[i: i + cfg.minibatch_size],
-                                    attention_mask[i: i + cfg.minibatch_size], P, cfg.temperature)
-                  for i in range(0, len(prompts), cfg.minibatch_size)]
+        mb = self.local_minibatch_size
+        chunks = [response_logprobs(self.policy, sequences[i: i + mb], attention_mask[i: i + mb],
+                                    P, cfg.temperature)
+                  for i in range(0, len(prompts), mb)]
         logprobs, entropy = (torch.cat(parts) for parts in zip(*chunks))
         ref_logprobs, _ = response_logprobs(self.reference, sequences, attention_mask, P,
                                             cfg.temperature)
@@ -226,13 +239,13 @@ class PPOTrainer:
             # the first epoch keeps the rollout order, so the first minibatch repeats the
             # exact forward that produced the old log-probs (ratio exactly 1)
             order = torch.arange(B) if epoch == 0 else torch.randperm(B, generator=self.generator)
-            for start in range(0, B, cfg.minibatch_size):
-                idx = order[start: start + cfg.minibatch_size]
+            for start in range(0, B, self.local_minibatch_size):
+                idx = order[start: start + self.local_minibatch_size]
                 seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.mask[idx]
-                logprobs, _ = response_logprobs(self.policy, seq, att, P, cfg.temperature)
+                logprobs, _ = response_logprobs(self.ddp_policy, seq, att, P, cfg.temperature)
                 pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx],
                                                         r.advantages[idx], mask, cfg.clip_eps)
-                values = self.value_model(seq, att)[:, P - 1: -1]
+                values = self.ddp_value_model(seq, att)[:, P - 1: -1]
                 vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
                                              cfg.value_clip_eps)
                 loss = pg_loss + vf_loss  # separate models: the sum just trains both
@@ -265,7 +278,7 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         """One rollout + update; returns (and appends to history) the iteration's metrics."""
         cfg = self.cfg
-        pick = torch.randint(len(self.prompts), (cfg.batch_size,), generator=self.generator)
+        pick = torch.randint(len(self.prompts), (self.local_batch_size,), generator=self.generator)
         r = self.rollout([self.prompts[i] for i in pick.tolist()])
         kl_per_response = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean()
         metrics = {
@@ -281,7 +294,7 @@ class PPOTrainer:
         if self.gold_judge is not None:  # evaluation only: PPO never sees it
             metrics["gold_score"] = sum(self.gold_judge(p, t, bool(e)) for p, t, e in
                                         zip(r.prompts, r.texts, r.terminated)) / len(r.texts)
-        metrics.update(self.update(r))
+        metrics = distributed.reduce_metrics({**metrics, **self.update(r)})
         self.kl_ctl.update(metrics["kl"], cfg.batch_size)
         self.iteration += 1
         self.history.append(metrics)
@@ -295,8 +308,9 @@ class PPOTrainer:
 
 
 def save_policy(trainer: PPOTrainer, path) -> None:
-    """Write the trained policy as an artifacts checkpoint (rlhf_lite.artifacts loads it)."""
-    atomic_save({"model": trainer.policy.state_dict(), "step": trainer.iteration,
+    """Write the trained policy as an artifacts checkpoint (rlhf_lite.artifacts loads it);
+    under torchrun rank 0 writes it and the other processes wait."""
+    distributed.save_on_main({"model": trainer.policy.state_dict(), "step": trainer.iteration,
                  "config": {"max_steps": trainer.cfg.iterations}, "history": trainer.history,
                  "extra_state": {"model_config": asdict(trainer.policy.config),
                                  "recipe": trainer.cfg.as_dict()}}, path)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .model import GPT, GPTConfig
 from .training import History, TrainConfig, train
 
@@ -98,14 +99,15 @@ def pretrain(cfg: PretrainConfig, tokenizer, train_texts: list[str], val_texts: 
     model = GPT(cfg.model_config(len(tokenizer)))
     seed = cfg.train.seed
 
-    def get_batch(step: int):
-        return random_windows(train_stream, cfg.batch_size, cfg.block_size, seed=seed * 100_003 + step)
+    def get_batch(step: int):  # under torchrun: this process's windows of the step's batch
+        x, y = random_windows(train_stream, cfg.batch_size, cfg.block_size, seed=seed * 100_003 + step)
+        return distributed.shard(x), distributed.shard(y)
 
     def eval_fn(m: GPT) -> dict[str, float]:
         return {"val_loss": stream_loss(m, val_stream, cfg.block_size)}
 
     history = train(model, lm_loss, get_batch, cfg.train, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path,
+                    checkpoint_path=checkpoint_path, loss_weight=lambda b: b[1].numel(),
                     extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
     model.eval()
     return model, history

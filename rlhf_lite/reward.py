@@ -30,13 +30,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .data import SCHEMAS, DataError, read_jsonl
 from .evaluation import complete
 from .labeler import GoldLabeler, ranking_to_pairs
 from .model import GPT
 from .sft import epoch_batch, pad_right, prompt_response_ids
 from .training import History, TrainConfig, train
-from .utils import atomic_save
 
 
 @dataclass
@@ -289,6 +289,8 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     One step = cfg.batch_size rankings; cfg.epochs passes over `train_rankings`. History eval
     metrics: "val_loss" and "val_accuracy" on `val_rankings`. The checkpoint is saved with
     the normalised bias (its extra_state["bias_shift"] holds the shift applied).
+    Under torchrun each process takes its shard of every batch's rankings, and the loss is
+    the mean over all the batch's pairs (see rlhf_lite.distributed).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
@@ -298,7 +300,7 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
 
     def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
+        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed))
         return collate_rankings(tokenizer, [train_rankings[i] for i in idx.tolist()])
 
     def eval_fn(m: RewardModel) -> dict[str, float]:
@@ -307,7 +309,7 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
                 "val_accuracy": accuracy_from_scores(chosen, rejected)}
 
     history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path,
+                    checkpoint_path=checkpoint_path, loss_weight=lambda b: len(b["chosen"]),
                     extra_state={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict()})
     shift = normalize_to_demonstrations(rm, tokenizer, demos)
     if checkpoint_path is not None:  # re-save with the normalised bias
@@ -315,6 +317,6 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
         ckpt["model"] = rm.state_dict()
         # a finished checkpoint is already normalised: re-running adds a ~0 shift
         ckpt["extra_state"]["bias_shift"] = ckpt["extra_state"].get("bias_shift", 0.0) + shift
-        atomic_save(ckpt, checkpoint_path)
+        distributed.save_on_main(ckpt, checkpoint_path)
     rm.eval()
     return rm, history

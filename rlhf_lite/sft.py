@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .model import GPT
 from .training import History, TrainConfig, train
 from .world import format_prompt
@@ -101,6 +102,11 @@ def sft_loss(model: GPT, batch: dict[str, torch.Tensor]) -> torch.Tensor:
                            ignore_index=IGNORE_INDEX)
 
 
+def response_token_count(batch: dict[str, torch.Tensor]) -> int:
+    """How many tokens `sft_loss` averages over: the labels that are not IGNORE_INDEX."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
 def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices of the examples of optimizer step `step`: shuffled epochs, a function of the step.
 
@@ -118,6 +124,8 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
     """Fine-tune a copy of `base_model` on demonstrations; return it and its history.
 
     History eval metric: "val_loss", the SFT loss on the validation demonstrations.
+    Under torchrun each process takes its shard of every batch, and the loss is the mean over
+    all the batch's response tokens (see rlhf_lite.distributed).
     """
     model = copy.deepcopy(base_model)  # the caller's base model stays as it was
     block_size = model.config.block_size
@@ -126,14 +134,14 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
     n = len(train_records)
 
     def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
+        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed))
         return {name: t[idx] for name, t in data.items()}
 
     def eval_fn(m: GPT) -> dict[str, float]:
         return {"val_loss": sft_loss(m, val).item()}
 
     history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path,
+                    checkpoint_path=checkpoint_path, loss_weight=response_token_count,
                     extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
     model.eval()
     return model, history

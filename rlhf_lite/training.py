@@ -16,6 +16,8 @@ Every stage is "minimise a loss over batches", so one loop serves them all:
   model, the optimizer moments, the step, the history and the RNG state, and the data is a
   function of the step (`get_batch(step)`), so an interrupted run resumed from its
   checkpoint ends bit-for-bit where an uninterrupted one would (on CPU, same thread count).
+- Data parallel under torchrun (rlhf_lite.distributed): each process trains on its shard of
+  every batch, DDP averages the gradients, rank 0 alone writes the checkpoint.
 """
 
 import math
@@ -26,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .utils import atomic_save, check_finite, progress, seed_everything
+from . import distributed
+from .utils import check_finite, progress, seed_everything
 
 
 @dataclass
@@ -140,6 +143,7 @@ def train(
     resume: bool = True,
     extra_state=None,
     stop_after: int | None = None,
+    loss_weight=None,
 ) -> History:
     """Train `model` for cfg.max_steps optimizer steps; return the History.
 
@@ -153,6 +157,15 @@ def train(
     extra_state: anything picklable to store alongside (e.g. the model config).
     stop_after: stop (and checkpoint) once this many steps in total are done; calling again
         resumes. Useful in tests, and to split a long run over several sessions.
+    loss_weight(batch) -> how many terms loss_fn averages over (e.g. response tokens); used
+        only under DDP, where it makes a step equal to one on the combined batch of all
+        processes (distributed.scale_for_global_mean). None: every shard weighs the same.
+
+    Data parallel (inside a torchrun process group, see rlhf_lite.distributed): get_batch(step)
+    returns this process's shard of the step's batch (distributed.shard), loss_fn receives the
+    model wrapped in DDP, eval_fn the plain model (every process evaluates the same weights on
+    the same data), and only rank 0 writes the checkpoint. History.train_loss is the loss of
+    the combined batch, on every process.
     """
     optimizer = make_optimizer(model, cfg)
     history, start = History(), 0
@@ -170,6 +183,7 @@ def train(
         return history
 
     model.train()
+    replica = distributed.wrap(model)  # DDP under torchrun, `model` itself otherwise
     seconds_before, t0 = history.seconds, time.perf_counter()
 
     def save(done: int) -> None:
@@ -183,7 +197,7 @@ def train(
             "rng": _rng_state(),
             "extra_state": extra_state,
         }
-        atomic_save(state, checkpoint_path)
+        distributed.save_on_main(state, checkpoint_path)
 
     # with grad_clip=0, clipping to inf still returns the norm (for the NaN check and history)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
@@ -192,8 +206,12 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = loss_fn(model, get_batch(step))
-        loss_value = check_finite(loss, f"{cfg.desc}: loss", step, lr)
+        batch = get_batch(step)
+        loss = loss_fn(replica, batch)
+        loss, combined_loss = distributed.scale_for_global_mean(
+            loss, loss_weight(batch) if loss_weight else 1)
+        # the combined loss is the same on every process, so a NaN stops them all together
+        loss_value = check_finite(combined_loss, f"{cfg.desc}: loss", step, lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)

@@ -44,9 +44,12 @@ def set_threads(n: int | None = None) -> int:
 
 
 def quiet_progress() -> bool:
-    """True when progress bars should be hidden: on CI, or with RLHF_QUIET=1 / TQDM_DISABLE=1."""
+    """True when progress bars should be hidden: on CI, with RLHF_QUIET=1 / TQDM_DISABLE=1, and
+    in every torchrun process but rank 0 (one bar per run, not one per GPU)."""
     on_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
-    return on_ci or os.environ.get("RLHF_QUIET") == "1" or os.environ.get("TQDM_DISABLE") == "1"
+    not_rank_0 = os.environ.get("RANK", "0") != "0"
+    return (on_ci or not_rank_0 or os.environ.get("RLHF_QUIET") == "1"
+            or os.environ.get("TQDM_DISABLE") == "1")
 
 
 def progress(iterable=None, total: int | None = None, desc: str | None = None):
