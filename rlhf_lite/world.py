@@ -20,6 +20,7 @@ word-level tokenizer (`rlhf_lite.tokenizer`) splits on whitespace.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -348,6 +349,16 @@ def vocabulary() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- files
+CHECKSUM_FILE = "CHECKSUMS.sha256"  # the manifest of data/, in `sha256sum -c` format
+
+
+def checksums(data_dir: str | Path) -> dict[str, str]:
+    """sha256 of every file under `data_dir` but the manifest: relative path -> hex digest."""
+    root = Path(data_dir)
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != CHECKSUM_FILE}
+
+
 def write_jsonl(path: Path, records: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
@@ -360,7 +371,8 @@ def write_world_data(out_dir: str | Path, seed: int = 1234, n_train_docs: int = 
 
     Files: pretrain_{train,val}.jsonl ({"text"}), prompts_{train,validation,heldout}.jsonl
     ({"id", "category", "prompt", "meta"}), demonstrations.jsonl ({"id", "prompt_id",
-    "category", "prompt", "response", "flaw"}) and tokenizer/ (see rlhf_lite.tokenizer).
+    "category", "prompt", "response", "flaw"}), tokenizer/ (see rlhf_lite.tokenizer) and the
+    manifest CHECKSUMS.sha256 (`python -m rlhf_lite.doctor` checks data/ against it).
     """
     from .tokenizer import build_tokenizer  # transformers is heavy: only when writing data
 
@@ -385,6 +397,8 @@ def write_world_data(out_dir: str | Path, seed: int = 1234, n_train_docs: int = 
     for name, records in files.items():
         write_jsonl(out / name, records)
     build_tokenizer(vocabulary()).save_pretrained(str(out / "tokenizer"))
+    (out / CHECKSUM_FILE).write_text("".join(f"{digest}  {name}\n"
+                                              for name, digest in checksums(out).items()))
     return {name: len(records) for name, records in files.items()}
 
 

@@ -1,0 +1,163 @@
+"""Environment check: `python -m rlhf_lite.doctor` says whether this machine can run the course.
+
+It prints the versions of Python and of the libraries the course depends on (against the pins
+of requirements.txt), the device and thread count training will use, whether data/ matches
+its checksum manifest (data/CHECKSUMS.sha256, written by `python -m rlhf_lite.world`), and
+which trained stages are on disk. The exit code is 1 when something would break the course
+(a missing library, changed or missing data, an unreadable checkpoint), 0 otherwise: a
+missing checkpoint is normal, the notebooks train it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from . import paths
+
+MIN_PYTHON = (3, 10)
+# What the course imports; versions are read from package metadata, without importing.
+PACKAGES = ("torch", "transformers", "datasets", "nbval", "tokenizers", "ipywidgets", "matplotlib",
+            "pandas")
+
+
+@dataclass
+class Check:
+    name: str  # what was checked, e.g. "torch"
+    ok: bool  # False: the course will not run as is (the exit code becomes 1)
+    detail: str  # the finding, and on failure what to do about it
+    warning: bool = False  # ok, but worth knowing (e.g. a version other than the pinned one)
+
+
+def pinned_versions(requirements: Path = paths.REPO_ROOT / "requirements.txt") -> dict[str, str]:
+    """name -> version of every `name==version` line of requirements.txt ({} if it is absent)."""
+    if not requirements.exists():
+        return {}
+    lines = requirements.read_text(encoding="utf-8").splitlines()
+    return {m.group(1).lower(): m.group(2) for line in lines
+            if (m := re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s#]+)", line))}
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info[:2] < MIN_PYTHON:
+        return Check("python", False, f"{version}: the course needs Python "
+                     f"{'.'.join(map(str, MIN_PYTHON))} or newer")
+    return Check("python", True, f"{version} ({sys.executable})")
+
+
+def check_package(name: str, pins: dict[str, str]) -> Check:
+    """Installed (from package metadata, without importing it) and equal to its pin?"""
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return Check(name, False, "not installed: run `pip install -r requirements.txt`")
+    pin = pins.get(name)
+    if pin is not None and version.split("+")[0] != pin:  # "2.13.0+cpu" is torch 2.13.0
+        return Check(name, True, f"{version} (requirements.txt pins {pin}: results may differ "
+                     "from the committed outputs in late decimals)", warning=True)
+    return Check(name, True, version)
+
+
+def check_device() -> Check:
+    import torch
+
+    from .utils import pick_device
+
+    device = pick_device()
+    if device.type == "cuda":
+        detail = f"cuda ({torch.cuda.get_device_name(0)})"
+    elif device.type == "mps":
+        detail = "mps (Apple GPU)"
+    else:
+        detail = "cpu (no CUDA or MPS device found; the toy course is made for a CPU)"
+    return Check("device", True, detail)
+
+
+def check_threads() -> Check:
+    import torch
+
+    env = os.environ.get("RLHF_THREADS")
+    setting = f"RLHF_THREADS={env}" if env else "RLHF_THREADS unset: notebooks set their own"
+    return Check("threads", True, f"torch uses {torch.get_num_threads()} of {os.cpu_count()} "
+                 f"CPU cores ({setting})")
+
+
+def check_data(data_dir: Path | None = None) -> Check:
+    """Every file listed in the manifest exists and has its sha256; extra files are reported."""
+    from .world import CHECKSUM_FILE, checksums
+
+    data_dir = Path(data_dir or paths.DATA_DIR)
+    manifest = data_dir / CHECKSUM_FILE
+    fix = "; rebuild it with `python -m rlhf_lite.world`"
+    if not manifest.exists():
+        return Check("data", False, f"no manifest {manifest}{fix}")
+    expected = {}
+    for line_no, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+        digest, _, name = line.partition("  ")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
+            return Check("data", False, f"{manifest}, line {line_no}: expected "
+                         f"'<sha256>  <file>', got {line!r}{fix}")
+        expected[name] = digest
+    actual = checksums(data_dir)
+    missing = [n for n in expected if n not in actual]
+    changed = [n for n in expected if n in actual and actual[n] != expected[n]]
+    extra = [n for n in actual if n not in expected]
+    if missing or changed:
+        problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                   ([f"changed {', '.join(changed)}"] if changed else [])
+        return Check("data", False, f"{data_dir}: {'; '.join(problems)}{fix}")
+    note = f" (not in the manifest: {', '.join(extra)})" if extra else ""
+    return Check("data", True, f"{len(expected)} files match {manifest.name}{note}",
+                 warning=bool(extra))
+
+
+def check_artifacts(preset: str) -> Check:
+    """The state of each stage's checkpoint of `preset`; only an unreadable one is a failure."""
+    from .artifacts import STAGES, checkpoint_path, status
+
+    states, broken = [], []
+    for stage in STAGES:
+        try:
+            states.append(f"{stage} {status(stage, preset)}")
+        except Exception as e:  # a truncated or foreign file: say which, and how to fix it
+            broken.append(f"{checkpoint_path(stage, preset)} cannot be read "
+                          f"({type(e).__name__}: {e}); delete it to retrain the stage")
+    detail = ", ".join(states) + (" (missing stages are trained by the notebooks)"
+                                  if any(s.endswith("missing") for s in states) else "")
+    return Check(f"artifacts ({preset})", not broken, "; ".join(broken) or detail)
+
+
+def run_checks(data_dir: Path | None = None) -> list[Check]:
+    from .presets import PRESETS
+
+    checks = [check_python()]
+    pins = pinned_versions()
+    checks += [check_package(name, pins) for name in PACKAGES]
+    checks.append(check_data(data_dir))
+    if all(c.ok for c in checks if c.name == "torch"):  # the rest imports torch
+        checks += [check_device(), check_threads()] + [check_artifacts(p) for p in PRESETS]
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = [f"{'FAIL' if not c.ok else 'warn' if c.warning else ' ok '}  {c.name:{width}s}  "
+             f"{c.detail}" for c in checks]
+    failed = [c.name for c in checks if not c.ok]
+    lines.append(f"{len(failed)} problem(s): {', '.join(failed)}" if failed
+                 else "everything the course needs is in place")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    checks = run_checks()
+    print(report(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""Checkers for the notebooks' exercises: your function against the package's, on random inputs.
+
+Each `check_*` function takes the function you wrote in an exercise cell, runs it on seeded
+random inputs (plus the edge cases that catch the usual mistakes) next to the `rlhf_lite`
+function it re-implements, and
+
+- prints "not done yet" and returns None while your function is still the stub (it raises
+  NotImplementedError or returns None), so a notebook with open exercises runs to the end;
+- raises `ExerciseError` on the first disagreement: which case, what was expected, what your
+  function returned, and a hint;
+- prints how many cases passed and returns True when all agree.
+
+The worked solutions (notebooks/solutions/) call the same checkers.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+class ExerciseError(AssertionError):
+    """Your function disagrees with the package's; the message says on what, and gives a hint."""
+
+
+@dataclass
+class Case:
+    label: str  # what is special about this input, shown when it fails
+    args: tuple  # positional arguments of the function under test
+    expected: object  # the package's answer: a tensor, a number, or a list/tuple of them
+    atol: float = 1e-5  # absolute tolerance of numbers
+    rtol: float = 1e-4  # relative tolerance of numbers
+    kwargs: dict = field(default_factory=dict)  # keyword arguments of the function under test
+
+
+def _difference(got, expected, atol: float, rtol: float) -> str | None:
+    """None if `got` equals `expected` within tolerance, else what differs (one sentence)."""
+    if isinstance(expected, torch.Tensor) and expected.dim() > 0:
+        if not isinstance(got, torch.Tensor):
+            return f"expected a tensor of shape {tuple(expected.shape)}, got {type(got).__name__}"
+        if got.shape != expected.shape:
+            return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+        got, expected = got.detach().double(), expected.detach().double()
+        if not torch.isfinite(got).all() and torch.isfinite(expected).all():
+            where = tuple(torch.nonzero(~torch.isfinite(got))[0].tolist())
+            return f"got {got[where].item()} at index {where}, expected {expected[where].item():.6g}"
+        close = torch.isclose(got, expected, rtol=rtol, atol=atol, equal_nan=True)
+        if close.all():
+            return None
+        where = tuple(torch.nonzero(~close)[0].tolist())
+        return (f"{int((~close).sum())} of {close.numel()} values differ; first at index {where}: "
+                f"expected {expected[where].item():.6g}, got {got[where].item():.6g}")
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(expected):
+            return f"expected {len(expected)} items, got {got!r}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            problem = _difference(g, e, atol, rtol)
+            if problem:
+                return f"item {i}: {problem}"
+        return None
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            return f"expected a single number, got a tensor of shape {tuple(got.shape)}"
+        got = got.item()
+    elif hasattr(got, "item"):  # a numpy number
+        got = got.item()
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        return f"expected a number, got {got!r} ({type(got).__name__})"
+    expected = float(expected.item() if isinstance(expected, torch.Tensor) else expected)
+    if math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
+        return None
+    return f"expected {expected:.6g}, got {got:.6g}"
+
+
+def run_cases(name: str, student: Callable, cases: list[Case], hint: str,
+              normalize: Callable = lambda x: x) -> bool | None:
+    """Run `student` on every case against its expected answer (see the module docstring).
+
+    `normalize` maps an answer to a canonical form before comparing (e.g. sorts a list whose
+    order does not matter).
+    """
+    for i, case in enumerate(cases, start=1):
+        try:
+            got = student(*case.args, **case.kwargs)
+        except NotImplementedError:
+            print(f"{name}: not done yet (the stub raises NotImplementedError). "
+                  "Write your version above and run the cell again.")
+            return None
+        except Exception as e:
+            raise ExerciseError(f"{name}: your function raised {type(e).__name__}: {e}\n"
+                                f"  on case {i} of {len(cases)} ({case.label}).\n  Hint: {hint}") from e
+        if got is None or got is Ellipsis:
+            print(f"{name}: not done yet (your function returns {got!r}). "
+                  "Write your version above and run the cell again.")
+            return None
+        problem = _difference(normalize(got), normalize(case.expected), case.atol, case.rtol)
+        if problem:
+            raise ExerciseError(f"{name}: wrong on case {i} of {len(cases)} ({case.label}):\n"
+                                f"  {problem}.\n  Hint: {hint}")
+    print(f"{name}: correct on all {len(cases)} cases. Well done!")
+    return True
+
+
+def _tiny_gpt(vocab_size: int, seed: int):
+    from .model import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def _ragged_mask(batch: int, length: int, g: torch.Generator) -> torch.Tensor:
+    """(B, T) float mask: each row 1 on a random prefix of length 1..T, then 0."""
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    return (torch.arange(length)[None] < lengths[:, None]).float()
+
+
+def _garbage_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x with nan where mask is 0: padded positions must not matter at all."""
+    return torch.where(mask.bool(), x, float("nan"))
+
+
+# ----------------------------------------------------------------------------- notebook 1
+def check_next_token_loss(student: Callable) -> bool | None:
+    """student(logits (B, T, V), targets (B, T)) -> mean next-token cross-entropy (a number).
+
+    Against `rlhf_lite.pretrain.lm_loss` on tiny random GPTs."""
+    from .pretrain import lm_loss
+
+    cases = []
+    for seed, (B, T, V, scale) in enumerate([(2, 5, 11, 1.0), (3, 8, 30, 1.0), (1, 1, 7, 1.0),
+                                             (2, 6, 13, 300.0)]):
+        model = _tiny_gpt(V, seed)
+        with torch.no_grad():
+            model.lm_head.weight.mul_(scale)  # 300: logits in the thousands
+            g = torch.Generator().manual_seed(seed)
+            x, y = torch.randint(V, (B, T), generator=g), torch.randint(V, (B, T), generator=g)
+            cases.append(Case(f"B={B}, T={T}, V={V}" + (", huge logits" if scale > 1 else ""),
+                              (model(x), y), lm_loss(model, (x, y)), rtol=1e-4))
+    cases.append(Case("all logits 0: the loss of a uniform model is ln V = ln 5",
+                      (torch.zeros(2, 3, 5), torch.tensor([[0, 1, 2], [3, 4, 0]])), math.log(5)))
+    return run_cases("next_token_loss", student, cases,
+                     "the mean over all B*T positions of -log_softmax(logits)[target]; use "
+                     "log_softmax (softmax(...).log() gives -inf for huge logits) and gather the "
+                     "targets' entries, or F.cross_entropy on (B*T, V) logits.")
+
+
+def check_unigram_loss(student: Callable) -> bool | None:
+    """student(train_stream (N,), val_stream (M,), vocab_size) -> float, like
+    `rlhf_lite.pretrain.unigram_loss`."""
+    from .pretrain import unigram_loss
+
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for label, V, n_train, n_val, train_vocab in [("small vocabulary", 5, 50, 20, 5),
+                                                  ("a larger one", 40, 500, 100, 40),
+                                                  ("val words never seen in training", 12, 30, 30, 4)]:
+        train = torch.randint(train_vocab, (n_train,), generator=g)
+        val = torch.randint(V, (n_val,), generator=g)
+        cases.append(Case(label, (train, val, V), unigram_loss(train, val, V)))
+    return run_cases("unigram_loss", student, cases,
+                     "count each word of the training stream (torch.bincount with minlength="
+                     "vocab_size), add 1 to every count (add-one smoothing: an unseen word must "
+                     "not cost infinity), normalise to probabilities, and average -log p over "
+                     "val_stream[1:] (the first token has nothing before it to predict it).")
+
+
+# ----------------------------------------------------------------------------- notebook 2
+def check_sft_labels(student: Callable) -> bool | None:
+    """student(input_ids (N, T), attention_mask (N, T), prompt_lengths (N,)) -> labels (N, T),
+    as `rlhf_lite.sft.tokenize_demonstrations` builds them, on random demonstrations."""
+    from .data import load_records
+    from .sft import prompt_response_ids, tokenize_demonstrations
+    from .tokenizer import load_tokenizer
+
+    tokenizer, demos = load_tokenizer(), load_records("demonstrations")
+    rng, cases = random.Random(0), []
+    for n in (1, 4, 16):
+        records = rng.sample(demos, n)
+        batch = tokenize_demonstrations(records, tokenizer, block_size=64)
+        prompt_lengths = torch.tensor([len(p) for p, _ in prompt_response_ids(
+            tokenizer, [r["prompt"] for r in records], [r["response"] for r in records])])
+        cases.append(Case(f"{n} random demonstration(s)", (batch["input_ids"], batch["attention_mask"],
+                          prompt_lengths), batch["labels"], atol=0, rtol=0))
+    return run_cases("sft_labels", student, cases,
+                     "start from a copy of input_ids; put -100 on the first prompt_lengths[i] "
+                     "positions of row i (the prompt is read, not learned) and wherever "
+                     "attention_mask is 0 (padding); the response and its eos keep their ids.")
+
+
+# ----------------------------------------------------------------------------- notebook 3
+def check_ranking_to_pairs(student: Callable) -> bool | None:
+    """student(ranking: list[int], best first) -> the C(K, 2) (chosen, rejected) pairs it implies.
+    Against `rlhf_lite.labeler.ranking_to_pairs`; the order of the pairs does not matter."""
+    from .labeler import ranking_to_pairs
+
+    rng = random.Random(0)
+    rankings = [[0, 1], [1, 0], [2, 0, 1]] + [rng.sample(range(k), k) for k in (4, 4, 6, 9)]
+    cases = [Case(f"K = {len(r)}, ranking {r}", (r,), ranking_to_pairs(r)) for r in rankings]
+    return run_cases("ranking_to_pairs", student, cases,
+                     "every response beats every response ranked after it: for positions i < j, "
+                     "the pair is (ranking[i], ranking[j]); K responses give K (K - 1) / 2 pairs.",
+                     normalize=lambda pairs: sorted(tuple(p) for p in pairs))
+
+
+def check_bradley_terry_loss(student: Callable) -> bool | None:
+    """student(r_chosen (P,), r_rejected (P,)) -> mean of -log sigmoid(r_chosen - r_rejected).
+    Against `rlhf_lite.reward.bradley_terry_loss`, huge score differences included."""
+    from .reward import bradley_terry_loss
+
+    g = torch.Generator().manual_seed(0)
+    pairs = [("equal scores: log 2", torch.zeros(3), torch.zeros(3)),
+             ("random scores", torch.randn(8, generator=g), torch.randn(8, generator=g)),
+             ("one pair", torch.tensor([2.0]), torch.tensor([0.0])),
+             ("a difference of -200 (the RM badly wrong)", torch.tensor([-200.0, 1.0]),
+              torch.tensor([0.0, 0.0])),
+             ("a difference of +200", torch.tensor([200.0]), torch.tensor([0.0]))]
+    cases = [Case(label, (c, r), bradley_terry_loss(c, r)) for label, c, r in pairs]
+    return run_cases("bradley_terry_loss", student, cases,
+                     "-log sigmoid(d) with d = r_chosen - r_rejected, averaged over pairs. "
+                     "Compute it as -F.logsigmoid(d): torch.log(torch.sigmoid(d)) rounds "
+                     "sigmoid(-200) to 0 and returns inf.")
+
+
+# ----------------------------------------------------------------------------- notebook 4
+def check_td_errors(student: Callable) -> bool | None:
+    """student(rewards, values, mask (B, T), gamma) -> one-step TD errors (B, T), 0 where mask
+    is 0. Against `rlhf_lite.gae.compute_gae` with lam = 0; padding holds nan."""
+    from .gae import compute_gae
+
+    g = torch.Generator().manual_seed(0)
+    cases = [Case("the worked example (gamma 1)", (torch.tensor([[0.0, -0.5, 0.0, 2.0]]),
+                  torch.tensor([[1.0, 1.5, 1.0, 2.0]]), torch.ones(1, 4), 1.0),
+                  torch.tensor([[0.5, -1.0, 1.0, 0.0]]))]
+    for gamma, (B, T) in [(1.0, (4, 6)), (0.9, (8, 10)), (0.5, (3, 1))]:
+        mask = _ragged_mask(B, T, g)
+        rewards, values = torch.randn(B, T, generator=g), torch.randn(B, T, generator=g)
+        expected, _ = compute_gae(rewards, values, mask, gamma=gamma, lam=0.0)
+        cases.append(Case(f"ragged batch {B}x{T}, gamma {gamma}, nan in the padding",
+                          (_garbage_padding(rewards, mask), _garbage_padding(values, mask), mask,
+                           gamma), expected))
+    return run_cases("td_errors", student, cases,
+                     "delta_t = r_t + gamma * V_{t+1} - V_t, where V_{t+1} = 0 after a row's last "
+                     "valid token. Shift the values left by one column, then zero the padding "
+                     "with torch.where(mask.bool(), x, 0): x * mask keeps nan (nan * 0 = nan).")
+
+
+def check_whiten(student: Callable) -> bool | None:
+    """student(x, mask (B, T)) -> (x - mean) / sqrt(var + 1e-8) over valid tokens, 0 elsewhere.
+    Against `rlhf_lite.gae.whiten`; padding holds nan."""
+    from .gae import whiten
+
+    g = torch.Generator().manual_seed(1)
+    cases = []
+    for B, T in [(1, 5), (4, 7), (16, 20)]:
+        mask = torch.ones(B, T) if B == 1 else _ragged_mask(B, T, g)
+        x = 3 * torch.randn(B, T, generator=g) + 2
+        cases.append(Case(f"{B}x{T}" + (", ragged, nan in the padding" if B > 1 else ", no padding"),
+                          (_garbage_padding(x, mask), mask), whiten(x, mask)))
+    return run_cases("whiten", student, cases,
+                     "mean and POPULATION variance (divide by the number of valid tokens, not n - 1) "
+                     "over valid tokens only; add 1e-8 to the variance before the square root; "
+                     "set padded positions to 0 with torch.where (nan * 0 is nan).")
+
+
+# ----------------------------------------------------------------------------- notebook 5
+def _ppo_batch(g: torch.Generator, B: int, T: int, spread: float):
+    mask = _ragged_mask(B, T, g)
+    old = -torch.rand(B, T, generator=g) * 3  # log-probs are <= 0
+    new = old + spread * torch.randn(B, T, generator=g)  # ratios exp(spread * z), some clipped
+    return new, old, mask
+
+
+def check_clipped_policy_loss(student: Callable) -> bool | None:
+    """student(logprobs, old_logprobs, advantages, mask (B, T), clip_eps) -> PPO's clipped loss.
+    Against the loss (first output) of `rlhf_lite.ppo.clipped_policy_loss`."""
+    from .ppo import clipped_policy_loss
+
+    g = torch.Generator().manual_seed(0)
+    cases = [Case("the worked example: -(2 * 1.105 + 2 * 1.2) / 2",
+                  (torch.tensor([[-1.0, -0.5]]), torch.tensor([[-1.1, -1.0]]), torch.tensor([[2.0, 2.0]]),
+                   torch.ones(1, 2), 0.2), -(2 * math.exp(0.1) + 2 * 1.2) / 2)]
+    for eps, spread, (B, T) in [(0.2, 0.05, (4, 5)), (0.2, 0.5, (8, 12)), (0.1, 1.0, (6, 9))]:
+        new, old, mask = _ppo_batch(g, B, T, spread)
+        adv = torch.randn(B, T, generator=g)  # both signs
+        cases.append(Case(f"{B}x{T} ragged, eps {eps}, log-ratios ~ {spread} * N(0, 1)",
+                          (new, old, adv, mask, eps), clipped_policy_loss(new, old, adv, mask, eps)[0]))
+    return run_cases("clipped_policy_loss", student, cases,
+                     "ratio = exp(logprobs - old_logprobs); per token take the max of "
+                     "-A * ratio and -A * clamp(ratio, 1 - eps, 1 + eps) (the negated min of the "
+                     "paper's objective), then average over valid tokens only: "
+                     "(x * mask).sum() / mask.sum().")
+
+
+def check_clipped_value_loss(student: Callable) -> bool | None:
+    """student(values, old_values, returns, mask (B, T), clip_eps) -> PPO's clipped value loss.
+    Against `rlhf_lite.ppo.clipped_value_loss`."""
+    from .ppo import clipped_value_loss
+
+    g = torch.Generator().manual_seed(1)
+    cases = [Case("one token moved beyond the clip: V 2, V_old 1, R 3, eps 0.2",
+                  (torch.tensor([[2.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), torch.ones(1, 1),
+                   0.2), 0.5 * max((2 - 3) ** 2, (1.2 - 3) ** 2))]
+    for eps, (B, T) in [(0.2, (4, 5)), (0.5, (8, 12)), (0.1, (3, 2))]:
+        mask = _ragged_mask(B, T, g)
+        old = torch.randn(B, T, generator=g)
+        values = old + 0.5 * torch.randn(B, T, generator=g)
+        returns = old + torch.randn(B, T, generator=g)
+        cases.append(Case(f"{B}x{T} ragged, eps {eps}", (values, old, returns, mask, eps),
+                          clipped_value_loss(values, old, returns, mask, eps)))
+    return run_cases("clipped_value_loss", student, cases,
+                     "clip the new value to [V_old - eps, V_old + eps]; per token take the max of "
+                     "(V - R)^2 and (V_clipped - R)^2; average over valid tokens and multiply by 0.5.")
+
+
+# ----------------------------------------------------------------------------- notebook 6
+def check_kl_estimate(student: Callable) -> bool | None:
+    """student(logp, ref_logp, kind) -> per-token k1, k2 or k3 estimate of KL(p || p_ref).
+    Against `rlhf_lite.kl.kl_estimate`, tiny log-ratios included (where k3 needs expm1)."""
+    from .kl import KINDS, kl_estimate
+
+    g = torch.Generator().manual_seed(0)
+    logp = -torch.rand(4, 6, generator=g) * 4
+    ref = logp + torch.randn(4, 6, generator=g)
+    tiny_logp = torch.full((3,), -1.0)
+    tiny_ref = tiny_logp + torch.tensor([1e-3, -2e-3, 5e-4])
+    cases = [Case(f"{kind}, random log-probs", (logp, ref, kind), kl_estimate(logp, ref, kind))
+             for kind in KINDS]
+    cases += [Case(f"{kind}, tiny log-ratios (|log r| ~ 1e-3, so k3 ~ 5e-7)",
+                   (tiny_logp, tiny_ref, kind), kl_estimate(tiny_logp, tiny_ref, kind),
+                   atol=1e-9, rtol=1e-2) for kind in KINDS]
+    return run_cases("kl_estimate", student, cases,
+                     "with log r = ref_logp - logp: k1 = -log r, k2 = (log r)^2 / 2, "
+                     "k3 = (r - 1) - log r. Compute r - 1 as torch.expm1(log r): exp(log r) - 1 "
+                     "in float32 loses every digit of a tiny log r.")
+
+
+def check_adaptive_kl_update(student: Callable) -> bool | None:
+    """student(beta, current_kl, target, horizon, n_steps) -> the new beta of Ziegler et al.'s
+    controller. Against `rlhf_lite.kl.AdaptiveKLController.update`."""
+    from .kl import AdaptiveKLController
+
+    def updated(beta, kl, target, horizon, n):
+        controller = AdaptiveKLController(beta, target, horizon)
+        controller.update(kl, n)
+        return controller.beta
+
+    settings = [("KL at twice the target: error clipped to +0.2", (0.1, 4.0, 2.0, 2000, 64)),
+                ("KL 10% above the target", (0.1, 2.2, 2.0, 2000, 64)),
+                ("KL 5% below the target", (0.05, 0.95, 1.0, 1000, 256)),
+                ("KL near 0: error clipped to -0.2", (0.3, 0.01, 6.0, 10000, 512)),
+                ("KL exactly at the target: beta unchanged", (0.2, 3.0, 3.0, 500, 64))]
+    cases = [Case(label, args, updated(*args), atol=1e-12, rtol=1e-9) for label, args in settings]
+    return run_cases("adaptive_kl_update", student, cases,
+                     "e = clip(current_kl / target - 1, -0.2, 0.2); return beta * (1 + e * n_steps / "
+                     "horizon).")
+
+
+# ----------------------------------------------------------------------------- notebook 7
+def check_ptx_loss(student: Callable) -> bool | None:
+    """student(ppo_loss, policy, pretrain_batch (x, y), ptx_coef) -> PPO-ptx's mixed loss:
+    ppo_loss + ptx_coef * (the policy's next-token loss on the pretraining batch), with a
+    gradient. Against `rlhf_lite.pretrain.lm_loss`."""
+    from .pretrain import lm_loss
+
+    cases = []
+    for seed, coef in enumerate([0.0, 1.0, 27.8]):
+        policy = _tiny_gpt(17, seed)
+        g = torch.Generator().manual_seed(seed)
+        batch = (torch.randint(17, (3, 8), generator=g), torch.randint(17, (3, 8), generator=g))
+        ppo_loss = torch.randn((), generator=g)
+        cases.append(Case(f"ptx_coef {coef}" + (" (plain PPO)" if coef == 0 else ""),
+                          (ppo_loss, policy, batch, coef), ppo_loss + coef * lm_loss(policy, batch)))
+
+    def differentiable(student_fn):
+        def wrapped(*args):
+            loss = student_fn(*args)
+            if isinstance(loss, torch.Tensor) and args[3] > 0 and not loss.requires_grad:
+                raise ValueError("the loss has no gradient: compute the pretraining loss with the "
+                                 "policy itself, not under torch.no_grad() or with .item()")
+            return loss
+        return wrapped
+
+    return run_cases("ptx_loss", differentiable(student), cases,
+                     "the policy's next-token loss on the pretraining batch is "
+                     "F.cross_entropy(policy(x).flatten(0, 1), y.flatten()) (or "
+                     "rlhf_lite.pretrain.lm_loss); return ppo_loss + ptx_coef * that loss.")
+
+
+# ----------------------------------------------------------------------------- notebook 8
+def check_wilson_interval(student: Callable) -> bool | None:
+    """student(successes, n, z=1.96) -> (low, high), the Wilson score interval.
+    Against `rlhf_lite.evaluation.wilson_interval`."""
+    from .evaluation import wilson_interval
+
+    settings = [("60 wins of 100", (60, 100)), ("0 wins of 10: low must be 0, not negative", (0, 10)),
+                ("10 wins of 10", (10, 10)), ("184 of 306 (a notebook's comparison count)", (184, 306)),
+                ("1 of 3", (1, 3))]
+    cases = [Case(label, args, wilson_interval(*args)) for label, args in settings]
+    cases.append(Case("60 of 100 with z = 2.576 (99%)", (60, 100), wilson_interval(60, 100, z=2.576),
+                      kwargs={"z": 2.576}))
+    return run_cases("wilson_interval", student, cases,
+                     "p = successes / n; centre = (p + z^2 / (2n)) / (1 + z^2 / n); half-width = "
+                     "z * sqrt(p (1 - p) / n + z^2 / (4 n^2)) / (1 + z^2 / n); return "
+                     "(centre - half, centre + half).")

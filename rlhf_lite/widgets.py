@@ -1,0 +1,416 @@
+"""What students touch: explorers (sliders that redraw a figure) and "be the labeler".
+
+Explorers. Each is a few controls above a matplotlib figure that is redrawn whenever a control
+moves: the figure is drawn with the Agg backend into PNG bytes held by an `ipywidgets.Image`,
+so no interactive matplotlib backend is needed and the same code runs headless in tests.
+Displayed in a notebook, an explorer also carries its initial figure as a plain PNG: where no
+live kernel drives the widget (a notebook run by CI or nbconvert, then opened on GitHub or
+untrusted in JupyterLab) that picture is shown instead.
+
+- `TemperatureExplorer` (notebook 1): sampling temperature against sample diversity.
+- `GAEExplorer` (notebook 4): advantages against lambda and gamma.
+- `ClippedSurrogateExplorer` (notebook 5): PPO's clipped objective against epsilon and the
+  sign of the advantage.
+- `KLPenaltyExplorer` (notebook 6): per-token and total rewards of real rollouts against beta.
+
+Be the labeler (notebook 3). `LabelerWidget` shows a prompt and K completions sampled from a
+policy; the student ranks them and each accepted ranking is appended to a JSONL file in the
+format the reward model trains on (`rlhf_lite.reward.load_rankings`), as InstructGPT's
+labelers ranked K = 4..9 completions (Ouyang et al. 2022, sec 3.4).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import random
+from pathlib import Path
+
+import ipywidgets as widgets
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .evaluation import complete
+from .gae import compute_gae
+from .kl import KINDS, kl_estimate
+from .labeler import LABELER_NOISE, gumbel
+from .ppo import clipped_policy_loss
+from .reward import check_ranking
+from .world import format_prompt
+
+DPI = 80  # small PNGs: every redraw travels to the browser, and the first one into the notebook
+
+
+class Explorer:
+    """Controls (name -> widget with a `.value`) above a figure that `draw` repaints.
+
+    Subclasses implement `draw(fig, **values)`, called on a cleared figure with the current
+    value of every control. `set(name=value)` moves controls from code (tests, solutions).
+    """
+
+    figsize = (7.5, 3.2)
+
+    def __init__(self, controls: dict[str, widgets.ValueWidget], below: list | None = None):
+        self.controls = controls
+        # a pyplot-free Figure: no global state, and the inline backend never shows it twice
+        self.fig = Figure(figsize=self.figsize, layout="tight")
+        FigureCanvasAgg(self.fig)
+        self.image = widgets.Image(format="png")
+        self.widget = widgets.VBox([widgets.HBox(list(controls.values())), self.image,
+                                    *(below or [])])
+        for control in controls.values():
+            control.observe(lambda _: self.redraw(), names="value")
+        self.redraw()
+
+    @property
+    def settings(self) -> dict:
+        """The current value of every control, by name."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def set(self, **values) -> None:
+        for name, value in values.items():
+            self.controls[name].value = value
+
+    def draw(self, fig: Figure, **values) -> None:
+        raise NotImplementedError
+
+    def redraw(self) -> None:
+        self.fig.clear()
+        self.draw(self.fig, **self.settings)
+        buffer = io.BytesIO()
+        self.fig.savefig(buffer, format="png", dpi=DPI)
+        self.image.value = buffer.getvalue()
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The live widget, plus the current figure as a PNG for viewers without a kernel."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        return bundle
+
+
+def _slider(value: float, low: float, high: float, step: float, description: str
+            ) -> widgets.FloatSlider:
+    # continuous_update=False: redraw when the handle is released, not at every pixel of a drag
+    return widgets.FloatSlider(value=value, min=low, max=high, step=step,
+                               description=description, continuous_update=False)
+
+
+# ----------------------------------------------------------------------------- notebook 1
+class TemperatureExplorer(Explorer):
+    """How the sampling temperature T trades reliability for diversity.
+
+    Sampling draws the next token from softmax(logits / T): T < 1 sharpens the distribution
+    (T -> 0 is greedy decoding, every sample alike), T > 1 flattens it (more distinct
+    samples, and more nonsense). Left: the distribution of the first response token at T,
+    and its entropy. Right: distinct responses among `n_samples` samples and that entropy
+    against T, precomputed on `grid`; the dot is the current T. Below: the samples.
+    """
+
+    def __init__(self, model, tokenizer, prompt: str, temperature: float = 1.0,
+                 n_samples: int = 16, max_new_tokens: int = 12,
+                 grid=(0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), seed: int = 0, top: int = 10):
+        self.model, self.tokenizer, self.prompt = model, tokenizer, {"prompt": prompt}
+        self.n_samples, self.max_new_tokens, self.seed, self.top = n_samples, max_new_tokens, seed, top
+        enc = tokenizer([format_prompt(prompt)], return_tensors="pt")
+        was_training = model.training
+        model.eval()  # no dropout, like sampling
+        with torch.no_grad():
+            self.logits = model(enc["input_ids"], enc["attention_mask"])[0, -1]  # (V,)
+        model.train(was_training)
+        self.grid = list(grid)
+        self.grid_distinct = [len(set(self.sample(t))) for t in self.grid]
+        self.samples_html = widgets.HTML()
+        super().__init__({"temperature": _slider(temperature, 0.05, 2.0, 0.05, "temperature")},
+                         below=[self.samples_html])
+
+    def sample(self, temperature: float) -> list[str]:
+        """`n_samples` responses at `temperature`, with the same seed at every temperature."""
+        return [text for text, _ in complete(self.model, self.tokenizer, [self.prompt] * self.n_samples,
+                                             max_new_tokens=self.max_new_tokens,
+                                             temperature=temperature, seed=self.seed)]
+
+    def entropy(self, temperature: float) -> float:
+        """Entropy (nats) of the first response token's distribution at `temperature`."""
+        logp = torch.log_softmax(self.logits / temperature, dim=-1)
+        return -(logp.exp() * logp).sum().item()
+
+    def draw(self, fig, temperature):
+        samples = self.sample(temperature)
+        probs = torch.softmax(self.logits / temperature, dim=-1)
+        top = probs.topk(self.top)
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.bar(range(self.top), top.values.numpy(), color="tab:blue")
+        ax1.set_xticks(range(self.top), self.tokenizer.convert_ids_to_tokens(top.indices.tolist()),
+                       rotation=60, fontsize=8)
+        ax1.set(ylim=(0, 1), ylabel="probability",
+                title=f"first token at T = {temperature:.2f} (entropy {self.entropy(temperature):.2f})")
+        ax2.plot(self.grid, self.grid_distinct, "o-", color="tab:orange", label="distinct samples")
+        ax2.plot([temperature], [len(set(samples))], "o", color="black", ms=9)
+        ax2.set(xlabel="temperature T", ylabel=f"distinct of {self.n_samples} samples",
+                ylim=(0, self.n_samples + 0.5))
+        fine = torch.linspace(min(self.grid), max(self.grid), 60).tolist()
+        twin = ax2.twinx()
+        twin.plot(fine, [self.entropy(t) for t in fine], color="tab:green", label="entropy (nats)")
+        twin.set_ylabel("first-token entropy (nats)", color="tab:green")
+        ax2.axvline(temperature, color="gray", lw=0.8)
+        ax2.set_title("diversity against temperature")
+        counts = {text: samples.count(text) for text in dict.fromkeys(samples)}
+        rows = "".join(f"<li>{n} x <code>{html.escape(text) or '(empty)'}</code></li>"
+                       for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+        self.samples_html.value = (f"<b>{html.escape(self.prompt['prompt'])}</b> at T = "
+                                   f"{temperature:.2f}: {len(counts)} distinct of "
+                                   f"{self.n_samples}<ul>{rows}</ul>")
+
+
+# ----------------------------------------------------------------------------- notebook 4
+class GAEExplorer(Explorer):
+    """GAE advantages of one response (rewards, values (T,) or (1, T)) against lambda, gamma.
+
+    lambda = 0: each token's advantage is its one-step TD error (credit from the value
+    model's changes); lambda -> 1: the final score flows back to every token; gamma < 1:
+    early tokens care less about the end. Uses `rlhf_lite.gae.compute_gae`.
+    """
+
+    def __init__(self, rewards: torch.Tensor, values: torch.Tensor, lam: float = 0.95,
+                 gamma: float = 1.0):
+        self.rewards, self.values = rewards.reshape(1, -1).float(), values.reshape(1, -1).float()
+        self.mask = torch.ones_like(self.rewards)
+        extremes = torch.cat([compute_gae(self.rewards, self.values, self.mask, g, l)[0]
+                              for g in (0.5, 1.0) for l in (0.0, 1.0)])
+        shown = torch.cat([extremes.flatten(), self.values.flatten(), self.rewards.flatten()])
+        low, high = min(shown.min().item(), 0), shown.max().item()
+        self.ylim = (low - 0.15 * (high - low), high + 0.15 * (high - low))  # fixed: bars move, not axes
+        super().__init__({"lam": _slider(lam, 0.0, 1.0, 0.05, "lambda"),
+                          "gamma": _slider(gamma, 0.5, 1.0, 0.01, "gamma")})
+
+    def draw(self, fig, lam, gamma):
+        advantages, _ = compute_gae(self.rewards, self.values, self.mask, gamma, lam)
+        adv, n = advantages[0], self.rewards.shape[1]
+        ax = fig.subplots()
+        ax.bar(range(n), adv.numpy(), color=["tab:green" if a > 0 else "tab:red" for a in adv],
+               label="advantage $A_t$")
+        ax.plot(range(n), self.values[0].numpy(), "k.--", label="value $V_t$")
+        ax.plot(range(n), self.rewards[0].numpy(), "x", color="tab:blue", label="reward $r_t$")
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.set(xlabel="response token t", ylabel="advantage $A_t$", ylim=self.ylim,
+               title=f"GAE advantages, $\\lambda$ = {lam:.2f}, $\\gamma$ = {gamma:.2f}")
+        ax.legend(loc="upper left", fontsize=8)
+
+
+# ----------------------------------------------------------------------------- notebook 5
+class ClippedSurrogateExplorer(Explorer):
+    """PPO's objective for one token, -clipped_policy_loss, against the ratio pi / pi_old.
+
+    Shaded: where the clipped term is the active one, so the gradient is zero and the update
+    stops pushing that token. With A > 0 that is ratio > 1 + eps, with A < 0 ratio < 1 - eps.
+    """
+
+    def __init__(self, clip_eps: float = 0.2, advantage: float = 1.0, max_ratio: float = 2.0):
+        self.ratios = torch.linspace(0.0, max_ratio, 201)[1:]  # (R,) log ratio of 0 is -inf
+        super().__init__({"clip_eps": _slider(clip_eps, 0.0, 0.5, 0.01, "epsilon"),
+                          "advantage": _slider(advantage, -2.0, 2.0, 0.1, "advantage")})
+
+    def objective(self, clip_eps: float, advantage: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The package's objective at each ratio (R,), and whether the clip was active (R,)."""
+        objective, clipped, one = [], [], torch.ones(1, 1)
+        for ratio in self.ratios:
+            loss, stats = clipped_policy_loss(ratio.log().view(1, 1), torch.zeros(1, 1),
+                                              advantage * one, one, clip_eps)
+            objective.append(-loss.item())
+            clipped.append(stats["clipfrac"] > 0)
+        return torch.tensor(objective), torch.tensor(clipped)
+
+    def draw(self, fig, clip_eps, advantage):
+        objective, clipped = self.objective(clip_eps, advantage)
+        ax = fig.subplots()
+        ax.plot(self.ratios, advantage * self.ratios, "--", color="gray", label=r"$\rho A$ (unclipped)")
+        ax.plot(self.ratios, objective, lw=2.5, label=r"$L^{CLIP}$ (package)")
+        ax.axvspan(1 - clip_eps, 1 + clip_eps, color="tab:green", alpha=0.12,
+                   label=r"$[1-\epsilon, 1+\epsilon]$")
+        ax.fill_between(self.ratios, 0, 1, where=clipped.numpy(), color="tab:red", alpha=0.12,
+                        transform=ax.get_xaxis_transform(), label="clipped: no gradient")
+        ax.axhline(0, color="gray", lw=0.5)
+        bound = 2.0 * self.ratios.max().item()
+        ax.set(xlabel=r"ratio $\rho = \pi_\theta / \pi_{old}$", ylabel="objective (maximised)",
+               ylim=(-bound, bound), title=f"A = {advantage:+.1f}, $\\epsilon$ = {clip_eps:.2f}")
+        ax.legend(loc="upper left", fontsize=8)
+
+
+# ----------------------------------------------------------------------------- notebook 6
+class KLPenaltyExplorer(Explorer):
+    """Per-token rewards r_t = -beta KL_t (+ the RM score at the last token) of real rollouts.
+
+    logprobs, ref_logprobs, mask: (B, N) over response tokens (a `ppo.Rollout`'s fields);
+    scores: (B,) RM scores. Left: one response's per-token rewards at the current beta.
+    Right: every response's total reward (score - beta * KL of the response) against its KL:
+    the larger beta, the more a response that drifted from the reference loses.
+    `tokens` (optional): the response tokens of each row, to label the left plot.
+    """
+
+    figsize = (10, 3.4)
+
+    def __init__(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                 scores: torch.Tensor, beta: float = 0.1, tokens: list[list[str]] | None = None,
+                 max_beta: float = 1.0):
+        self.logprobs, self.ref_logprobs, self.mask, self.scores = logprobs, ref_logprobs, mask, scores
+        self.tokens = tokens
+        super().__init__({"beta": _slider(beta, 0.0, max_beta, 0.01, "beta"),
+                          "response": widgets.IntSlider(value=0, min=0, max=len(scores) - 1,
+                                                        description="response",
+                                                        continuous_update=False),
+                          "estimator": widgets.Dropdown(options=KINDS, value="k1",
+                                                        description="estimator")})
+
+    def rewards(self, beta: float, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token rewards (B, N), as `ppo.PPOTrainer.rollout` builds them, and KL per response (B,)."""
+        kl = kl_estimate(self.logprobs, self.ref_logprobs, estimator) * self.mask  # (B, N)
+        rewards = -beta * kl
+        last = self.mask.sum(dim=1).long() - 1  # (B,) the last real token (eos)
+        rewards[torch.arange(len(rewards)), last] += self.scores
+        return rewards, kl.sum(1)
+
+    def draw(self, fig, beta, response, estimator):
+        rewards, kl = self.rewards(beta, estimator)  # (B, N), (B,)
+        n = int(self.mask[response].sum())
+        ax1, ax2 = fig.subplots(1, 2)
+        score = self.scores[response].item()
+        penalty = rewards[response, :n].clone()
+        penalty[-1] -= score  # the KL part of each token's reward; the score is drawn on top
+        ax1.bar(range(n), penalty.numpy(), color=["tab:green" if r > 0 else "tab:red" for r in penalty],
+                label=r"$-\beta\,$KL$_t$")
+        ax1.bar([n - 1], [score], bottom=[penalty[-1].item()], color="tab:blue", alpha=0.6,
+                label="RM score")
+        ax1.legend(loc="lower left", fontsize=8)
+        if self.tokens is not None:
+            ax1.set_xticks(range(n), self.tokens[response][:n], rotation=60, fontsize=8)
+        ax1.axhline(0, color="gray", lw=0.5)
+        ax1.set(ylabel="reward $r_t$", title=f"response {response}: RM score {score:.2f}, "
+                f"KL {kl[response].item():.2f}")
+        total = rewards.sum(1)  # (B,) = score - beta * KL of each response
+        ax2.scatter(kl.numpy(), total.numpy(), s=10, alpha=0.5)
+        ax2.scatter([kl[response].item()], [total[response].item()], s=60, color="black")
+        ax2.axhline(total.mean().item(), color="tab:orange", lw=1,
+                    label=f"mean {total.mean().item():.2f}")
+        ax2.set(xlabel=f"KL to the reference per response ({estimator}, nats)",
+                ylabel=r"total reward (score $- \beta$ KL)",
+                title=f"$\\beta$ = {beta:.2f}: mean RM score {self.scores.mean().item():.2f}, "
+                      f"mean KL {kl.mean().item():.2f}")
+        ax2.legend(loc="lower left", fontsize=8)
+
+
+# ----------------------------------------------------------------------------- notebook 3
+class LabelerWidget:
+    """Rank K completions of a prompt yourself; accepted rankings are appended to `path`.
+
+    Each completion gets a rank (1 = best) in a dropdown. "Save ranking" refuses, with a
+    message and without writing anything, a ranking where a completion has no rank or two
+    share one. An accepted ranking is appended as one JSONL record {"prompt_id", "prompt",
+    "responses", "terminated", "ranking" (indices, best first)}, exactly what
+    `reward.load_rankings` reads and `reward.train_reward_model` trains on; then the next
+    prompt is shown. Completions are sampled from `policy`, seeded per prompt shown.
+    """
+
+    def __init__(self, policy, tokenizer, prompts: list[dict], path: str | Path, k: int = 4,
+                 seed: int = 0, temperature: float = 1.0, max_new_tokens: int = 24):
+        if k < 2:
+            raise ValueError(f"k must be at least 2 to rank, got {k}")
+        self.policy, self.tokenizer, self.path, self.k, self.seed = policy, tokenizer, Path(path), k, seed
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.queue = random.Random(seed).sample(prompts, len(prompts))  # a fixed shuffled order
+        self.shown = 0  # prompts shown so far (also seeds each prompt's sampling)
+        self.letters = [chr(ord("A") + i) for i in range(k)]
+        self.rank_boxes = [widgets.Dropdown(options=[("-", None)] + [(str(r), r) for r in range(1, k + 1)],
+                                            value=None, description=f"{letter}: rank",
+                                            layout=widgets.Layout(width="160px"))
+                           for letter in self.letters]
+        self.response_labels = [widgets.HTML() for _ in range(k)]
+        self.prompt_label = widgets.HTML()
+        self.message = widgets.HTML()
+        self.save_button = widgets.Button(description="Save ranking", button_style="success")
+        self.skip_button = widgets.Button(description="Skip prompt")
+        self.save_button.on_click(lambda _: self.save())
+        self.skip_button.on_click(lambda _: self.next_prompt())
+        rows = [widgets.HBox([box, label]) for box, label in zip(self.rank_boxes, self.response_labels)]
+        self.widget = widgets.VBox([self.prompt_label, *rows,
+                                    widgets.HBox([self.save_button, self.skip_button]), self.message])
+        self.next_prompt()
+
+    def next_prompt(self) -> None:
+        """Sample K completions of the next prompt and clear the ranks."""
+        self.prompt = self.queue[self.shown % len(self.queue)]
+        completions = complete(self.policy, self.tokenizer, [self.prompt] * self.k,
+                               max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                               seed=self.seed * 100_003 + self.shown)
+        self.responses = [text for text, _ in completions]
+        self.terminated = [done for _, done in completions]
+        self.shown += 1
+        self.prompt_label.value = (f"<b>Prompt:</b> {html.escape(self.prompt['prompt'])} "
+                                   f"<i>(rank the {self.k} responses, 1 = best)</i>")
+        for box, label, text, done in zip(self.rank_boxes, self.response_labels, self.responses,
+                                          self.terminated):
+            box.value = None
+            cut = "" if done else " <i>[cut off: no end token]</i>"
+            label.value = f"<code>{html.escape(text) or '(empty)'}</code>{cut}"
+
+    def ranking(self) -> list[int]:
+        """Response indices, best first; ValueError (the message shown) if ranks are missing or shared."""
+        ranks = [box.value for box in self.rank_boxes]
+        unranked = [letter for letter, r in zip(self.letters, ranks) if r is None]
+        if unranked:
+            raise ValueError(f"Give every response a rank: {', '.join(unranked)} "
+                             f"{'has' if len(unranked) == 1 else 'have'} none yet.")
+        for r in sorted(set(ranks)):
+            holders = [letter for letter, rank in zip(self.letters, ranks) if rank == r]
+            if len(holders) > 1:
+                raise ValueError(f"Rank {r} is given to {' and '.join(holders)}: give each "
+                                 "response its own rank.")
+        return sorted(range(self.k), key=lambda i: ranks[i])
+
+    def record(self) -> dict:
+        return {"prompt_id": self.prompt["id"], "prompt": self.prompt["prompt"],
+                "responses": self.responses, "terminated": self.terminated,
+                "ranking": self.ranking()}
+
+    def save(self) -> bool:
+        """Append the current ranking to `path` and move on; False (nothing written) if refused."""
+        try:
+            record = self.record()
+        except ValueError as e:
+            self.message.value = f"<span style='color:#b00'>{html.escape(str(e))} Nothing was saved.</span>"
+            return False
+        check_ranking(record, f"ranking for {self.path}")  # the RM's own check, before writing
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        saved = len(self.path.read_text(encoding="utf-8").splitlines())
+        self.message.value = (f"<span style='color:#070'>Saved: {saved} ranking(s) in "
+                              f"{html.escape(str(self.path))}.</span>")
+        self.next_prompt()
+        return True
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The live widget, plus a static HTML view of the prompt and its responses."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        items = "".join(f"<li>{label.value}</li>" for label in self.response_labels)
+        bundle["text/html"] = (f"<div>{self.prompt_label.value}<ol type='A'>{items}</ol>"
+                               "<i>Run the notebook to rank them.</i></div>")
+        return bundle
+
+
+def verbose_student_rankings(rankings: list[dict], noise: float = LABELER_NOISE, seed: int = 0
+                             ) -> list[dict]:
+    """The same records re-ranked by a "student" who believes longer answers are more helpful.
+
+    Notebook 3's stand-in when nobody has ranked anything yet: each response is scored by its
+    number of words plus Gumbel noise (a Plackett-Luce labeler, like the gold one, with a
+    verbosity bias instead of the gold score). Mixed into the gold rankings, it shows the RM
+    learning whoever labels its data.
+    """
+    rng = random.Random(f"verbose student {seed}")  # noise no GoldLabeler(seed=...) shares
+    out = []
+    for record in rankings:
+        noisy = [len(text.split()) + noise * gumbel(rng) for text in record["responses"]]
+        out.append({**record, "ranking": sorted(range(len(noisy)), key=lambda i: -noisy[i])})
+    return out

@@ -1,0 +1,110 @@
+"""The environment check: versions against the pins, data against its manifest, exit codes."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_lite import artifacts, doctor, world
+from rlhf_lite.paths import REPO_ROOT
+
+
+@pytest.fixture
+def data_copy(tmp_path):
+    out = tmp_path / "data"
+    shutil.copytree(REPO_ROOT / "data", out)
+    return out
+
+
+def test_committed_data_matches_its_manifest_and_sha256sum_format():
+    check = doctor.check_data(REPO_ROOT / "data")
+    assert check.ok and not check.warning, check.detail
+    lines = (REPO_ROOT / "data" / world.CHECKSUM_FILE).read_text().splitlines()
+    names = [line.split("  ")[1] for line in lines]
+    assert "demonstrations.jsonl" in names and "tokenizer/tokenizer.json" in names
+    assert names == sorted(names) and len(lines) == len(world.checksums(REPO_ROOT / "data"))
+
+
+def test_one_changed_byte_is_caught_and_named(data_copy):
+    path = data_copy / "prompts_train.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"what", b"whAt", 1))
+    check = doctor.check_data(data_copy)
+    assert not check.ok
+    assert "changed prompts_train.jsonl" in check.detail and "python -m rlhf_lite.world" in check.detail
+
+
+def test_missing_file_and_missing_manifest_fail_extra_file_warns(data_copy):
+    (data_copy / "extra.txt").write_text("notes")
+    check = doctor.check_data(data_copy)
+    assert check.ok and check.warning and "extra.txt" in check.detail
+    (data_copy / "tokenizer" / "tokenizer.json").unlink()
+    check = doctor.check_data(data_copy)
+    assert not check.ok and "missing tokenizer/tokenizer.json" in check.detail
+    (data_copy / world.CHECKSUM_FILE).unlink()
+    assert not doctor.check_data(data_copy).ok
+
+
+def test_malformed_manifest_line_is_named(data_copy):
+    manifest = data_copy / world.CHECKSUM_FILE
+    manifest.write_text(manifest.read_text() + "not a checksum line\n")
+    check = doctor.check_data(data_copy)
+    lines = len(manifest.read_text().splitlines())
+    assert not check.ok and f"line {lines}" in check.detail
+
+
+def test_package_versions_against_pins():
+    installed = doctor.metadata.version("nbval")
+    assert doctor.check_package("nbval", {"nbval": installed}) == doctor.Check("nbval", True, installed)
+    other = doctor.check_package("nbval", {"nbval": "0.0.1"})
+    assert other.ok and other.warning and "pins 0.0.1" in other.detail
+    torch_version = doctor.metadata.version("torch")  # a local label (+cpu) is the same release
+    assert not doctor.check_package("torch", {"torch": torch_version.split("+")[0]}).warning
+    missing = doctor.check_package("no-such-package-rlhf", {})
+    assert not missing.ok and "pip install -r requirements.txt" in missing.detail
+
+
+def test_pins_are_read_from_requirements(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("# comment\ntorch==2.13.0\nNumPy==2.4.6  # why\n-e .\n")
+    assert doctor.pinned_versions(req) == {"torch": "2.13.0", "numpy": "2.4.6"}
+    assert doctor.pinned_versions(tmp_path / "absent.txt") == {}
+
+
+def test_unreadable_checkpoint_fails_missing_one_does_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts.paths, "ARTIFACTS_DIR", tmp_path)
+    check = doctor.check_artifacts("toy")
+    assert check.ok and "base missing" in check.detail and "ppo_ptx missing" in check.detail
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "sft.pt").write_bytes(b"truncated")
+    check = doctor.check_artifacts("toy")
+    assert not check.ok and "sft.pt cannot be read" in check.detail and "delete it" in check.detail
+
+
+def test_device_and_threads_are_reported():
+    device = doctor.check_device().detail
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert device.startswith(expected)
+    assert f"torch uses {torch.get_num_threads()} of" in doctor.check_threads().detail
+
+
+def test_report_lists_failures_last():
+    text = doctor.report([doctor.Check("python", True, "3.11"), doctor.Check("data", False, "changed x")])
+    assert text.splitlines() == [" ok   python  3.11", "FAIL  data    changed x", "1 problem(s): data"]
+
+
+def test_command_prints_every_check_and_exits_by_its_findings(tmp_path):
+    env = {"PATH": "", "HF_HUB_OFFLINE": "1", "RLHF_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    good = subprocess.run([sys.executable, "-m", "rlhf_lite.doctor"], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT)
+    for name in ("python", "torch", "transformers", "datasets", "nbval", "device", "threads",
+                 "data", "artifacts (toy)"):
+        assert f"  {name} " in good.stdout, name
+    assert good.returncode == 0, good.stdout
+    bad_data = tmp_path / "data"
+    shutil.copytree(REPO_ROOT / "data", bad_data)
+    (bad_data / "demonstrations.jsonl").write_text("{}\n")
+    bad = subprocess.run([sys.executable, "-m", "rlhf_lite.doctor"], capture_output=True, text=True,
+                         env={**env, "RLHF_DATA_DIR": str(bad_data)}, cwd=REPO_ROOT)
+    assert bad.returncode == 1 and "changed demonstrations.jsonl" in bad.stdout

@@ -1,0 +1,206 @@
+"""The exercise checkers: a correct answer passes, the stub is "not done yet", usual mistakes fail
+with a message naming the case and a hint. Correct answers here are written independently of the
+package (loops, textbook formulas)."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rlhf_lite import exercises
+from rlhf_lite.exercises import ExerciseError
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+def ellipsis_stub(*args, **kwargs):
+    ...
+
+
+# ----------------------------------------------------------------------------- correct answers
+def next_token_loss(logits, targets):
+    logp = logits.log_softmax(-1)
+    return -logp.gather(-1, targets[..., None]).mean()
+
+
+def unigram_loss(train, val, vocab_size):
+    counts = [1.0] * vocab_size
+    for t in train.tolist():
+        counts[t] += 1
+    total = sum(counts)
+    return sum(-math.log(counts[t] / total) for t in val[1:].tolist()) / (len(val) - 1)
+
+
+def sft_labels(input_ids, attention_mask, prompt_lengths):
+    labels = input_ids.clone()
+    for i, n in enumerate(prompt_lengths.tolist()):
+        labels[i, :n] = -100
+    return labels.masked_fill(attention_mask == 0, -100)
+
+
+def ranking_to_pairs(ranking):
+    return [(ranking[i], ranking[j]) for i in range(len(ranking)) for j in range(i + 1, len(ranking))]
+
+
+def bradley_terry_loss(chosen, rejected):
+    return F.softplus(rejected - chosen).mean()  # -log sigmoid(d) = log(1 + e^-d)
+
+
+def td_errors(rewards, values, mask, gamma):
+    out = torch.zeros_like(rewards)
+    for b in range(rewards.shape[0]):
+        n = int(mask[b].sum())
+        for t in range(n):
+            next_value = values[b, t + 1] if t + 1 < n else 0.0
+            out[b, t] = rewards[b, t] + gamma * next_value - values[b, t]
+    return out
+
+
+def whiten(x, mask):
+    valid = x[mask.bool()]
+    mean, var = valid.mean(), valid.var(unbiased=False)
+    return torch.where(mask.bool(), (x - mean) / torch.sqrt(var + 1e-8), 0.0)
+
+
+def clipped_policy_loss(logp, old, adv, mask, eps):
+    terms = []
+    for lp, o, a in zip(logp[mask.bool()].tolist(), old[mask.bool()].tolist(), adv[mask.bool()].tolist()):
+        ratio = math.exp(lp - o)
+        terms.append(-min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a))
+    return sum(terms) / len(terms)
+
+
+def clipped_value_loss(values, old, returns, mask, eps):
+    clipped = torch.maximum(torch.minimum(values, old + eps), old - eps)
+    per_token = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    return 0.5 * per_token[mask.bool()].mean()
+
+
+def kl_estimate(logp, ref_logp, kind):
+    log_r = (ref_logp - logp).double()  # float64: exact enough without expm1
+    return {"k1": -log_r, "k2": log_r**2 / 2, "k3": log_r.exp() - 1 - log_r}[kind].float()
+
+
+def adaptive_kl_update(beta, kl, target, horizon, n_steps):
+    error = max(-0.2, min(0.2, kl / target - 1))
+    return beta * (1 + error * n_steps / horizon)
+
+
+def ptx_loss(ppo_loss, policy, batch, coef):
+    x, y = batch
+    return ppo_loss + coef * F.cross_entropy(policy(x).flatten(0, 1), y.flatten())
+
+
+def wilson_interval(k, n, z=1.96):
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+CHECKERS = {
+    "check_next_token_loss": next_token_loss, "check_unigram_loss": unigram_loss,
+    "check_sft_labels": sft_labels, "check_ranking_to_pairs": ranking_to_pairs,
+    "check_bradley_terry_loss": bradley_terry_loss, "check_td_errors": td_errors,
+    "check_whiten": whiten, "check_clipped_policy_loss": clipped_policy_loss,
+    "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
+    "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
+    "check_wilson_interval": wilson_interval,
+}
+
+
+def test_every_checker_is_covered():
+    assert sorted(n for n in dir(exercises) if n.startswith("check_")) == sorted(CHECKERS)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_an_independent_correct_answer_passes(name, capsys):
+    assert getattr(exercises, name)(CHECKERS[name]) is True
+    assert "correct on all" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+@pytest.mark.parametrize("unfinished", [stub, ellipsis_stub])
+def test_the_stub_is_not_done_yet_and_does_not_raise(name, unfinished, capsys):
+    assert getattr(exercises, name)(unfinished) is None  # no Out[] line under a student's stub
+    assert "not done yet" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- usual mistakes
+MISTAKES = [
+    ("check_next_token_loss", lambda logits, y: -logits.softmax(-1).gather(-1, y[..., None]).log().mean(),
+     "huge logits"),
+    ("check_next_token_loss", lambda logits, y: -logits.log_softmax(-1).gather(-1, y[..., None]).sum(),
+     "expected"),
+    ("check_unigram_loss", lambda tr, val, V: unigram_loss(tr, torch.cat([val[:1], val]), V),
+     "small vocabulary"),
+    ("check_unigram_loss", lambda tr, val, V: -(torch.bincount(tr, minlength=V).double()
+                                                 / len(tr)).log()[val[1:]].mean().item(),
+     "small vocabulary"),
+    ("check_sft_labels", lambda ids, mask, n: ids.masked_fill(mask == 0, -100), "-100 on the first"),
+    ("check_ranking_to_pairs", lambda r: list(zip(r, r[1:])), "K = 3"),
+    ("check_ranking_to_pairs", lambda r: [(b, a) for a, b in ranking_to_pairs(r)], "K = 2"),
+    ("check_bradley_terry_loss", lambda c, r: -torch.log(torch.sigmoid(c - r)).mean(), "-200"),
+    ("check_bradley_terry_loss", lambda c, r: F.softplus(c - r).mean(), "random scores"),
+    ("check_td_errors", lambda r, v, m, g: (r + g * torch.cat([v[:, 1:], 0 * v[:, :1]], 1) - v) * m,
+     "nan in the padding"),
+    ("check_td_errors", lambda r, v, m, g: torch.where(m.bool(), r - v, 0.0), "worked example"),
+    ("check_whiten", lambda x, m: torch.where(m.bool(), (x - x[m.bool()].mean()) / x[m.bool()].std(), 0.0),
+     "POPULATION"),
+    ("check_clipped_policy_loss", lambda lp, o, a, m, e: clipped_policy_loss(lp, o, a, torch.ones_like(m), e)
+     if m.shape[0] > 1 else clipped_policy_loss(lp, o, a, m, e), "ragged"),
+    ("check_clipped_policy_loss", lambda lp, o, a, m, e: -(torch.exp(lp - o).clamp(1 - e, 1 + e) * a)[m.bool()].mean(),
+     "log-ratios ~ 0.5"),  # the clipped term alone: right on the worked example, wrong when A < 0
+    ("check_clipped_value_loss", lambda v, o, r, m, e: 0.5 * ((v - r) ** 2)[m.bool()].mean(), "beyond the clip"),
+    ("check_kl_estimate", lambda lp, ref, kind: {"k1": lp - ref, "k2": (ref - lp) ** 2 / 2,
+                                                 "k3": torch.exp(ref - lp) - 1 - (ref - lp)}[kind],
+     "tiny log-ratios"),
+    ("check_kl_estimate", lambda lp, ref, kind: ref - lp, "k1, random"),
+    ("check_adaptive_kl_update", lambda b, kl, t, h, n: b * (1 + (kl / t - 1) * n / h), "clipped to +0.2"),
+    ("check_ptx_loss", lambda loss, policy, batch, c: loss + c * ptx_loss(0.0, policy, batch, 1.0).item(),
+     "no gradient"),
+    ("check_ptx_loss", lambda loss, policy, batch, c: loss + ptx_loss(0.0, policy, batch, 1.0), "ptx_coef 0.0"),
+    ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
+                                                    k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
+     "60 wins of 100"),
+]
+
+
+@pytest.mark.parametrize("name, wrong, names_the_case", MISTAKES,
+                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
+def test_a_usual_mistake_fails_with_the_case_and_a_hint(name, wrong, names_the_case):
+    with pytest.raises(ExerciseError) as info:
+        getattr(exercises, name)(wrong)
+    message = str(info.value)
+    assert name.removeprefix("check_") in message and "Hint:" in message
+    assert names_the_case in message, message
+
+
+def test_messages_say_what_differs():
+    with pytest.raises(ExerciseError, match=r"expected shape \(1, 4\), got \(4,\)"):
+        exercises.check_td_errors(lambda r, v, m, g: td_errors(r, v, m, g)[0])
+    with pytest.raises(ExerciseError, match="expected a number, got 'a'"):
+        exercises.check_wilson_interval(lambda k, n, z=1.96: ("a", "b"))
+    with pytest.raises(ExerciseError, match="raised ZeroDivisionError") as info:
+        exercises.check_adaptive_kl_update(lambda *args: 1 / 0)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_difference_reports_the_first_wrong_entry():
+    got, expected = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert exercises._difference(got, expected, 1e-5, 1e-4) == \
+        "1 of 4 values differ; first at index (1, 1): expected 4, got 5"
+    assert exercises._difference(torch.tensor([[float("nan")]]), torch.ones(1, 1), 1e-5, 1e-4) == \
+        "got nan at index (0, 0), expected 1"
+    assert exercises._difference([(0, 1)], [(0, 1), (0, 2)], 0, 0).startswith("expected 2 items")
+    assert exercises._difference(torch.tensor(2.0), 2.0, 0, 0) is None
+
+
+def test_pair_checker_accepts_any_order_but_not_missing_pairs():
+    assert exercises.check_ranking_to_pairs(lambda r: ranking_to_pairs(r)[::-1])
+    with pytest.raises(ExerciseError, match="items"):
+        exercises.check_ranking_to_pairs(lambda r: list(itertools.combinations(r, 2))[:-1])
