@@ -29,7 +29,9 @@ def _next_token(logits, temperature, top_k, greedy, generator):
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))  # keep the k most likely
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    if generator is not None:  # sample where the generator lives: a CPU one draws the same on a GPU
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1).to(logits.device)
 
 
 @torch.no_grad()

@@ -25,7 +25,8 @@ through that logit.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,6 +39,19 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
                   "mlp.c_proj.weight")
 # GELU variants equal to our nn.GELU(approximate="tanh")
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
+CHECKPOINT_ENV = "RLHF_GPT2_CHECKPOINT"  # overrides the gpt2 preset's default checkpoint
+
+
+@dataclass
+class PretrainedConfig:
+    """Stage 0 of a preset that starts from a GPT-2 checkpoint instead of pretraining
+    (InstructGPT starts from pretrained GPT-3 the same way)."""
+    # hub name ("gpt2", "gpt2-medium", ...) or a folder written by save_pretrained;
+    # default: $RLHF_GPT2_CHECKPOINT when set (read when rlhf_lite.presets is imported), else "gpt2"
+    checkpoint: str = field(default_factory=lambda: os.environ.get(CHECKPOINT_ENV, "gpt2"))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def _convert(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -144,6 +158,23 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
+def _from_checkpoint(load, name_or_path: str | Path):
+    """`load(name_or_path)`, with an error that says what was looked for."""
+    try:
+        return load(str(name_or_path))
+    except OSError as e:
+        raise OSError(f"could not load GPT-2 checkpoint {str(name_or_path)!r}: it is neither a "
+                      f"folder with config.json, weights and tokenizer files, nor a hub name "
+                      f"reachable from here ({e})") from e
+
+
+def load_pretrained_tokenizer(name_or_path: str | Path):
+    """The tokenizer of a GPT-2 checkpoint (hub name or folder), made ready by `prepare_tokenizer`."""
+    from transformers import AutoTokenizer
+
+    return prepare_tokenizer(_from_checkpoint(AutoTokenizer.from_pretrained, name_or_path))
+
+
 def load_pretrained(name_or_path: str | Path, dropout: float | None = 0.0):
     """(our GPT, its tokenizer) from a GPT-2 checkpoint: a hub name such as "gpt2" (needs a
     network, or the hub cache) or a folder written by `save_pretrained`.
@@ -152,17 +183,10 @@ def load_pretrained(name_or_path: str | Path, dropout: float | None = 0.0):
     and the model one embedding row per added token (`resize_vocab`). dropout: 0.0 by default,
     as our presets train without it (None keeps the checkpoint's).
     """
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        hf_model = GPT2LMHeadModel.from_pretrained(str(name_or_path))
-    except OSError as e:
-        raise OSError(f"could not load GPT-2 checkpoint {str(name_or_path)!r}: it is neither a "
-                      f"folder with config.json, weights and tokenizer files, nor a hub name "
-                      f"reachable from here ({e})") from e
-    tokenizer = prepare_tokenizer(tokenizer)
-    gpt = from_hf(hf_model, dropout)
+    tokenizer = load_pretrained_tokenizer(name_or_path)
+    gpt = from_hf(_from_checkpoint(GPT2LMHeadModel.from_pretrained, name_or_path), dropout)
     if len(tokenizer) > gpt.config.vocab_size:
         gpt = resize_vocab(gpt, len(tokenizer))
     return gpt.eval(), tokenizer

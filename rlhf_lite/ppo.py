@@ -238,7 +238,8 @@ class PPOTrainer:
         for epoch in range(cfg.ppo_epochs):
             # the first epoch keeps the rollout order, so the first minibatch repeats the
             # exact forward that produced the old log-probs (ratio exactly 1)
-            order = torch.arange(B) if epoch == 0 else torch.randperm(B, generator=self.generator)
+            order = (torch.arange(B) if epoch == 0 else
+                     torch.randperm(B, generator=self.generator, device="cpu"))
             for start in range(0, B, self.local_minibatch_size):
                 idx = order[start: start + self.local_minibatch_size]
                 seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.mask[idx]
@@ -278,7 +279,8 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         """One rollout + update; returns (and appends to history) the iteration's metrics."""
         cfg = self.cfg
-        pick = torch.randint(len(self.prompts), (self.local_batch_size,), generator=self.generator)
+        pick = torch.randint(len(self.prompts), (self.local_batch_size,), generator=self.generator,
+                             device="cpu")  # CPU generator, also inside Preset.runtime on a GPU
         r = self.rollout([self.prompts[i] for i in pick.tolist()])
         kl_per_response = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean()
         metrics = {

@@ -51,7 +51,8 @@ def random_windows(stream: torch.Tensor, batch_size: int, block_size: int, seed:
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """`batch_size` random windows (B, T) and their next-token targets, a function of `seed`."""
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(len(stream) - block_size - 1, (batch_size,), generator=g)
+    starts = torch.randint(len(stream) - block_size - 1, (batch_size,), generator=g,
+                           device="cpu")  # also inside a GPU device context (Preset.runtime)
     x = torch.stack([stream[s: s + block_size] for s in starts.tolist()])  # (B, T)
     y = torch.stack([stream[s + 1: s + 1 + block_size] for s in starts.tolist()])  # (B, T)
     return x, y

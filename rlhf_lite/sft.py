@@ -115,7 +115,9 @@ def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """
     steps_per_epoch = -(-n // batch_size)
     epoch, i = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    # on the CPU generator also inside a GPU device context (Preset.runtime): same data anywhere
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
+                          device="cpu")
     return perm[i * batch_size: (i + 1) * batch_size]
 
 
