@@ -54,9 +54,8 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
                              preferences, wilson_interval)
     from .pretrain import stream_loss, token_stream
     from .reward import agreement_ceiling, load_rankings, pairwise_accuracy
-    from .tokenizer import load_tokenizer
 
-    tokenizer, heldout = load_tokenizer(), load_records("prompts_heldout")
+    tokenizer, heldout = get_preset(preset).load_tokenizer(), load_records("prompts_heldout")
     prompts = heldout * samples
     val_stream = token_stream([r["text"] for r in load_records("pretrain_val")], tokenizer)
     sft = artifacts.load_model("sft", preset)
@@ -128,7 +127,8 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     out = Path(out) if out else paths.ARTIFACTS_DIR / preset / "pipeline"
     stage_seconds = build_stages(preset, force)
     print("[evaluation]", flush=True)
-    results = evaluate_preset(preset, samples)
+    with get_preset(preset).runtime():  # the preset's device (and bf16 autocast on CUDA)
+        results = evaluate_preset(preset, samples)
     results.pop("tables")
     results["stage_seconds"] = stage_seconds
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
