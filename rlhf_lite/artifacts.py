@@ -7,17 +7,19 @@ that recipe. So every notebook also runs alone, in any order.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import paths
+from . import distributed, paths
 from .hf import PretrainedConfig
 from .model import GPT, GPTConfig
-from .presets import Preset, get_preset
-from .utils import atomic_save
+from .presets import PRESETS, Preset, get_preset
+from .utils import atomic_save, pick_device
 
 
 def checkpoint_path(stage: str, preset: str = "toy") -> Path:
@@ -57,8 +59,8 @@ def _build_sft(preset: str) -> None:
     from .data import load_records
     from .sft import train_sft
 
-    demos = load_records("demonstrations")
-    train_sft(get_preset(preset).sft, load_model("base", preset), get_preset(preset).load_tokenizer(),
+    p, demos = get_preset(preset), load_records("demonstrations")
+    train_sft(p.sft, load_model("base", preset), p.load_tokenizer(),
               [d for d in demos if d["prompt_id"].startswith("train-")],
               [d for d in demos if d["prompt_id"].startswith("validation-")],
               checkpoint_path=checkpoint_path("sft", preset))
@@ -72,18 +74,45 @@ def _build_rm(preset: str) -> None:
     resumed build re-creates the same rankings.
     """
     from .data import load_records
-    from .reward import sample_rankings, train_reward_model
-    from .world import write_jsonl
+    from .reward import train_reward_model
 
     p = get_preset(preset)
-    cfg, tokenizer, sft = p.reward, p.load_tokenizer(), load_model("sft", preset)
-    rankings = {}
-    for split in ("train", "validation"):
-        rankings[split] = sample_rankings(cfg, sft, tokenizer, load_records(f"prompts_{split}"), split)
-        rankings_path(split, preset).parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl(rankings_path(split, preset), rankings[split])
-    train_reward_model(cfg, sft, tokenizer, rankings["train"], rankings["validation"],
-                       load_records("demonstrations"), checkpoint_path=checkpoint_path("rm", preset))
+    rankings = {split: _sample_rankings(split, preset) for split in ("train", "validation")}
+    save_rankings(rankings, preset)
+    train_reward_model(p.reward, load_model("sft", preset), p.load_tokenizer(), rankings["train"],
+                       rankings["validation"], load_records("demonstrations"),
+                       checkpoint_path=checkpoint_path("rm", preset))
+
+
+def _sample_rankings(split: str, preset: str) -> list[dict]:
+    """The preset's SFT policy sampled and ranked by the gold labeler on one split (seeded)."""
+    from .data import load_records
+    from .reward import sample_rankings
+
+    p = get_preset(preset)
+    return sample_rankings(p.reward, load_model("sft", preset), p.load_tokenizer(),
+                           load_records(f"prompts_{split}"), split)
+
+
+def save_rankings(rankings: dict[str, list[dict]], preset: str = "toy") -> None:
+    """Write {split: rankings} where `load_rankings` finds them (one process under torchrun)."""
+    from .world import write_jsonl
+
+    if distributed.is_main_process():  # every process sampled the same rankings; one writes
+        for split, records in rankings.items():
+            rankings_path(split, preset).parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(rankings_path(split, preset), records)
+    distributed.barrier()
+
+
+def load_rankings(split: str, preset: str = "toy") -> list[dict]:
+    """The rankings the "rm" stage used on a split; sampled again (seeded) if the file is gone."""
+    from . import reward
+
+    path = rankings_path(split, preset)
+    if not path.exists():
+        save_rankings({split: _sample_rankings(split, preset)}, preset)
+    return reward.load_rankings(path)
 
 
 def _build_ppo(preset: str, stage: str = "ppo") -> None:
@@ -173,6 +202,28 @@ def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> torch.
         if isinstance(module, GPT):
             module.gradient_checkpointing = get_preset(preset).gradient_checkpointing
     return model
+
+
+def build_side_by_side(stages: list[str], preset: str = "toy", rebuild: bool = False) -> None:
+    """Build independent stages (PPO and PPO-ptx) at once, one process each, when the CPU has a
+    core for each; each is the same model bit for bit as built alone (its own thread count).
+    On a GPU or under torchrun they are built one after the other."""
+    todo = [stage for stage in stages if rebuild or status(stage, preset) != "done"]
+    cores_needed = sum(STAGES[stage].threads for stage in todo)
+    if (len(todo) < 2 or distributed.is_distributed() or cores_needed > (os.cpu_count() or 1)
+            or pick_device(get_preset(preset).device).type != "cpu"):
+        for stage in todo:
+            load_model(stage, preset, rebuild)
+        return
+    # spawn: fresh interpreters, safe on every OS; they get this process's preset and folder
+    with multiprocessing.get_context("spawn").Pool(len(todo)) as pool:
+        pool.starmap(_build_alone, [(stage, get_preset(preset), paths.ARTIFACTS_DIR, rebuild)
+                                    for stage in todo])
+
+
+def _build_alone(stage: str, preset: Preset, artifacts_dir: Path, rebuild: bool) -> None:
+    PRESETS[preset.name], paths.ARTIFACTS_DIR = preset, artifacts_dir
+    load_model(stage, preset.name, rebuild)
 
 
 def load_history(stage: str, preset: str = "toy") -> list | dict:

@@ -1,9 +1,10 @@
 """The course's main job: every stage of InstructGPT on the toy world, then the evaluation.
 
     python -m rlhf_lite.pipeline [--preset toy] [--out DIR] [--force] [--samples 3]
+    torchrun --standalone --nproc_per_node=N -m rlhf_lite.pipeline --preset gpt2   # N GPUs
 
-Stages run in order (pretraining, SFT, comparisons + reward model, PPO, PPO-ptx); a stage
-whose checkpoint exists and matches the preset's recipe is loaded instead of retrained
+Stages run in order (pretraining, SFT, comparisons + reward model, then PPO and PPO-ptx side
+by side on a CPU with a core for each: they are independent); a stage whose checkpoint exists and matches the preset's recipe is loaded instead of retrained
 (`--force` retrains them all). The evaluation then samples every model on the held-out
 prompts and lets the gold labeler judge: win rates against SFT (paper sec 4.1, Figure 1),
 behaviour metrics (sec 4.2-4.3), pretraining loss (the alignment tax, sec 4.2) and KL to
@@ -17,26 +18,33 @@ import json
 import time
 from pathlib import Path
 
-from . import artifacts, paths
+from . import artifacts, distributed, paths
 from .presets import get_preset
 
-STAGE_ORDER = ("base", "sft", "rm", "ppo", "ppo_ptx")
+# stages that need each other's checkpoints run in this order; those in one group are
+# independent and train side by side (one process each) when the CPU has the cores
+STAGE_GROUPS = (("base",), ("sft",), ("rm",), ("ppo", "ppo_ptx"))
+STAGE_ORDER = tuple(stage for group in STAGE_GROUPS for stage in group)
 # the models of Figure 1: name -> (stage, prompted with a few-shot prefix)
 MODELS = {"base (prompted)": ("base", True), "SFT": ("sft", False), "PPO": ("ppo", False),
           "PPO-ptx": ("ppo_ptx", False)}
 
 
 def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
-    """Train (or load) every stage in order; returns the seconds each took."""
+    """Train (or load) every stage in order; returns the seconds each group of stages took
+    (a group trained side by side, e.g. "ppo + ppo_ptx", has one wall time)."""
     seconds = {}
-    for stage in STAGE_ORDER:
-        if stage == "rm" and get_preset(preset).reward_source != preset:
-            continue  # this preset borrows another preset's reward model (built on first use)
+    for group in STAGE_GROUPS:
+        # a preset may borrow another preset's reward model (built on first use)
+        stages = [s for s in group if s != "rm" or get_preset(preset).reward_source == preset]
+        if not stages:
+            continue
         start = time.perf_counter()
-        state = artifacts.status(stage, preset)
-        print(f"[{stage}] {'forced rebuild' if force else state}", flush=True)
-        artifacts.load_model(stage, preset, rebuild=force)
-        seconds[stage] = round(time.perf_counter() - start, 1)
+        for stage in stages:
+            print(f"[{stage}] {'forced rebuild' if force else artifacts.status(stage, preset)}",
+                  flush=True)
+        artifacts.build_side_by_side(stages, preset, rebuild=force)
+        seconds[" + ".join(stages)] = round(time.perf_counter() - start, 1)
     return seconds
 
 
@@ -53,7 +61,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     from .evaluation import (behaviour, complete, few_shot_prefix, judge_all, kl_to_reference,
                              preferences, wilson_interval)
     from .pretrain import stream_loss, token_stream
-    from .reward import agreement_ceiling, load_rankings, pairwise_accuracy
+    from .reward import agreement_ceiling, pairwise_accuracy
 
     tokenizer, heldout = get_preset(preset).load_tokenizer(), load_records("prompts_heldout")
     prompts = heldout * samples
@@ -88,7 +96,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         results["behaviour"][name] = behaviour(table)
         results["tables"][name] = table
     source = get_preset(preset).reward_source
-    rankings = load_rankings(artifacts.rankings_path("validation", source))
+    rankings = artifacts.load_rankings("validation", source)
     rm_cfg = get_preset(source).reward
     results["rm_accuracy"] = pairwise_accuracy(artifacts.load_model("rm", source), tokenizer,
                                                rankings)
@@ -126,6 +134,8 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     start = time.perf_counter()
     out = Path(out) if out else paths.ARTIFACTS_DIR / preset / "pipeline"
     stage_seconds = build_stages(preset, force)
+    if not distributed.is_main_process():
+        return {}  # under torchrun the other processes only help train; rank 0 evaluates
     print("[evaluation]", flush=True)
     with get_preset(preset).runtime():  # the preset's device (and bf16 autocast on CUDA)
         results = evaluate_preset(preset, samples)
@@ -147,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="retrain every stage")
     parser.add_argument("--samples", type=int, default=3, help="samples per held-out prompt")
     args = parser.parse_args(argv)
-    run(args.preset, args.out, args.force, args.samples)
+    with distributed.process_group():  # a no-op unless launched with torchrun
+        run(args.preset, args.out, args.force, args.samples)
 
 
 if __name__ == "__main__":

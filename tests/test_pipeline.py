@@ -61,15 +61,39 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     assert again["win_rate_vs_sft"] == results["win_rate_vs_sft"]  # seeded: same numbers
 
 
-def test_force_retrains_every_stage(micro, monkeypatch):
+def test_rankings_are_sampled_again_when_a_notebook_trained_the_rm_without_saving_them(micro):
+    # notebook 3 trains the RM itself; notebook 8 and the pipeline still need its validation rankings
     pipeline.build_stages("micro")
-    built = []
-    real_build = {name: stage.build for name, stage in artifacts.STAGES.items()}
-    for name in artifacts.STAGES:
-        monkeypatch.setattr(artifacts.STAGES[name], "build",
-                            lambda preset, name=name: (built.append(name), real_build[name](preset)))
+    path = artifacts.rankings_path("validation", "micro")
+    saved = path.read_text()
+    path.unlink()
+    again = artifacts.load_rankings("validation", "micro")
+    assert path.read_text() == saved  # seeded: the very same rankings, written back
+    assert len(again) == len(saved.splitlines()) > 0
+
+
+def test_force_retrains_every_stage(micro):
+    pipeline.build_stages("micro")
+    paths_ = {stage: artifacts.checkpoint_path(stage, "micro") for stage in pipeline.STAGE_ORDER}
+    written = {stage: path.stat().st_mtime_ns for stage, path in paths_.items()}
+    pipeline.build_stages("micro")
+    assert {stage: path.stat().st_mtime_ns for stage, path in paths_.items()} == written  # loaded
     pipeline.build_stages("micro", force=True)
-    assert built[:len(pipeline.STAGE_ORDER)] == list(pipeline.STAGE_ORDER)
+    assert all(path.stat().st_mtime_ns != written[stage] for stage, path in paths_.items())
+
+
+def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch):
+    monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 2)  # a core for each PPO stage
+    pipeline.build_stages("micro")  # base, SFT, RM, then PPO and PPO-ptx in two processes
+    together = {s: torch.load(artifacts.checkpoint_path(s, "micro"), weights_only=False)
+                for s in ("ppo", "ppo_ptx")}
+    monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 1)  # no spare core: one at a time
+    for stage in ("ppo", "ppo_ptx"):
+        artifacts.build_side_by_side([stage], "micro", rebuild=True)
+        alone = torch.load(artifacts.checkpoint_path(stage, "micro"), weights_only=False)
+        assert alone["history"] == together[stage]["history"], stage
+        for name, weight in alone["model"].items():
+            assert torch.equal(weight, together[stage]["model"][name]), (stage, name)
 
 
 def test_kl_to_reference_equals_a_loop_over_single_sequences():

@@ -202,3 +202,34 @@ def test_ptx_keeps_ratio_one_and_lowers_the_pretraining_loss(tokenizer):
         assert ("ptx_loss" in history[0]) == (coef > 0)
         losses[coef] = stream_loss(trainer.policy, stream, 32)
     assert losses[1.0] < before - 1.0 and losses[1.0] < losses[0.0] - 1.0, (before, losses)
+
+
+# ---------------------------------------------------------------- runs side by side
+def test_runs_in_parallel_equal_the_same_runs_one_after_another(tokenizer):
+    from rlhf_lite.ppo import train_in_parallel
+    from rlhf_lite.reward import RewardModel
+    from rlhf_lite.utils import seed_everything
+
+    torch.manual_seed(0)
+    tiny = GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16)
+    sft, rm = GPT(tiny), RewardModel(GPT(tiny))
+    torch.nn.init.normal_(rm.head.weight)  # a reward that depends on the response
+    prompts = data.load_records("prompts_train")
+    configs = {lr: PPOConfig(iterations=2, batch_size=8, minibatch_size=4, max_new_tokens=6,
+                             ppo_epochs=1, lr=lr) for lr in (1e-3, 1e-2)}
+    parallel = train_in_parallel(configs, sft, rm, tokenizer, prompts, gold_judge=labeler.gold_score)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for lr, cfg in configs.items():
+            seed_everything(cfg.seed)
+            alone = PPOTrainer(cfg, sft, rm, tokenizer, prompts, gold_judge=labeler.gold_score)
+            alone.train()
+            assert parallel[lr].history == alone.history
+            for name, weight in alone.policy.state_dict().items():
+                assert torch.equal(parallel[lr].policy.state_dict()[name], weight), name
+    finally:
+        torch.set_num_threads(threads)
+    assert parallel[1e-3].history[-1]["kl"] != parallel[1e-2].history[-1]["kl"]  # two runs
+    assert parallel[1e-2].step()["iteration"] == 2  # a whole trainer came back: it can go on
