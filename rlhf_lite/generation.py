@@ -12,6 +12,7 @@ Conventions shared with the rest of the course:
 - While generating, the attention mask grows by a 1 per new column in every row, also for
   the pad written after eos. Those tokens can only affect later tokens of the same
   finished row, which are pad too. `response_mask` marks the real response tokens.
+  (A batch without any padding needs no mask: generate drops an all-ones one.)
 """
 
 import torch
@@ -72,8 +73,8 @@ def generate(
             f"prompt length {P} + max_new_tokens {max_new_tokens} exceeds block_size "
             f"{model.config.block_size}"
         )
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
+    if attention_mask is not None and attention_mask.all():
+        attention_mask = None  # no padding: the model's mask-free fast path, same positions
 
     was_training = model.training
     model.eval()
@@ -92,7 +93,8 @@ def generate(
                 token = torch.where(finished, torch.full_like(token, pad_token_id), token)
                 finished |= token == eos_token_id
             ids = torch.cat([ids, token[:, None]], dim=1)  # (B, S + 1)
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, S + 1)
             step_ids = token[:, None]  # (B, 1)
             if eos_token_id is not None and finished.all():
                 break

@@ -96,9 +96,11 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def _attend_mask(attention_mask, T: int, past: int, device) -> torch.Tensor | None:
     """Boolean (B or 1, 1, T, S) mask, True where a query may attend to a key.
 
-    None means plain causal attention without cache or padding (the fast path of SDPA).
+    None means nothing to mask beyond causality, without padding: plain causal attention
+    without cache, or a single query (T = 1), the newest token, which sees every key (the
+    fast paths of SDPA).
     """
-    if attention_mask is None and past == 0:
+    if attention_mask is None and (past == 0 or T == 1):
         return None
     S = past + T
     q_pos = torch.arange(past, S, device=device)[:, None]  # (T, 1) absolute position of each query
@@ -138,13 +140,13 @@ class CausalSelfAttention(nn.Module):
 
         if self.use_sdpa:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None,
+                q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
                 dropout_p=self.dropout if self.training else 0.0,
             )  # (B, nh, T, hd)
         else:
             # softmax(Q K^T / sqrt(hd) + mask) V, with disallowed scores set to -inf
             att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (B, nh, T, S)
-            if mask is None:
+            if mask is None:  # causal; a single query (T = 1) sees every key
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             att = att.masked_fill(~mask, float("-inf"))
             att = self.attn_dropout(F.softmax(att, dim=-1))

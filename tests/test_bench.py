@@ -1,0 +1,109 @@
+"""Smoke tests of the benchmarks (bench/): each runs in its quick mode on the smallest model
+and prints its table with the expected rows and positive figures. Nothing is timed here."""
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+# bench/ is a folder of scripts next to the package, not installed with it: import it from
+# the repository root (`pytest` alone, unlike `python -m pytest`, does not put it on the path)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import course_runtime, gpu, ppo_iteration, roofline, sampling, train_step  # noqa: E402
+
+QUICK = ["--quick", "--repeats", "1", "--threads", "1"]
+
+
+def table(out: str, title: str) -> list[dict[str, str]]:
+    """The rows, as {column: cell}, of the markdown table printed under the line `title`."""
+    lines = out[out.index(title):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, rows = block[0], block[2:]  # block[1] is the |---| line
+    return [dict(zip(header, row)) for row in rows]
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%"))
+
+
+def test_sampling_compares_both_generators(capsys):
+    sampling.main(QUICK + ["--sizes", "tiny"])
+    [row] = table(capsys.readouterr().out, "Sampling")
+    assert row["size"] == "tiny"
+    for column in ("ours KV cache", "transformers", "ours / transformers", "ours uncached (1 run)"):
+        assert number(row[column]) > 0
+
+
+def test_train_step_compares_both_models(capsys):
+    train_step.main(QUICK + ["--sizes", "tiny"])
+    [row] = table(capsys.readouterr().out, "Training step")
+    for column in ("ours", "transformers", "ours / transformers", "ours tokens/s"):
+        assert number(row[column]) > 0
+
+
+def test_ppo_iteration_breaks_down_every_phase(capsys):
+    ppo_iteration.main(QUICK + ["--recipes", "ppo_ptx"])
+    rows = {row["phase"]: row for row in table(capsys.readouterr().out, "PPO iteration")}
+    assert list(rows)[:len(ppo_iteration.PHASES)] == ppo_iteration.PHASES
+    for phase in ("generation", "reference forward", "ptx forward", "AdamW steps",
+                  "iteration (median)", "sampled tokens/s", "response tokens/s"):
+        assert number(rows[phase]["ppo_ptx s/iter"]) > 0, phase
+    shares = [number(rows[p]["share"]) for p in ppo_iteration.PHASES]
+    assert sum(shares) == pytest.approx(100, abs=1)
+
+
+def test_roofline_measures_peak_and_step(capsys):
+    roofline.main(QUICK + ["--sizes", "tiny", "--matmul-size", "256"])
+    rows = table(capsys.readouterr().out, "Roofline")
+    assert [row["workload"] for row in rows] == ["matmul 256^3", "train step tiny"]
+    for row in rows:
+        assert number(row["GFLOP/s"]) > 0 and number(row["% of matmul peak"]) > 0
+
+
+def test_course_runtime_parses_a_durations_log(tmp_path, capsys):
+    log = tmp_path / "whole.log"
+    log.write_text("""============================= slowest durations ==============================
+12.50s call     notebooks/01_pretraining.ipynb::Cell 7
+0.80s setup    notebooks/01_pretraining.ipynb::Cell 0
+0.30s call     tests/test_model.py::test_kv_cache_matches_full_forward[True-False]
+0.20s call     tests/test_model.py::test_block_size_overflow_raises
+\x1b[32m=========== \x1b[32m4 passed\x1b[0m, 1 skipped in 14.02s (0:00:14) ============\x1b[0m
+""")  # the summary as pytest colours it in a terminal
+    course_runtime.main(["--parse", str(log)])
+    out = capsys.readouterr().out
+    files = {row["file"]: row for row in table(out, "Test time per file")}
+    assert files["notebooks/01_pretraining.ipynb"]["seconds"] == "13.3"
+    assert files["notebooks/01_pretraining.ipynb"]["slowest item"] == "Cell 7"
+    assert files["tests/test_model.py"]["items"] == "2"
+    [run] = table(out, "Test time per run")
+    assert run["pytest summary"] == "4 passed, 1 skipped" and run["pytest seconds"] == "14.0"
+
+
+def test_course_runtime_runs_each_notebook_and_the_whole_command(tmp_path, capsys):
+    """A one-notebook course in a temporary folder, run for real under nbval."""
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1 + 1"), nbformat.v4.new_code_cell("assert x == 2")]
+    nbformat.write(nb, tmp_path / "notebooks" / "01_tiny.ipynb")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\naddopts = --nbval-lax --nbval-current-env -p no:cacheprovider\n")
+    course_runtime.main(["--root", str(tmp_path), "--log-dir", str(tmp_path / "logs")])
+    out = capsys.readouterr().out
+    files = table(out, "Test time per file")
+    assert [(row["run"], row["file"], row["items"]) for row in files] == [
+        ("01_tiny", "notebooks/01_tiny.ipynb", "2"), ("whole", "notebooks/01_tiny.ipynb", "2")]
+    runs = table(out, "Test time per run")
+    assert [row["pytest summary"] for row in runs] == ["2 passed", "2 passed"]
+    assert all(number(row["wall seconds"]) > 0 for row in runs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_gpu_bench_exits_with_a_message_without_cuda():
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        gpu.main([])
