@@ -19,7 +19,7 @@ from . import distributed, paths
 from .hf import PretrainedConfig
 from .model import GPT, GPTConfig
 from .presets import PRESETS, Preset, get_preset
-from .utils import atomic_save, pick_device
+from .utils import pick_device
 
 
 def checkpoint_path(stage: str, preset: str = "toy") -> Path:
@@ -50,9 +50,9 @@ def _save_pretrained_base(cfg: PretrainedConfig, path: Path) -> None:
     from .hf import load_pretrained
 
     model, _ = load_pretrained(cfg.checkpoint)
-    atomic_save({"model": model.state_dict(), "step": 0, "config": {"max_steps": 0}, "history": {},
-                 "extra_state": {"model_config": asdict(model.config), "recipe": cfg.as_dict()}},
-                path)
+    distributed.save_on_main(  # under torchrun one process writes, the others wait for the file
+        {"model": model.state_dict(), "step": 0, "config": {"max_steps": 0}, "history": {},
+         "extra_state": {"model_config": asdict(model.config), "recipe": cfg.as_dict()}}, path)
 
 
 def _build_sft(preset: str) -> None:
