@@ -17,11 +17,12 @@ import torch
 from rlhf_lite.hf import to_hf
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.presets import PRESETS
+from rlhf_lite.tokenizer import load_tokenizer
 from rlhf_lite.utils import set_threads
 
-# The toy world's vocabulary (data/tokenizer: 192 words + pad, eos, unk); every size uses it,
-# so the sizes differ only in the transformer itself.
-TOY_VOCAB = 195
+# The toy world's vocabulary (data/tokenizer); every size uses it, so the sizes differ only in
+# the transformer itself.
+TOY_VOCAB = len(load_tokenizer())
 SIZES = {
     "tiny": PRESETS["tiny"].pretrain.model_config(TOY_VOCAB),  # 2 layers x 48, notebook 8
     "toy": PRESETS["toy"].pretrain.model_config(TOY_VOCAB),  # 4 layers x 128, the CPU course

@@ -7,7 +7,6 @@ that recipe. So every notebook also runs alone, in any order.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from . import distributed, paths
 from .hf import PretrainedConfig
 from .model import GPT, GPTConfig
 from .presets import PRESETS, Preset, get_preset
-from .utils import pick_device
+from .utils import pick_device, run_in_processes
 
 
 def checkpoint_path(stage: str, preset: str = "toy") -> Path:
@@ -173,7 +172,8 @@ def status(stage: str, preset: str = "toy") -> str:
     path = checkpoint_path(stage, preset)
     if not path.exists():
         return "missing"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # mmap: only the metadata is read, not the weights (status is asked before every load)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if ckpt["extra_state"]["recipe"] != asdict(STAGES[stage].recipe(get_preset(preset))):
         return "stale"
     return "done" if ckpt["step"] >= ckpt["config"]["max_steps"] else "partial"
@@ -215,9 +215,8 @@ def build_side_by_side(stages: list[str], preset: str = "toy", rebuild: bool = F
         for stage in todo:
             load_model(stage, preset, rebuild)
         return
-    # spawn: fresh interpreters, safe on every OS; they get this process's preset and folder
-    with multiprocessing.get_context("spawn").Pool(len(todo)) as pool:
-        pool.starmap(_build_alone, [(stage, get_preset(preset), paths.ARTIFACTS_DIR, rebuild)
+    # the processes start fresh: they get this process's preset and artifacts folder
+    run_in_processes(_build_alone, [(stage, get_preset(preset), paths.ARTIFACTS_DIR, rebuild)
                                     for stage in todo])
 
 

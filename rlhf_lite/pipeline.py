@@ -3,9 +3,10 @@
     python -m rlhf_lite.pipeline [--preset toy] [--out DIR] [--force] [--samples 3]
     torchrun --standalone --nproc_per_node=N -m rlhf_lite.pipeline --preset gpt2   # N GPUs
 
-Stages run in order (pretraining, SFT, comparisons + reward model, then PPO and PPO-ptx side
-by side on a CPU with a core for each: they are independent); a stage whose checkpoint exists and matches the preset's recipe is loaded instead of retrained
-(`--force` retrains them all). The evaluation then samples every model on the held-out
+Stages run in order (pretraining, SFT, comparisons + reward model, then PPO and PPO-ptx,
+side by side on a CPU with a core for each: they are independent); a stage whose checkpoint
+exists and matches the preset's recipe is loaded instead of retrained (`--force` retrains
+them all). The evaluation then samples every model on the held-out
 prompts and lets the gold labeler judge: win rates against SFT (paper sec 4.1, Figure 1),
 behaviour metrics (sec 4.2-4.3), pretraining loss (the alignment tax, sec 4.2) and KL to
 SFT. It writes `results.json` and `report.md` into the output folder (default

@@ -37,8 +37,6 @@ from __future__ import annotations
 import copy
 import io
 import math
-import multiprocessing
-import os
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -49,7 +47,7 @@ from .gae import compute_gae, explained_variance, masked_mean, whiten
 from .generation import generate, logprobs_from_logits, response_mask
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate
 from .pretrain import lm_loss, random_windows
-from .utils import check_finite, progress, seed_everything
+from .utils import check_finite, progress, run_in_processes, seed_everything
 from .world import format_prompt
 
 
@@ -321,7 +319,7 @@ def save_policy(trainer: PPOTrainer, path) -> None:
                                  "recipe": trainer.cfg.as_dict()}}, path)
 
 
-def train_in_parallel(configs: dict, *args, processes: int | None = None, **kwargs) -> dict:
+def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
     """Independent PPO runs side by side: {name: PPOConfig} -> {name: trained PPOTrainer}.
 
     Each run is `seed_everything(cfg.seed); PPOTrainer(cfg, *args, **kwargs).train()` in its
@@ -329,10 +327,7 @@ def train_in_parallel(configs: dict, *args, processes: int | None = None, **kwar
     with one thread; on a 2-core laptop two runs take the time of one. (`args` and `kwargs`
     are the other arguments of PPOTrainer; the processes print nothing to the notebook.)
     """
-    processes = processes or min(len(configs), os.cpu_count() or 1)
-    # spawn: a fresh interpreter per worker, safe whatever threads the caller already started
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        trained = pool.starmap(_train_alone, [(cfg, args, kwargs) for cfg in configs.values()])
+    trained = run_in_processes(_train_alone, [(cfg, args, kwargs) for cfg in configs.values()])
     return {name: torch.load(io.BytesIO(blob), weights_only=False)
             for name, blob in zip(configs, trained)}
 

@@ -1,10 +1,12 @@
-"""Small helpers shared by every stage: seeding, devices, threads, progress bars, safe saving.
+"""Small helpers shared by every stage: seeding, devices, threads, progress bars, safe saving,
+independent jobs in parallel processes.
 
 Imports are kept light on purpose (only torch at module level): every notebook imports this
 package first, so anything heavy here would slow every cell that starts a kernel.
 """
 
 import math
+import multiprocessing
 import os
 import random
 import sys
@@ -98,3 +100,15 @@ def check_finite(value, what: str, step: int, lr: float | None = None) -> float:
             "the last good checkpoint is kept."
         )
     return value
+
+
+def run_in_processes(fn, calls: list[tuple]) -> list:
+    """`[fn(*args) for args in calls]`, each call in a process of its own, as many at once
+    as the machine has cores (more calls wait for a free process).
+
+    Spawned processes (fresh interpreters, on every OS) are safe whatever threads the caller
+    has started; they share nothing, so `fn` must be a module-level function and it gets
+    everything it needs through its arguments (pickled), results coming back the same way.
+    """
+    with multiprocessing.get_context("spawn").Pool(min(len(calls), os.cpu_count() or 1)) as pool:
+        return pool.starmap(fn, calls)

@@ -1,16 +1,11 @@
 """Smoke tests of the benchmarks (bench/): each runs in its quick mode on the smallest model
 and prints its table with the expected rows and positive figures. Nothing is timed here."""
-import sys
-from pathlib import Path
-
 import nbformat
 import pytest
 import torch
 
-# bench/ is a folder of scripts next to the package, not installed with it: import it from
-# the repository root (`pytest` alone, unlike `python -m pytest`, does not put it on the path)
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import course_runtime, gpu, ppo_iteration, roofline, sampling, train_step  # noqa: E402
+# bench/ is not installed with the package: pyproject.toml puts the repository root on the path
+from bench import course_runtime, gpu, ppo_iteration, roofline, sampling, train_step
 
 QUICK = ["--quick", "--repeats", "1", "--threads", "1"]
 
