@@ -4,6 +4,11 @@ Each notebook trains one stage and saves it under artifacts/<preset>/<stage>.pt.
 notebook asks for earlier stages here: if the checkpoint exists, is complete and was made
 with the preset's recipe, it is loaded in a second; otherwise the stage is trained again with
 that recipe. So every notebook also runs alone, in any order.
+
+A stage is also stale when a model it was trained from has changed since: each checkpoint
+records the fingerprints of its inputs (the RM: the SFT model it started from; PPO: the SFT
+model and the reward model), and an SFT model retrained in notebook 2 makes the reward
+model and the PPO policies stale, which are then trained again from the new one.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from . import distributed, paths
 from .hf import PretrainedConfig
 from .model import GPT, GPTConfig
 from .presets import PRESETS, Preset, get_preset
-from .utils import pick_device, run_in_processes
+from .utils import fingerprint, pick_device, run_in_processes
 
 
 def checkpoint_path(stage: str, preset: str = "toy") -> Path:
@@ -147,6 +152,8 @@ class Stage:
     # torch threads its notebook trains it with: float sums depend on the thread count, so a
     # stage rebuilt from another notebook or the pipeline is then the same model bit for bit
     threads: int = 2
+    # the models it is trained from: {role in the checkpoint's "inputs": (stage, preset name)}
+    inputs: Callable[[Preset], dict[str, tuple[str, str]]] = lambda p: {}
 
 
 def _load_rm(ckpt: dict) -> torch.nn.Module:
@@ -157,18 +164,23 @@ def _load_rm(ckpt: dict) -> torch.nn.Module:
     return rm
 
 
+def _policy_inputs(p: Preset) -> dict[str, tuple[str, str]]:
+    return {"sft": ("sft", p.name), "rm": ("rm", p.reward_source)}
+
+
 STAGES = {
     "base": Stage(_build_base, lambda p: p.pretrain, _load_gpt),
-    "sft": Stage(_build_sft, lambda p: p.sft, _load_gpt),
-    "rm": Stage(_build_rm, lambda p: p.reward, _load_rm),
-    "ppo": Stage(_build_ppo, lambda p: p.ppo, _load_gpt, threads=1),
+    "sft": Stage(_build_sft, lambda p: p.sft, _load_gpt, inputs=lambda p: {"base": ("base", p.name)}),
+    "rm": Stage(_build_rm, lambda p: p.reward, _load_rm, inputs=lambda p: {"sft": ("sft", p.name)}),
+    "ppo": Stage(_build_ppo, lambda p: p.ppo, _load_gpt, threads=1, inputs=_policy_inputs),
     "ppo_ptx": Stage(lambda preset: _build_ppo(preset, "ppo_ptx"), lambda p: p.ppo_ptx, _load_gpt,
-                     threads=1),
+                     threads=1, inputs=_policy_inputs),
 }
 
 
 def status(stage: str, preset: str = "toy") -> str:
-    """'missing', 'stale' (made with another recipe), 'partial' (interrupted) or 'done'."""
+    """'missing'; 'stale': made with another recipe, or from an input model (its SFT, its
+    reward model) that is not done or has changed since; 'partial' (interrupted); 'done'."""
     path = checkpoint_path(stage, preset)
     if not path.exists():
         return "missing"
@@ -176,7 +188,26 @@ def status(stage: str, preset: str = "toy") -> str:
     ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if ckpt["extra_state"]["recipe"] != asdict(STAGES[stage].recipe(get_preset(preset))):
         return "stale"
+    recorded = ckpt["extra_state"].get("inputs", {})
+    for role, (input_stage, input_preset) in STAGES[stage].inputs(get_preset(preset)).items():
+        if (status(input_stage, input_preset) != "done"
+                or recorded.get(role) != _checkpoint_fingerprint(input_stage, input_preset)):
+            return "stale"
     return "done" if ckpt["step"] >= ckpt["config"]["max_steps"] else "partial"
+
+
+_fingerprints: dict[tuple, str] = {}  # (path, size, mtime) -> fingerprint: hash each file once
+
+
+def _checkpoint_fingerprint(stage: str, preset: str) -> str:
+    """`utils.fingerprint` of the weights in a stage's checkpoint."""
+    path = checkpoint_path(stage, preset)
+    file = path.stat()
+    key = (str(path.resolve()), file.st_size, file.st_mtime_ns)
+    if key not in _fingerprints:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        _fingerprints[key] = fingerprint(ckpt["model"])
+    return _fingerprints[key]
 
 
 def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> torch.nn.Module:

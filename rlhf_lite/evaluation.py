@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .generation import generate, logprobs_from_logits
+from .generation import generate, logprobs_from_logits, suppress_tokens
 from .labeler import judge
+from .tokenizer import never_generated
 from .world import format_prompt
 
 
@@ -29,7 +30,8 @@ def complete(model, tokenizer, prompts: list[dict], max_new_tokens: int = 24,
         sequences = generate(model, enc["input_ids"], enc["attention_mask"],
                              max_new_tokens=max_new_tokens, temperature=temperature,
                              greedy=greedy, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, generator=generator)
+                             pad_token_id=tokenizer.pad_token_id, generator=generator,
+                             suppress_token_ids=never_generated(tokenizer))
         for row in sequences[:, enc["input_ids"].shape[1]:].tolist():
             ended = tokenizer.eos_token_id in row
             row = row[: row.index(tokenizer.eos_token_id)] if ended else row
@@ -105,7 +107,8 @@ def few_shot_prefix(n_per_category: int = 1, categories=("facts",)) -> str:
 def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
                     completions: list[tuple[str, bool]]) -> float:
     """Mean KL(policy || reference) per response, in nats, estimated on the policy's own samples:
-    the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1)."""
+    the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1), both
+    with the never-generated tokens suppressed, as when sampling."""
     from .reward import encode_responses
 
     texts, ended = [c[0] for c in completions], [c[1] for c in completions]
@@ -117,7 +120,8 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
     mask = (positions >= prompt_len[:, None]) & enc["attention_mask"][:, 1:].bool()  # response
     logp = {}
     for name, model in (("policy", policy), ("reference", reference)):
-        logits = model(enc["input_ids"], enc["attention_mask"])[:, :-1]  # (N, T-1, V)
+        logits = suppress_tokens(model(enc["input_ids"], enc["attention_mask"])[:, :-1],
+                                 never_generated(tokenizer))  # (N, T-1, V)
         logp[name] = logprobs_from_logits(logits, targets)  # (N, T-1)
     return ((logp["policy"] - logp["reference"]) * mask).sum(1).mean().item()
 

@@ -13,12 +13,25 @@ Conventions shared with the rest of the course:
   the pad written after eos. Those tokens can only affect later tokens of the same
   finished row, which are pad too. `response_mask` marks the real response tokens.
   (A batch without any padding needs no mask: generate drops an all-ones one.)
+- Tokens that are no text (pad, unk: `tokenizer.never_generated`) are never sampled: their
+  logits are suppressed (`suppress_tokens`), here and wherever PPO scores the samples, so
+  the log-probs are those of the distribution that was really sampled.
 """
 
 import torch
 from torch.nn import functional as F
 
 from rlhf_lite.model import GPT
+
+
+def suppress_tokens(logits: torch.Tensor, token_ids) -> torch.Tensor:
+    """logits (..., V) with the columns `token_ids` set to the dtype's lowest value: those
+    tokens get probability exactly 0, while softmax, log-softmax and entropy stay finite
+    (-inf would give 0 * -inf = NaN in the entropy)."""
+    if not len(token_ids):
+        return logits
+    index = torch.as_tensor(list(token_ids), device=logits.device)
+    return logits.index_fill(-1, index, torch.finfo(logits.dtype).min)
 
 
 def _next_token(logits, temperature, top_k, greedy, generator):
@@ -48,6 +61,7 @@ def generate(
     use_cache: bool = True,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    suppress_token_ids=(),
 ) -> torch.LongTensor:
     """Continue LEFT-padded prompts input_ids (B, P); return (B, P + N), N <= max_new_tokens.
 
@@ -59,6 +73,7 @@ def generate(
     use_cache: True runs the prompt once, then one token per step with a KVCache;
         False re-runs the whole sequence every step (slow, the reference path).
     generator: a torch.Generator making sampling reproducible.
+    suppress_token_ids: never generated, not even by greedy (`suppress_tokens`).
     The model is in eval mode (no dropout) while generating; its training mode is restored.
     """
     if eos_token_id is not None and pad_token_id is None:
@@ -88,7 +103,8 @@ def generate(
                 logits = model(step_ids, attention_mask=mask, kv_cache=kv_cache)
             else:
                 logits = model(ids, attention_mask=mask)
-            token = _next_token(logits[:, -1, :], temperature, top_k, greedy, generator)  # (B,)
+            next_logits = suppress_tokens(logits[:, -1, :], suppress_token_ids)  # (B, V)
+            token = _next_token(next_logits, temperature, top_k, greedy, generator)  # (B,)
             if eos_token_id is not None:
                 token = torch.where(finished, torch.full_like(token, pad_token_id), token)
                 finished |= token == eos_token_id

@@ -44,10 +44,11 @@ import torch.nn.functional as F
 
 from . import distributed
 from .gae import compute_gae, explained_variance, masked_mean, whiten
-from .generation import generate, logprobs_from_logits, response_mask
+from .generation import generate, logprobs_from_logits, response_mask, suppress_tokens
 from .kl import AdaptiveKLController, FixedKLController, kl_estimate
 from .pretrain import lm_loss, random_windows
-from .utils import check_finite, progress, run_in_processes, seed_everything
+from .tokenizer import never_generated
+from .utils import check_finite, fingerprint, progress, run_in_processes, seed_everything
 from .world import format_prompt
 
 
@@ -117,9 +118,11 @@ class Rollout:
 
 
 def response_logprobs(model, sequences, attention_mask, prompt_len: int, temperature: float,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (B, N) of the response tokens and the per-position entropy (B, N)."""
+                      suppress_token_ids=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (B, N) of the response tokens and the per-position entropy (B, N), under the
+    distribution `generate` samples from (temperature, suppressed tokens)."""
     logits = model(sequences, attention_mask)[:, prompt_len - 1: -1] / temperature  # (B, N, V)
+    logits = suppress_tokens(logits, suppress_token_ids)
     logprobs = logprobs_from_logits(logits, sequences[:, prompt_len:])
     entropy = torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
     return logprobs, entropy
@@ -164,6 +167,7 @@ class PPOTrainer:
         if cfg.ptx_coef > 0 and pretrain_stream is None:
             raise ValueError("PPOConfig.ptx_coef > 0 (PPO-ptx) needs a pretrain_stream of token ids")
         self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
+        self.suppressed = never_generated(tokenizer)  # pad, unk: never sampled, never scored
         self.pretrain_stream = pretrain_stream
         self.gold_judge = gold_judge  # prompt, text, terminated -> score; logging only
         self.policy = copy.deepcopy(sft_model).train()
@@ -199,7 +203,7 @@ class PPOTrainer:
         sequences = generate(self.policy, enc["input_ids"], enc["attention_mask"],
                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                             generator=self.generator)
+                             generator=self.generator, suppress_token_ids=self.suppressed)
         response = sequences[:, P:]  # (B, N)
         mask = response_mask(response, tok.eos_token_id).float()  # (B, N)
         attention_mask = torch.cat([enc["attention_mask"], mask.long()], dim=1)  # (B, P + N)
@@ -209,11 +213,11 @@ class PPOTrainer:
         # repeats this exact computation, and its ratio is exactly 1
         mb = self.local_minibatch_size
         chunks = [response_logprobs(self.policy, sequences[i: i + mb], attention_mask[i: i + mb],
-                                    P, cfg.temperature)
+                                    P, cfg.temperature, self.suppressed)
                   for i in range(0, len(prompts), mb)]
         logprobs, entropy = (torch.cat(parts) for parts in zip(*chunks))
         ref_logprobs, _ = response_logprobs(self.reference, sequences, attention_mask, P,
-                                            cfg.temperature)
+                                            cfg.temperature, self.suppressed)
         values = self.value_model(sequences, attention_mask)[:, P - 1: -1]  # (B, N)
         scores = self.reward_model(sequences, attention_mask)  # (B,) read at the last real token
         scores = scores - cfg.missing_eos_penalty * (~terminated).float()
@@ -244,7 +248,8 @@ class PPOTrainer:
             for start in range(0, B, self.local_minibatch_size):
                 idx = order[start: start + self.local_minibatch_size]
                 seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.mask[idx]
-                logprobs, _ = response_logprobs(self.ddp_policy, seq, att, P, cfg.temperature)
+                logprobs, _ = response_logprobs(self.ddp_policy, seq, att, P, cfg.temperature,
+                                                self.suppressed)
                 pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx],
                                                         r.advantages[idx], mask, cfg.clip_eps)
                 values = self.ddp_value_model(seq, att)[:, P - 1: -1]
@@ -312,11 +317,14 @@ class PPOTrainer:
 
 def save_policy(trainer: PPOTrainer, path) -> None:
     """Write the trained policy as an artifacts checkpoint (rlhf_lite.artifacts loads it);
-    under torchrun rank 0 writes it and the other processes wait."""
+    under torchrun rank 0 writes it and the other processes wait. "inputs" holds the
+    fingerprints of the SFT model and reward model it was trained from."""
+    extra_state = {"model_config": asdict(trainer.policy.config), "recipe": trainer.cfg.as_dict(),
+                   "inputs": {"sft": fingerprint(trainer.reference),
+                              "rm": fingerprint(trainer.reward_model)}}
     distributed.save_on_main({"model": trainer.policy.state_dict(), "step": trainer.iteration,
-                 "config": {"max_steps": trainer.cfg.iterations}, "history": trainer.history,
-                 "extra_state": {"model_config": asdict(trainer.policy.config),
-                                 "recipe": trainer.cfg.as_dict()}}, path)
+                              "config": {"max_steps": trainer.cfg.iterations},
+                              "history": trainer.history, "extra_state": extra_state}, path)
 
 
 def train_in_parallel(configs: dict, *args, **kwargs) -> dict:

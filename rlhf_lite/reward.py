@@ -37,6 +37,7 @@ from .labeler import GoldLabeler, ranking_to_pairs
 from .model import GPT
 from .sft import epoch_batch, pad_right, prompt_response_ids
 from .training import History, TrainConfig, train
+from .utils import fingerprint
 
 
 @dataclass
@@ -310,7 +311,8 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
 
     history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, loss_weight=lambda b: len(b["chosen"]),
-                    extra_state={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict()})
+                    extra_state={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
+                                 "inputs": {"sft": fingerprint(sft_model)}})
     shift = normalize_to_demonstrations(rm, tokenizer, demos)
     if checkpoint_path is not None:  # re-save with the normalised bias
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from . import distributed
 from .model import GPT
 from .training import History, TrainConfig, train
+from .utils import fingerprint
 from .world import format_prompt
 
 IGNORE_INDEX = -100  # F.cross_entropy skips targets with this value
@@ -144,6 +145,7 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
 
     history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, loss_weight=response_token_count,
-                    extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
+                    extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict(),
+                                 "inputs": {"base": fingerprint(base_model)}})
     model.eval()
     return model, history

@@ -26,6 +26,14 @@ def build_tokenizer(words: list[str]):
                                    unk_token=UNK, padding_side="left")
 
 
+def never_generated(tokenizer) -> list[int]:
+    """Ids a model must never sample: pad (it only fills rows) and unk (no text maps to it),
+    unless one is also eos (GPT-2's unk is its eos). Sampled, they would vanish from the
+    decoded text, so the labeler would judge another answer than the one the model gave."""
+    return sorted({tokenizer.pad_token_id, tokenizer.unk_token_id}
+                  - {None, tokenizer.eos_token_id})
+
+
 def load_tokenizer(path: str | Path | None = None):
     """The tokenizer saved under data/tokenizer (or `path`), through `AutoTokenizer`."""
     from transformers import AutoTokenizer

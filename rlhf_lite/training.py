@@ -110,6 +110,18 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> dict:
     return ckpt
 
 
+def _resumable(checkpoint_path, extra_state) -> dict | None:
+    """The checkpoint at `checkpoint_path` if there is one trained from the same input models."""
+    if checkpoint_path is None or not os.path.exists(checkpoint_path):
+        return None
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    inputs = (extra_state or {}).get("inputs")
+    if (ckpt.get("extra_state") or {}).get("inputs") != inputs:
+        print(f"{checkpoint_path} was trained from other input models: training from scratch")
+        return None
+    return ckpt
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, eval_fn) -> dict[str, float]:
     """Run `eval_fn(model)` in eval mode without gradients, then put the model back in train mode."""
@@ -153,8 +165,11 @@ def train(
     eval_fn(model) -> {name: value}, run every cfg.eval_interval steps and at the end.
     checkpoint_path: where to save (every cfg.checkpoint_interval steps and at the end).
         With `resume`, an existing checkpoint is loaded and training continues from its
-        step; a finished one just loads the weights and returns its history.
-    extra_state: anything picklable to store alongside (e.g. the model config).
+        step; a finished one just loads the weights and returns its history. A checkpoint
+        trained from other input models (extra_state["inputs"] differs) is not resumed: the
+        run starts afresh and overwrites it.
+    extra_state: anything picklable to store alongside (e.g. the model config; "inputs":
+        fingerprints of the models this one is trained from, see utils.fingerprint).
     stop_after: stop (and checkpoint) once this many steps in total are done; calling again
         resumes. Useful in tests, and to split a long run over several sessions.
     loss_weight(batch) -> how many terms loss_fn averages over (e.g. response tokens); used
@@ -169,8 +184,10 @@ def train(
     """
     optimizer = make_optimizer(model, cfg)
     history, start = History(), 0
-    if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
-        ckpt = load_checkpoint(checkpoint_path, model, optimizer)
+    ckpt = _resumable(checkpoint_path, extra_state) if resume else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["config"] != asdict(cfg):
             changed = [k for k, v in asdict(cfg).items() if ckpt["config"].get(k) != v]
             warnings.warn(f"resuming {checkpoint_path} with a changed config: {changed}")
@@ -180,6 +197,8 @@ def train(
         seed_everything(cfg.seed)
     end = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
     if start >= end:
+        print(f"{cfg.desc}: loaded {checkpoint_path}, already trained for {start} steps "
+              f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train again")
         return history
 
     model.train()

@@ -1,10 +1,11 @@
 """Small helpers shared by every stage: seeding, devices, threads, progress bars, safe saving,
-independent jobs in parallel processes.
+weight fingerprints, independent jobs in parallel processes.
 
 Imports are kept light on purpose (only torch at module level): every notebook imports this
 package first, so anything heavy here would slow every cell that starts a kernel.
 """
 
+import hashlib
 import math
 import multiprocessing
 import os
@@ -84,6 +85,18 @@ def atomic_save(obj, path) -> None:
     except BaseException:
         os.remove(tmp)
         raise
+
+
+def fingerprint(weights) -> str:
+    """A short digest of a model's weights (a module or a state dict): equal weights, equal
+    digest, on any device. A checkpoint records the fingerprints of the models it was trained
+    from, so a stage whose SFT or reward model has since changed is known to be stale."""
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def check_finite(value, what: str, step: int, lr: float | None = None) -> float:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlhf_lite.generation import generate, logprobs_from_logits, response_mask
+from rlhf_lite.generation import generate, logprobs_from_logits, response_mask, suppress_tokens
 from rlhf_lite.model import GPT, GPTConfig
 
 CONFIG = GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -95,6 +95,35 @@ def test_top_k_1_and_tiny_temperature_equal_greedy():
     cold = generate(model, ids, mask, max_new_tokens=10, temperature=1e-6, generator=g)
     assert torch.equal(top1, greedy)
     assert torch.equal(cold, greedy)
+
+
+def test_suppressed_tokens_are_never_generated():
+    model = make_model()
+    ids, mask = left_padded_prompts()
+    P = ids.shape[1]
+    greedy = generate(model, ids, mask, max_new_tokens=10, greedy=True)
+    banned = greedy[:, P:].unique().tolist()  # every token greedy decoding chose
+    again = generate(model, ids, mask, max_new_tokens=10, greedy=True, suppress_token_ids=banned)
+    hot = generate(model, ids, mask, max_new_tokens=10, temperature=3.0, suppress_token_ids=banned,
+                   generator=torch.Generator().manual_seed(0))  # flat: every token is likely
+    for out in (again, hot):
+        assert not set(out[:, P:].flatten().tolist()) & set(banned)
+    # the first new token of greedy is then the runner-up of the unsuppressed logits
+    logits = model(ids, mask)[:, -1]
+    runner_up = logits.index_fill(-1, torch.tensor(banned), -1e9).argmax(-1)
+    assert torch.equal(again[:, P], runner_up)
+
+
+def test_suppress_tokens_renormalises_the_rest_and_stays_finite():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) / 0.7
+    out = suppress_tokens(logits, [0, 7])
+    probs = out.softmax(-1)
+    keep = [i for i in range(50) if i not in (0, 7)]
+    assert (probs[:, [0, 7]] == 0).all()
+    assert torch.allclose(probs[:, keep], logits[:, keep].softmax(-1))
+    entropy = torch.logsumexp(out, -1) - (probs * out).sum(-1)  # as PPO computes it
+    assert torch.isfinite(entropy).all() and torch.isfinite(out.log_softmax(-1)).all()
+    assert torch.equal(suppress_tokens(logits, []), logits)
 
 
 def test_restores_training_mode():

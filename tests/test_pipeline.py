@@ -109,7 +109,9 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
         response = tokenizer(text)["input_ids"] + ([tokenizer.eos_token_id] if ended else [])
         ids = torch.tensor([context + response])
         for model, sign in ((policy, 1), (reference, -1)):
-            logp = model(ids, torch.ones_like(ids))[0].log_softmax(-1)
+            logits = model(ids, torch.ones_like(ids))[0]
+            logits[:, [tokenizer.pad_token_id, tokenizer.unk_token_id]] = float("-inf")  # never sampled
+            logp = logits.log_softmax(-1)
             expected += sign * sum(logp[len(context) + i - 1, t].item()
                                    for i, t in enumerate(response))
     got = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions)

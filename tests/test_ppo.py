@@ -92,7 +92,7 @@ def test_ratio_is_exactly_one_on_the_first_minibatch(tokenizer):
     mb = trainer.cfg.minibatch_size
     with torch.enable_grad():
         new, _ = response_logprobs(trainer.policy, r.sequences[:mb], r.attention_mask[:mb], P,
-                                   trainer.cfg.temperature)
+                                   trainer.cfg.temperature, trainer.suppressed)
     assert torch.equal(new.detach(), r.logprobs[:mb])
     assert trainer.update(r)["first_ratio_max"] == 1.0
 
@@ -129,9 +129,33 @@ def test_left_padded_rollout_logprobs_equal_each_prompt_alone(tokenizer):
         seq = r.sequences[i, keep][None]
         p_len = int(r.attention_mask[i, :P].sum())
         with torch.no_grad():
-            alone, _ = response_logprobs(trainer.policy, seq, torch.ones_like(seq), p_len, 1.0)
+            alone, _ = response_logprobs(trainer.policy, seq, torch.ones_like(seq), p_len, 1.0,
+                                         trainer.suppressed)
         n = int(r.mask[i].sum())
         assert torch.allclose(alone[0, :n], r.logprobs[i, :n], atol=1e-5)
+
+
+def test_pad_and_unk_are_never_sampled_and_scored_as_sampled(tokenizer):
+    trainer, prompts = make_trainer(tokenizer)
+    assert trainer.suppressed == [tokenizer.pad_token_id, tokenizer.unk_token_id]
+    for model in (trainer.policy, trainer.reference):  # make pad and unk by far the likeliest
+        with torch.no_grad():
+            direction = torch.randn(model.config.n_embd, generator=torch.Generator().manual_seed(0))
+            model.transformer.ln_f.weight.zero_()
+            model.transformer.ln_f.bias.copy_(direction)
+            model.lm_head.weight[trainer.suppressed] = 50 * direction / direction.norm() ** 2
+    r = trainer.rollout(prompts[:8])
+    tokens = r.sequences[:, -r.mask.shape[1]:]
+    assert not (torch.isin(tokens, torch.tensor(trainer.suppressed)) & r.mask.bool()).any()
+    # by hand: log-softmax over the tokens that can be sampled
+    P = r.sequences.shape[1] - r.mask.shape[1]
+    with torch.no_grad():
+        logits = trainer.policy(r.sequences, r.attention_mask)[:, P - 1: -1]
+    logits[..., trainer.suppressed] = float("-inf")
+    by_hand = logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+    valid = r.mask.bool()
+    assert torch.allclose(r.logprobs[valid], by_hand[valid], atol=1e-5)
+    assert torch.isfinite(r.entropy).all()
 
 
 def test_dropout_off_and_frozen_models_stay_frozen(tokenizer):

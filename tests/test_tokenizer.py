@@ -52,6 +52,17 @@ def test_special_tokens(tok):
     assert tok.padding_side == "left"
 
 
+def test_never_generated_are_pad_and_unk_but_never_eos(tok):
+    from types import SimpleNamespace
+
+    from rlhf_lite.tokenizer import never_generated
+
+    assert never_generated(tok) == [tok.pad_token_id, tok.unk_token_id] == [0, 2]
+    gpt2_like = SimpleNamespace(pad_token_id=50257, unk_token_id=50256, eos_token_id=50256)
+    assert never_generated(gpt2_like) == [50257]  # GPT-2's unk is its eos: eos stays
+    assert never_generated(SimpleNamespace(pad_token_id=None, unk_token_id=None, eos_token_id=1)) == []
+
+
 def test_vocabulary_size(tok):
     words = world.vocabulary()
     assert len(tok) == 3 + len(words) == 195

@@ -114,6 +114,27 @@ def test_exact_resume(tmp_path, one_thread):
     assert ckpt["extra_state"] == {"k": 1} and ckpt["config"]["max_steps"] == 20
 
 
+def test_a_checkpoint_of_other_input_models_is_not_resumed(tmp_path, one_thread, capsys):
+    cfg = TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, eval_interval=0)
+    path = tmp_path / "c.pt"
+    torch.manual_seed(0)
+    train(TinyLM(), loss_fn, get_batch, cfg, checkpoint_path=path, extra_state={"inputs": {"base": "aaa"}})
+    torch.manual_seed(1)
+    fresh, again = TinyLM(), TinyLM()
+    again.load_state_dict(fresh.state_dict())
+    h_fresh = train(fresh, loss_fn, get_batch, cfg)  # no checkpoint: the reference run
+    h_again = train(again, loss_fn, get_batch, cfg, checkpoint_path=path,
+                    extra_state={"inputs": {"base": "bbb"}})  # trained from another base
+    assert "trained from other input models: training from scratch" in capsys.readouterr().out
+    assert h_again.train_loss == h_fresh.train_loss
+    assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), again.parameters()))
+    assert torch.load(path, weights_only=False)["extra_state"]["inputs"] == {"base": "bbb"}
+    # the same inputs: the finished checkpoint is loaded, and the notebook user is told so
+    train(TinyLM(), lambda m, b: pytest.fail("trained again"), get_batch, cfg, checkpoint_path=path,
+          extra_state={"inputs": {"base": "bbb"}})
+    assert "already trained for 6 steps" in capsys.readouterr().out
+
+
 def test_nan_loss_raises_and_keeps_checkpoint(tmp_path):
     def nan_at_7(model, batch):
         step, batch = batch
