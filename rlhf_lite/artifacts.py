@@ -12,6 +12,8 @@ model and the PPO policies stale, which are then trained again from the new one.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -247,13 +249,17 @@ def build_side_by_side(stages: list[str], preset: str = "toy", rebuild: bool = F
             load_model(stage, preset, rebuild)
         return
     # the processes start fresh: they get this process's preset and artifacts folder
-    run_in_processes(_build_alone, [(stage, get_preset(preset), paths.ARTIFACTS_DIR, rebuild)
-                                    for stage in todo])
+    printed = run_in_processes(_build_alone, [(stage, get_preset(preset), paths.ARTIFACTS_DIR,
+                                               rebuild) for stage in todo])
+    print("".join(printed), end="")  # in stage order, not in the order the processes wrote
 
 
-def _build_alone(stage: str, preset: Preset, artifacts_dir: Path, rebuild: bool) -> None:
+def _build_alone(stage: str, preset: Preset, artifacts_dir: Path, rebuild: bool) -> str:
+    """Build one stage in a fresh process; returns what it printed."""
     PRESETS[preset.name], paths.ARTIFACTS_DIR = preset, artifacts_dir
-    load_model(stage, preset.name, rebuild)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        load_model(stage, preset.name, rebuild)
+    return printed.getvalue()
 
 
 def load_history(stage: str, preset: str = "toy") -> list | dict:

@@ -9,7 +9,9 @@ two labelers agreed on 72.6 +- 1.5% of the pairs (sec 4.1). Here the labeler is 
   eos). The gold score is their weighted sum (`WEIGHTS`, at most 8).
 * `GoldLabeler.rank` orders K responses by gold score plus Gumbel noise (a Plackett-Luce
   model), so a pair is ordered "correctly" with probability sigmoid(difference / noise).
-  The noise is calibrated so two independent labelers agree on about 73% of pairs.
+  The noise is calibrated so two independent labelers agree on about 73% of pairs of the
+  world's varied candidate answers (tests/test_labeler.py). On a policy's own samples they
+  agree less (SFT: 65%), because many pairs there are equally good and a tie is a coin flip.
 
 The reward model learns from these noisy rankings; PPO only ever sees the reward model. The
 gold score itself is for evaluation, which is what makes reward over-optimisation visible.

@@ -82,9 +82,12 @@ def test_force_retrains_every_stage(micro):
     assert all(path.stat().st_mtime_ns != written[stage] for stage, path in paths_.items())
 
 
-def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch):
+def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch, capsys):
     monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 2)  # a core for each PPO stage
     pipeline.build_stages("micro")  # base, SFT, RM, then PPO and PPO-ptx in two processes
+    printed = capsys.readouterr().out  # what the processes printed, here and in stage order
+    first, second = (printed.index(f"stage '{s}' (micro preset) is missing") for s in ("ppo", "ppo_ptx"))
+    assert first < second
     together = {s: torch.load(artifacts.checkpoint_path(s, "micro"), weights_only=False)
                 for s in ("ppo", "ppo_ptx")}
     monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 1)  # no spare core: one at a time
