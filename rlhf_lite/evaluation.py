@@ -105,10 +105,11 @@ def few_shot_prefix(n_per_category: int = 1, categories=("facts",)) -> str:
 
 @torch.no_grad()
 def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
-                    completions: list[tuple[str, bool]]) -> float:
+                    completions: list[tuple[str, bool]], batch_size: int = 64) -> float:
     """Mean KL(policy || reference) per response, in nats, estimated on the policy's own samples:
     the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1), both
-    with the never-generated tokens suppressed, as when sampling."""
+    with the never-generated tokens suppressed, as when sampling. Scored `batch_size`
+    responses at a time: the logits of a batch take batch_size x T x vocabulary floats."""
     from .reward import encode_responses
 
     texts, ended = [c[0] for c in completions], [c[1] for c in completions]
@@ -118,12 +119,15 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
     targets = enc["input_ids"][:, 1:]  # (N, T-1): position t predicts token t+1
     positions = torch.arange(1, enc["input_ids"].shape[1])  # (T-1,) index of each target
     mask = (positions >= prompt_len[:, None]) & enc["attention_mask"][:, 1:].bool()  # response
-    logp = {}
-    for name, model in (("policy", policy), ("reference", reference)):
-        logits = suppress_tokens(model(enc["input_ids"], enc["attention_mask"])[:, :-1],
-                                 never_generated(tokenizer))  # (N, T-1, V)
-        logp[name] = logprobs_from_logits(logits, targets)  # (N, T-1)
-    return ((logp["policy"] - logp["reference"]) * mask).sum(1).mean().item()
+    per_response = []
+    for i in range(0, len(prompts), batch_size):
+        rows = slice(i, i + batch_size)
+        logp = [logprobs_from_logits(suppress_tokens(
+                    model(enc["input_ids"][rows], enc["attention_mask"][rows])[:, :-1],
+                    never_generated(tokenizer)), targets[rows])  # (b, T-1)
+                for model in (policy, reference)]
+        per_response.append(((logp[0] - logp[1]) * mask[rows]).sum(1))  # (b,)
+    return torch.cat(per_response).mean().item()
 
 
 def behaviour(table) -> dict:

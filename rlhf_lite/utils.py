@@ -124,4 +124,9 @@ def run_in_processes(fn, calls: list[tuple]) -> list:
     everything it needs through its arguments (pickled), results coming back the same way.
     """
     with multiprocessing.get_context("spawn").Pool(min(len(calls), os.cpu_count() or 1)) as pool:
-        return pool.starmap(fn, calls)
+        results = pool.starmap(fn, calls)
+        # let the workers exit normally (leaving the block terminates them): a terminated worker
+        # skips its clean-up, and the resource tracker then warns of leaked semaphores
+        pool.close()
+        pool.join()
+    return results

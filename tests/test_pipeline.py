@@ -119,6 +119,9 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
                                    for i, t in enumerate(response))
     got = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions)
     assert got == pytest.approx(expected / 2, abs=1e-5)
+    one_at_a_time = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions,
+                                               batch_size=1)
+    assert one_at_a_time == pytest.approx(got, abs=1e-6)
     assert evaluation.kl_to_reference(policy, policy, tokenizer, prompts, completions) == 0.0
 
 
