@@ -186,8 +186,7 @@ def status(stage: str, preset: str = "toy") -> str:
     path = checkpoint_path(stage, preset)
     if not path.exists():
         return "missing"
-    # mmap: only the metadata is read, not the weights (status is asked before every load)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = _read_checkpoint(path)
     if ckpt["extra_state"]["recipe"] != asdict(STAGES[stage].recipe(get_preset(preset))):
         return "stale"
     recorded = ckpt["extra_state"].get("inputs", {})
@@ -207,9 +206,23 @@ def _checkpoint_fingerprint(stage: str, preset: str) -> str:
     file = path.stat()
     key = (str(path.resolve()), file.st_size, file.st_mtime_ns)
     if key not in _fingerprints:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        _fingerprints[key] = fingerprint(ckpt["model"])
+        _fingerprints[key] = fingerprint(_read_checkpoint(path)["model"])
     return _fingerprints[key]
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """A stage's checkpoint, memory-mapped: only what is used is read (status is asked before
+    every load). A damaged or foreign file is an error that names it and says what to do."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        missing = [key for key in ("model", "step", "config", "extra_state") if key not in ckpt]
+    except Exception as e:
+        raise RuntimeError(f"{path} cannot be read ({type(e).__name__}: {e}); delete it to "
+                           "retrain the stage") from e
+    if missing or "recipe" not in ckpt["extra_state"]:
+        raise RuntimeError(f"{path} is not a stage checkpoint of this course (no "
+                           f"{', '.join(missing) or 'recipe'}); delete it to retrain the stage")
+    return ckpt
 
 
 def load_model(stage: str, preset: str = "toy", rebuild: bool = False) -> torch.nn.Module:

@@ -117,15 +117,20 @@ def check_data(data_dir: Path | None = None) -> Check:
 
 def check_artifacts(preset: str) -> Check:
     """The state of each stage's checkpoint of `preset`; only an unreadable one is a failure."""
-    from .artifacts import STAGES, checkpoint_path, status
+    from .artifacts import STAGES, status
+    from .presets import get_preset
 
     states, broken = [], []
+    reward_source = get_preset(preset).reward_source
     for stage in STAGES:
+        if stage == "rm" and reward_source != preset:  # trained against another preset's RM
+            states.append(f"rm from {reward_source}")
+            continue
         try:
             states.append(f"{stage} {status(stage, preset)}")
-        except Exception as e:  # a truncated or foreign file: say which, and how to fix it
-            broken.append(f"{checkpoint_path(stage, preset)} cannot be read "
-                          f"({type(e).__name__}: {e}); delete it to retrain the stage")
+        except RuntimeError as e:  # a truncated or foreign file (this stage's or an input's)
+            if str(e) not in broken:
+                broken.append(str(e))
     detail = ", ".join(states) + (" (missing stages are trained by the notebooks)"
                                   if any(s.endswith("missing") for s in states) else "")
     return Check(f"artifacts ({preset})", not broken, "; ".join(broken) or detail)

@@ -129,3 +129,19 @@ def test_fingerprint_depends_on_every_weight_and_name():
     assert fingerprint(same) != fingerprint(model)
     renamed = {f"x.{k}": v for k, v in model.state_dict().items()}
     assert fingerprint(renamed) != fingerprint(model)
+
+
+def test_a_damaged_or_foreign_checkpoint_is_an_error_naming_the_file(tiny_preset):
+    path = artifacts.checkpoint_path("base", tiny_preset)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"truncated")
+    with pytest.raises(RuntimeError, match=f"{path} cannot be read .*delete it to retrain"):
+        artifacts.status("base", tiny_preset)
+    torch.save({"weights": {}}, path)  # a torch file, but not one of ours
+    with pytest.raises(RuntimeError, match=f"{path} is not a stage checkpoint .*no model, step"):
+        artifacts.status("base", tiny_preset)
+    with pytest.raises(RuntimeError, match="base.pt"):  # asked through a stage that uses it
+        torch.save({"model": {}, "step": 1, "config": {"max_steps": 1}, "extra_state": {
+            "recipe": presets.PRESETS[tiny_preset].sft.as_dict(), "inputs": {"base": "x"}}},
+            artifacts.checkpoint_path("sft", tiny_preset))
+        artifacts.status("sft", tiny_preset)

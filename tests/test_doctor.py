@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_lite import artifacts, doctor, world
+from rlhf_lite import artifacts, doctor, presets, world
 from rlhf_lite.paths import REPO_ROOT
 
 
@@ -80,6 +80,19 @@ def test_unreadable_checkpoint_fails_missing_one_does_not(tmp_path, monkeypatch)
     (tmp_path / "toy" / "sft.pt").write_bytes(b"truncated")
     check = doctor.check_artifacts("toy")
     assert not check.ok and "sft.pt cannot be read" in check.detail and "delete it" in check.detail
+    # a reward model trained from that SFT names the damaged SFT file, not its own, once
+    torch.save({"model": {}, "step": 1, "config": {"max_steps": 1}, "extra_state": {
+        "recipe": presets.get_preset("toy").reward.as_dict(), "inputs": {"sft": "x"}}},
+        tmp_path / "toy" / "rm.pt")
+    check = doctor.check_artifacts("toy")
+    assert not check.ok and check.detail.count("sft.pt cannot be read") == 1
+    assert "rm.pt" not in check.detail
+
+
+def test_a_preset_that_borrows_a_reward_model_says_whose(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts.paths, "ARTIFACTS_DIR", tmp_path)
+    detail = doctor.check_artifacts("tiny").detail
+    assert "rm from toy" in detail and "rm missing" not in detail
 
 
 def test_device_and_threads_are_reported():
