@@ -180,6 +180,13 @@ STAGES = {
 }
 
 
+def stages_of(preset: str) -> list[str]:
+    """The stages a preset trains itself: all, but the reward model only when it does not
+    borrow another preset's (`Preset.reward_preset`)."""
+    borrows = get_preset(preset).reward_source != preset
+    return [stage for stage in STAGES if not (stage == "rm" and borrows)]
+
+
 def status(stage: str, preset: str = "toy") -> str:
     """'missing'; 'stale': made with another recipe, or from an input model (its SFT, its
     reward model) that is not done or has changed since; 'partial' (interrupted); 'done'."""

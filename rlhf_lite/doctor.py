@@ -117,14 +117,13 @@ def check_data(data_dir: Path | None = None) -> Check:
 
 def check_artifacts(preset: str) -> Check:
     """The state of each stage's checkpoint of `preset`; only an unreadable one is a failure."""
-    from .artifacts import STAGES, status
+    from .artifacts import STAGES, stages_of, status
     from .presets import get_preset
 
     states, broken = [], []
-    reward_source = get_preset(preset).reward_source
     for stage in STAGES:
-        if stage == "rm" and reward_source != preset:  # trained against another preset's RM
-            states.append(f"rm from {reward_source}")
+        if stage not in stages_of(preset):  # the reward model of another preset
+            states.append(f"{stage} from {get_preset(preset).reward_source}")
             continue
         try:
             states.append(f"{stage} {status(stage, preset)}")

@@ -119,12 +119,12 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
     targets = enc["input_ids"][:, 1:]  # (N, T-1): position t predicts token t+1
     positions = torch.arange(1, enc["input_ids"].shape[1])  # (T-1,) index of each target
     mask = (positions >= prompt_len[:, None]) & enc["attention_mask"][:, 1:].bool()  # response
-    per_response = []
+    suppressed, per_response = never_generated(tokenizer), []
     for i in range(0, len(prompts), batch_size):
         rows = slice(i, i + batch_size)
         logp = [logprobs_from_logits(suppress_tokens(
                     model(enc["input_ids"][rows], enc["attention_mask"][rows])[:, :-1],
-                    never_generated(tokenizer)), targets[rows])  # (b, T-1)
+                    suppressed), targets[rows])  # (b, T-1)
                 for model in (policy, reference)]
         per_response.append(((logp[0] - logp[1]) * mask[rows]).sum(1))  # (b,)
     return torch.cat(per_response).mean().item()

@@ -37,7 +37,7 @@ def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
     seconds = {}
     for group in STAGE_GROUPS:
         # a preset may borrow another preset's reward model (built on first use)
-        stages = [s for s in group if s != "rm" or get_preset(preset).reward_source == preset]
+        stages = [s for s in group if s in artifacts.stages_of(preset)]
         if not stages:
             continue
         start = time.perf_counter()

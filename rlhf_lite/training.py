@@ -110,16 +110,16 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> dict:
     return ckpt
 
 
-def _resumable(checkpoint_path, extra_state) -> dict | None:
-    """The checkpoint at `checkpoint_path` if there is one trained from the same input models."""
+def _resumable(checkpoint_path, extra_state) -> bool:
+    """Whether there is a checkpoint at `checkpoint_path` trained from the same input models
+    (read memory-mapped: only its metadata, not the weights and optimizer moments)."""
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
-        return None
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    inputs = (extra_state or {}).get("inputs")
-    if (ckpt.get("extra_state") or {}).get("inputs") != inputs:
+        return False
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+    if (saved.get("extra_state") or {}).get("inputs") != (extra_state or {}).get("inputs"):
         print(f"{checkpoint_path} was trained from other input models: training from scratch")
-        return None
-    return ckpt
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -184,10 +184,9 @@ def train(
     """
     optimizer = make_optimizer(model, cfg)
     history, start = History(), 0
-    ckpt = _resumable(checkpoint_path, extra_state) if resume else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+    resumed = resume and _resumable(checkpoint_path, extra_state)
+    if resumed:
+        ckpt = load_checkpoint(checkpoint_path, model, optimizer)
         if ckpt["config"] != asdict(cfg):
             changed = [k for k, v in asdict(cfg).items() if ckpt["config"].get(k) != v]
             warnings.warn(f"resuming {checkpoint_path} with a changed config: {changed}")
@@ -197,8 +196,10 @@ def train(
         seed_everything(cfg.seed)
     end = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
     if start >= end:
-        print(f"{cfg.desc}: loaded {checkpoint_path}, already trained for {start} steps "
-              f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train again")
+        if resumed:
+            print(f"{cfg.desc}: loaded {checkpoint_path}, already trained for {start} steps "
+                  f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train "
+                  "again")
         return history
 
     model.train()
