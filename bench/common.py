@@ -24,8 +24,8 @@ from rlhf_lite.utils import set_threads
 # the transformer itself.
 TOY_VOCAB = len(load_tokenizer())
 SIZES = {
-    "tiny": PRESETS["tiny"].pretrain.model_config(TOY_VOCAB),  # 2 layers x 48, notebook 8
-    "toy": PRESETS["toy"].pretrain.model_config(TOY_VOCAB),  # 4 layers x 128, the CPU course
+    "tiny": PRESETS["tiny"].base.model_config(TOY_VOCAB),  # 2 layers x 48, notebook 8
+    "toy": PRESETS["toy"].base.model_config(TOY_VOCAB),  # 4 layers x 128, the CPU course
     "6x384": GPTConfig(vocab_size=TOY_VOCAB, block_size=256, n_layer=6, n_head=6, n_embd=384),
 }
 

@@ -17,8 +17,16 @@ import argparse
 
 import torch
 
-from bench.common import (SIZES, add_common_args, print_table, setup, sizes_of, time_interleaved,
-                          train_flops, twins)
+from bench.common import (
+    SIZES,
+    add_common_args,
+    print_table,
+    setup,
+    sizes_of,
+    time_interleaved,
+    train_flops,
+    twins,
+)
 from bench.train_step import make_step, workload
 
 

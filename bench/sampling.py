@@ -17,8 +17,15 @@ import argparse
 
 import torch
 
-from bench.common import (SIZES, add_common_args, print_table, setup, sizes_of, time_interleaved,
-                          twins)
+from bench.common import (
+    SIZES,
+    add_common_args,
+    print_table,
+    setup,
+    sizes_of,
+    time_interleaved,
+    twins,
+)
 from rlhf_lite.generation import generate
 
 # (batch, prompt length, new tokens) per size; toy's is a PPO rollout (64 prompts, 20 tokens)

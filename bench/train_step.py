@@ -17,8 +17,15 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from bench.common import (SIZES, add_common_args, print_table, setup, sizes_of, time_interleaved,
-                          twins)
+from bench.common import (
+    SIZES,
+    add_common_args,
+    print_table,
+    setup,
+    sizes_of,
+    time_interleaved,
+    twins,
+)
 
 # (batch, sequence length) per size; toy's is its pretraining batch (32 windows of 64 tokens)
 WORKLOADS = {"tiny": (32, 64), "toy": (32, 64), "6x384": (8, 128)}

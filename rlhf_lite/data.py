@@ -5,10 +5,12 @@ field, never a silent skip: a course whose data quietly loses rows teaches wrong
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from .paths import DATA_DIR
+from .utils import atomic_write_text
 
 # Required fields and their types, per kind of file.
 SCHEMAS = {
@@ -63,6 +65,22 @@ def read_jsonl(path: str | Path, schema: dict[str, type]) -> list[dict]:
     return records
 
 
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Write records as JSONL (sorted keys, one object per line), atomically: a crash or a full
+    disk leaves the old file or the complete new one, never a truncated file that loads."""
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+CHECKSUM_FILE = "CHECKSUMS.sha256"  # the manifest of data/, in `sha256sum -c` format
+
+
+def checksums(data_dir: str | Path) -> dict[str, str]:
+    """sha256 of every file under `data_dir` but the manifest: relative path -> hex digest."""
+    root = Path(data_dir)
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != CHECKSUM_FILE}
+
+
 def load_records(name: str, data_dir: str | Path | None = None) -> list[dict]:
     """The validated records of one of the world's files (a key of `FILES`)."""
     if name not in FILES:
@@ -73,7 +91,7 @@ def load_records(name: str, data_dir: str | Path | None = None) -> list[dict]:
 
 def load_dataset(name: str, data_dir: str | Path | None = None):
     """The same records as a `datasets.Dataset` (columns = fields)."""
-    from datasets import Dataset
+    from datasets import Dataset  # heavy: imported when used
 
     records = load_records(name, data_dir)
     if "meta" in records[0]:  # meta differs per category: keep it as JSON text in the table

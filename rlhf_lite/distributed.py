@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .utils import atomic_save, pick_device
+from .utils import SEED_STRIDES, atomic_save, pick_device
 
 
 def is_distributed() -> bool:
@@ -175,7 +175,7 @@ def save_on_main(obj, path) -> None:
 
 def seed_for_rank(seed: int) -> int:
     """A seed of this process's own: `seed` on rank 0 (and in a single process)."""
-    return seed + 1_000_003 * rank()
+    return seed + SEED_STRIDES["rank"] * rank()
 
 
 def per_process(n: int, what: str) -> int:

@@ -62,6 +62,10 @@ def check_package(name: str, pins: dict[str, str]) -> Check:
     return Check(name, True, version)
 
 
+# The checks import torch and the package inside the functions: the doctor must run, and say
+# what is missing, on a machine where torch is not installed.
+
+
 def check_device() -> Check:
     import torch
 
@@ -88,7 +92,7 @@ def check_threads() -> Check:
 
 def check_data(data_dir: Path | None = None) -> Check:
     """Every file listed in the manifest exists and has its sha256; extra files are reported."""
-    from .world import CHECKSUM_FILE, checksums
+    from .data import CHECKSUM_FILE, checksums
 
     data_dir = Path(data_dir or paths.DATA_DIR)
     manifest = data_dir / CHECKSUM_FILE
@@ -117,8 +121,9 @@ def check_data(data_dir: Path | None = None) -> Check:
 
 def check_artifacts(preset: str) -> Check:
     """The state of each stage's checkpoint of `preset`; only an unreadable one is a failure."""
-    from .artifacts import STAGES, stages_of, status
+    from .artifacts import stages_of, status
     from .presets import get_preset
+    from .stages import STAGES
 
     states, broken = [], []
     for stage in STAGES:
@@ -132,7 +137,13 @@ def check_artifacts(preset: str) -> Check:
                 broken.append(str(e))
     detail = ", ".join(states) + (" (missing stages are trained by the notebooks)"
                                   if any(s.endswith("missing") for s in states) else "")
-    return Check(f"artifacts ({preset})", not broken, "; ".join(broken) or detail)
+    # an interrupted save leaves its temporary file (utils.atomic_save): never loaded, but
+    # worth deleting
+    leftovers = sorted(p.name for p in (paths.ARTIFACTS_DIR / preset).glob("*.tmp"))
+    if leftovers:
+        detail += f"; leftover files of interrupted saves, safe to delete: {', '.join(leftovers)}"
+    return Check(f"artifacts ({preset})", not broken, "; ".join(broken) or detail,
+                 warning=bool(leftovers))
 
 
 def run_checks(data_dir: Path | None = None) -> list[Check]:

@@ -21,6 +21,19 @@ from typing import Callable
 
 import torch
 
+from .batching import prompt_response_ids
+from .data import load_records
+from .evaluation import wilson_interval
+from .gae import compute_gae, whiten
+from .kl import KINDS, AdaptiveKLController, kl_estimate
+from .labeler import ranking_to_pairs
+from .model import GPT, GPTConfig
+from .ppo import clipped_policy_loss, clipped_value_loss
+from .pretrain import lm_loss, unigram_loss
+from .reward import bradley_terry_loss
+from .sft import tokenize_demonstrations
+from .tokenizer import load_tokenizer
+
 
 class ExerciseError(AssertionError):
     """Your function disagrees with the package's; the message says on what, and gives a hint."""
@@ -46,7 +59,8 @@ def _difference(got, expected, atol: float, rtol: float) -> str | None:
         got, expected = got.detach().double(), expected.detach().double()
         if not torch.isfinite(got).all() and torch.isfinite(expected).all():
             where = tuple(torch.nonzero(~torch.isfinite(got))[0].tolist())
-            return f"got {got[where].item()} at index {where}, expected {expected[where].item():.6g}"
+            return (f"got {got[where].item()} at index {where}, "
+                    f"expected {expected[where].item():.6g}")
         close = torch.isclose(got, expected, rtol=rtol, atol=atol, equal_nan=True)
         if close.all():
             return None
@@ -91,7 +105,8 @@ def run_cases(name: str, student: Callable, cases: list[Case], hint: str,
             return None
         except Exception as e:
             raise ExerciseError(f"{name}: your function raised {type(e).__name__}: {e}\n"
-                                f"  on case {i} of {len(cases)} ({case.label}).\n  Hint: {hint}") from e
+                                f"  on case {i} of {len(cases)} ({case.label}).\n"
+                                f"  Hint: {hint}") from e
         if got is None or got is Ellipsis:
             print(f"{name}: not done yet (your function returns {got!r}). "
                   "Write your version above and run the cell again.")
@@ -105,10 +120,9 @@ def run_cases(name: str, student: Callable, cases: list[Case], hint: str,
 
 
 def _tiny_gpt(vocab_size: int, seed: int):
-    from .model import GPT, GPTConfig
-
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=16, n_layer=1, n_head=2,
+                         n_embd=16)).eval()
 
 
 def _ragged_mask(batch: int, length: int, g: torch.Generator) -> torch.Tensor:
@@ -127,8 +141,6 @@ def check_next_token_loss(student: Callable) -> bool | None:
     """student(logits (B, T, V), targets (B, T)) -> mean next-token cross-entropy (a number).
 
     Against `rlhf_lite.pretrain.lm_loss` on tiny random GPTs."""
-    from .pretrain import lm_loss
-
     cases = []
     for seed, (B, T, V, scale) in enumerate([(2, 5, 11, 1.0), (3, 8, 30, 1.0), (1, 1, 7, 1.0),
                                              (2, 6, 13, 300.0)]):
@@ -150,13 +162,12 @@ def check_next_token_loss(student: Callable) -> bool | None:
 def check_unigram_loss(student: Callable) -> bool | None:
     """student(train_stream (N,), val_stream (M,), vocab_size) -> float, like
     `rlhf_lite.pretrain.unigram_loss`."""
-    from .pretrain import unigram_loss
-
     g = torch.Generator().manual_seed(0)
     cases = []
     for label, V, n_train, n_val, train_vocab in [("small vocabulary", 5, 50, 20, 5),
                                                   ("a larger one", 40, 500, 100, 40),
-                                                  ("val words never seen in training", 12, 30, 30, 4)]:
+                                                  ("val words never seen in training",
+                                                   12, 30, 30, 4)]:
         train = torch.randint(train_vocab, (n_train,), generator=g)
         val = torch.randint(V, (n_val,), generator=g)
         cases.append(Case(label, (train, val, V), unigram_loss(train, val, V)))
@@ -171,10 +182,6 @@ def check_unigram_loss(student: Callable) -> bool | None:
 def check_sft_labels(student: Callable) -> bool | None:
     """student(input_ids (N, T), attention_mask (N, T), prompt_lengths (N,)) -> labels (N, T),
     as `rlhf_lite.sft.tokenize_demonstrations` builds them, on random demonstrations."""
-    from .data import load_records
-    from .sft import prompt_response_ids, tokenize_demonstrations
-    from .tokenizer import load_tokenizer
-
     tokenizer, demos = load_tokenizer(), load_records("demonstrations")
     rng, cases = random.Random(0), []
     for n in (1, 4, 16):
@@ -182,8 +189,9 @@ def check_sft_labels(student: Callable) -> bool | None:
         batch = tokenize_demonstrations(records, tokenizer, block_size=64)
         prompt_lengths = torch.tensor([len(p) for p, _ in prompt_response_ids(
             tokenizer, [r["prompt"] for r in records], [r["response"] for r in records])])
-        cases.append(Case(f"{n} random demonstration(s)", (batch["input_ids"], batch["attention_mask"],
-                          prompt_lengths), batch["labels"], atol=0, rtol=0))
+        cases.append(Case(f"{n} random demonstration(s)",
+                          (batch["input_ids"], batch["attention_mask"], prompt_lengths),
+                          batch["labels"], atol=0, rtol=0))
     return run_cases("sft_labels", student, cases,
                      "start from a copy of input_ids; put -100 on the first prompt_lengths[i] "
                      "positions of row i (the prompt is read, not learned) and wherever "
@@ -194,8 +202,6 @@ def check_sft_labels(student: Callable) -> bool | None:
 def check_ranking_to_pairs(student: Callable) -> bool | None:
     """student(ranking: list[int], best first) -> the C(K, 2) (chosen, rejected) pairs it implies.
     Against `rlhf_lite.labeler.ranking_to_pairs`; the order of the pairs does not matter."""
-    from .labeler import ranking_to_pairs
-
     rng = random.Random(0)
     rankings = [[0, 1], [1, 0], [2, 0, 1]] + [rng.sample(range(k), k) for k in (4, 4, 6, 9)]
     cases = [Case(f"K = {len(r)}, ranking {r}", (r,), ranking_to_pairs(r)) for r in rankings]
@@ -208,8 +214,6 @@ def check_ranking_to_pairs(student: Callable) -> bool | None:
 def check_bradley_terry_loss(student: Callable) -> bool | None:
     """student(r_chosen (P,), r_rejected (P,)) -> mean of -log sigmoid(r_chosen - r_rejected).
     Against `rlhf_lite.reward.bradley_terry_loss`, huge score differences included."""
-    from .reward import bradley_terry_loss
-
     g = torch.Generator().manual_seed(0)
     pairs = [("equal scores: log 2", torch.zeros(3), torch.zeros(3)),
              ("random scores", torch.randn(8, generator=g), torch.randn(8, generator=g)),
@@ -228,8 +232,6 @@ def check_bradley_terry_loss(student: Callable) -> bool | None:
 def check_td_errors(student: Callable) -> bool | None:
     """student(rewards, values, mask (B, T), gamma) -> one-step TD errors (B, T), 0 where mask
     is 0. Against `rlhf_lite.gae.compute_gae` with lam = 0; padding holds nan."""
-    from .gae import compute_gae
-
     g = torch.Generator().manual_seed(0)
     cases = [Case("the worked example (gamma 1)", (torch.tensor([[0.0, -0.5, 0.0, 2.0]]),
                   torch.tensor([[1.0, 1.5, 1.0, 2.0]]), torch.ones(1, 4), 1.0),
@@ -250,19 +252,18 @@ def check_td_errors(student: Callable) -> bool | None:
 def check_whiten(student: Callable) -> bool | None:
     """student(x, mask (B, T)) -> (x - mean) / sqrt(var + 1e-8) over valid tokens, 0 elsewhere.
     Against `rlhf_lite.gae.whiten`; padding holds nan."""
-    from .gae import whiten
-
     g = torch.Generator().manual_seed(1)
     cases = []
     for B, T in [(1, 5), (4, 7), (16, 20)]:
         mask = torch.ones(B, T) if B == 1 else _ragged_mask(B, T, g)
         x = 3 * torch.randn(B, T, generator=g) + 2
-        cases.append(Case(f"{B}x{T}" + (", ragged, nan in the padding" if B > 1 else ", no padding"),
+        cases.append(Case(f"{B}x{T}"
+                          + (", ragged, nan in the padding" if B > 1 else ", no padding"),
                           (_garbage_padding(x, mask), mask), whiten(x, mask)))
     return run_cases("whiten", student, cases,
-                     "mean and POPULATION variance (divide by the number of valid tokens, not n - 1) "
-                     "over valid tokens only; add 1e-8 to the variance before the square root; "
-                     "set padded positions to 0 with torch.where (nan * 0 is nan).")
+                     "mean and POPULATION variance (divide by the number of valid tokens, "
+                     "not n - 1) over valid tokens only; add 1e-8 to the variance before the "
+                     "square root; set padded positions to 0 with torch.where (nan * 0 is nan).")
 
 
 # ----------------------------------------------------------------------------- notebook 5
@@ -276,17 +277,17 @@ def _ppo_batch(g: torch.Generator, B: int, T: int, spread: float):
 def check_clipped_policy_loss(student: Callable) -> bool | None:
     """student(logprobs, old_logprobs, advantages, mask (B, T), clip_eps) -> PPO's clipped loss.
     Against the loss (first output) of `rlhf_lite.ppo.clipped_policy_loss`."""
-    from .ppo import clipped_policy_loss
-
     g = torch.Generator().manual_seed(0)
     cases = [Case("the worked example: -(2 * 1.105 + 2 * 1.2) / 2",
-                  (torch.tensor([[-1.0, -0.5]]), torch.tensor([[-1.1, -1.0]]), torch.tensor([[2.0, 2.0]]),
-                   torch.ones(1, 2), 0.2), -(2 * math.exp(0.1) + 2 * 1.2) / 2)]
+                  (torch.tensor([[-1.0, -0.5]]), torch.tensor([[-1.1, -1.0]]),
+                   torch.tensor([[2.0, 2.0]]), torch.ones(1, 2), 0.2),
+                  -(2 * math.exp(0.1) + 2 * 1.2) / 2)]
     for eps, spread, (B, T) in [(0.2, 0.05, (4, 5)), (0.2, 0.5, (8, 12)), (0.1, 1.0, (6, 9))]:
         new, old, mask = _ppo_batch(g, B, T, spread)
         adv = torch.randn(B, T, generator=g)  # both signs
         cases.append(Case(f"{B}x{T} ragged, eps {eps}, log-ratios ~ {spread} * N(0, 1)",
-                          (new, old, adv, mask, eps), clipped_policy_loss(new, old, adv, mask, eps)[0]))
+                          (new, old, adv, mask, eps),
+                          clipped_policy_loss(new, old, adv, mask, eps)[0]))
     return run_cases("clipped_policy_loss", student, cases,
                      "ratio = exp(logprobs - old_logprobs); per token take the max of "
                      "-A * ratio and -A * clamp(ratio, 1 - eps, 1 + eps) (the negated min of the "
@@ -297,12 +298,10 @@ def check_clipped_policy_loss(student: Callable) -> bool | None:
 def check_clipped_value_loss(student: Callable) -> bool | None:
     """student(values, old_values, returns, mask (B, T), clip_eps) -> PPO's clipped value loss.
     Against `rlhf_lite.ppo.clipped_value_loss`."""
-    from .ppo import clipped_value_loss
-
     g = torch.Generator().manual_seed(1)
     cases = [Case("one token moved beyond the clip: V 2, V_old 1, R 3, eps 0.2",
-                  (torch.tensor([[2.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), torch.ones(1, 1),
-                   0.2), 0.5 * max((2 - 3) ** 2, (1.2 - 3) ** 2))]
+                  (torch.tensor([[2.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]),
+                   torch.ones(1, 1), 0.2), 0.5 * max((2 - 3) ** 2, (1.2 - 3) ** 2))]
     for eps, (B, T) in [(0.2, (4, 5)), (0.5, (8, 12)), (0.1, (3, 2))]:
         mask = _ragged_mask(B, T, g)
         old = torch.randn(B, T, generator=g)
@@ -312,15 +311,14 @@ def check_clipped_value_loss(student: Callable) -> bool | None:
                           clipped_value_loss(values, old, returns, mask, eps)))
     return run_cases("clipped_value_loss", student, cases,
                      "clip the new value to [V_old - eps, V_old + eps]; per token take the max of "
-                     "(V - R)^2 and (V_clipped - R)^2; average over valid tokens and multiply by 0.5.")
+                     "(V - R)^2 and (V_clipped - R)^2; average over valid tokens and multiply by "
+                     "0.5.")
 
 
 # ----------------------------------------------------------------------------- notebook 6
 def check_kl_estimate(student: Callable) -> bool | None:
     """student(logp, ref_logp, kind) -> per-token k1, k2 or k3 estimate of KL(p || p_ref).
     Against `rlhf_lite.kl.kl_estimate`, tiny log-ratios included (where k3 needs expm1)."""
-    from .kl import KINDS, kl_estimate
-
     g = torch.Generator().manual_seed(0)
     logp = -torch.rand(4, 6, generator=g) * 4
     ref = logp + torch.randn(4, 6, generator=g)
@@ -340,8 +338,6 @@ def check_kl_estimate(student: Callable) -> bool | None:
 def check_adaptive_kl_update(student: Callable) -> bool | None:
     """student(beta, current_kl, target, horizon, n_steps) -> the new beta of Ziegler et al.'s
     controller. Against `rlhf_lite.kl.AdaptiveKLController.update`."""
-    from .kl import AdaptiveKLController
-
     def updated(beta, kl, target, horizon, n):
         controller = AdaptiveKLController(beta, target, horizon)
         controller.update(kl, n)
@@ -354,8 +350,8 @@ def check_adaptive_kl_update(student: Callable) -> bool | None:
                 ("KL exactly at the target: beta unchanged", (0.2, 3.0, 3.0, 500, 64))]
     cases = [Case(label, args, updated(*args), atol=1e-12, rtol=1e-9) for label, args in settings]
     return run_cases("adaptive_kl_update", student, cases,
-                     "e = clip(current_kl / target - 1, -0.2, 0.2); return beta * (1 + e * n_steps / "
-                     "horizon).")
+                     "e = clip(current_kl / target - 1, -0.2, 0.2); "
+                     "return beta * (1 + e * n_steps / horizon).")
 
 
 # ----------------------------------------------------------------------------- notebook 7
@@ -363,8 +359,6 @@ def check_ptx_loss(student: Callable) -> bool | None:
     """student(ppo_loss, policy, pretrain_batch (x, y), ptx_coef) -> PPO-ptx's mixed loss:
     ppo_loss + ptx_coef * (the policy's next-token loss on the pretraining batch), with a
     gradient. Against `rlhf_lite.pretrain.lm_loss`."""
-    from .pretrain import lm_loss
-
     cases = []
     for seed, coef in enumerate([0.0, 1.0, 27.8]):
         policy = _tiny_gpt(17, seed)
@@ -372,7 +366,8 @@ def check_ptx_loss(student: Callable) -> bool | None:
         batch = (torch.randint(17, (3, 8), generator=g), torch.randint(17, (3, 8), generator=g))
         ppo_loss = torch.randn((), generator=g)
         cases.append(Case(f"ptx_coef {coef}" + (" (plain PPO)" if coef == 0 else ""),
-                          (ppo_loss, policy, batch, coef), ppo_loss + coef * lm_loss(policy, batch)))
+                          (ppo_loss, policy, batch, coef),
+                          ppo_loss + coef * lm_loss(policy, batch)))
 
     def differentiable(student_fn):
         def wrapped(*args):
@@ -393,14 +388,14 @@ def check_ptx_loss(student: Callable) -> bool | None:
 def check_wilson_interval(student: Callable) -> bool | None:
     """student(successes, n, z=1.96) -> (low, high), the Wilson score interval.
     Against `rlhf_lite.evaluation.wilson_interval`."""
-    from .evaluation import wilson_interval
-
-    settings = [("60 wins of 100", (60, 100)), ("0 wins of 10: low must be 0, not negative", (0, 10)),
-                ("10 wins of 10", (10, 10)), ("184 of 306 (a notebook's comparison count)", (184, 306)),
+    settings = [("60 wins of 100", (60, 100)),
+                ("0 wins of 10: low must be 0, not negative", (0, 10)),
+                ("10 wins of 10", (10, 10)),
+                ("184 of 306 (a notebook's comparison count)", (184, 306)),
                 ("1 of 3", (1, 3))]
     cases = [Case(label, args, wilson_interval(*args)) for label, args in settings]
-    cases.append(Case("60 of 100 with z = 2.576 (99%)", (60, 100), wilson_interval(60, 100, z=2.576),
-                      kwargs={"z": 2.576}))
+    cases.append(Case("60 of 100 with z = 2.576 (99%)", (60, 100),
+                      wilson_interval(60, 100, z=2.576), kwargs={"z": 2.576}))
     return run_cases("wilson_interval", student, cases,
                      "p = successes / n; centre = (p + z^2 / (2n)) / (1 + z^2 / n); half-width = "
                      "z * sqrt(p (1 - p) / n + z^2 / (4 n^2)) / (1 + z^2 / n); return "

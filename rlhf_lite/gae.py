@@ -88,7 +88,8 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
     return advantages, advantages + values
 
 
-def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor,
+                       gamma: float = 1.0) -> torch.Tensor:
     """Monte Carlo returns G_t = sum_k gamma^k r_{t+k} over valid tokens, (B, T) -> (B, T).
 
     This is GAE with V = 0 and lam = 1 (then A_t = G_t), so it shares compute_gae's conventions.

@@ -1,4 +1,5 @@
-"""Sampling from a GPT: the rollout step of RLHF, plus two helpers PPO builds on.
+"""Sampling from a GPT: the rollout step of RLHF, answers to prompt records (`complete`), and
+two helpers PPO builds on.
 
 Conventions shared with the rest of the course:
 
@@ -18,10 +19,15 @@ Conventions shared with the rest of the course:
   the log-probs are those of the distribution that was really sampled.
 """
 
+from typing import NamedTuple
+
 import torch
 from torch.nn import functional as F
 
-from rlhf_lite.model import GPT
+from .chat import format_prompt
+from .model import GPT
+from .tokenizer import never_generated
+from .utils import eval_mode
 
 
 def suppress_tokens(logits: torch.Tensor, token_ids) -> torch.Tensor:
@@ -45,7 +51,8 @@ def _next_token(logits, temperature, top_k, greedy, generator):
     probs = F.softmax(logits, dim=-1)  # (B, V)
     if generator is not None:  # sample where the generator lives: a CPU one draws the same on a GPU
         probs = probs.to(generator.device)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1).to(logits.device)
+    return torch.multinomial(probs, num_samples=1,
+                             generator=generator).squeeze(-1).to(logits.device)
 
 
 @torch.no_grad()
@@ -91,9 +98,7 @@ def generate(
     if attention_mask is not None and attention_mask.all():
         attention_mask = None  # no padding: the model's mask-free fast path, same positions
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         ids, mask = input_ids, attention_mask
         finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
         kv_cache = model.new_kv_cache() if use_cache else None
@@ -114,8 +119,6 @@ def generate(
             step_ids = token[:, None]  # (B, 1)
             if eos_token_id is not None and finished.all():
                 break
-    finally:
-        model.train(was_training)
     return ids
 
 
@@ -137,3 +140,35 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     No shifting here: to score a sequence, pass logits[:, :-1] and ids[:, 1:].
     """
     return F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class Completion(NamedTuple):
+    """A sampled response: its text (without eos) and whether it ended with eos."""
+
+    text: str
+    terminated: bool
+
+
+def complete(model, tokenizer, prompts: list[dict], max_new_tokens: int = 24,
+             temperature: float = 1.0, greedy: bool = False, seed: int = 0,
+             batch_size: int = 64, prefix: str = "") -> list[Completion]:
+    """A `Completion` for each prompt record ({"prompt": text, ...}), sampled in left-padded
+    batches with the chat template; pad and unk are never sampled.
+
+    `prefix` is put before each formatted prompt (a few-shot context for the base model).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        texts = [prefix + format_prompt(p["prompt"]) for p in prompts[i: i + batch_size]]
+        enc = tokenizer(texts, padding=True, return_tensors="pt")
+        sequences = generate(model, enc["input_ids"], enc["attention_mask"],
+                             max_new_tokens=max_new_tokens, temperature=temperature,
+                             greedy=greedy, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id, generator=generator,
+                             suppress_token_ids=never_generated(tokenizer))
+        for row in sequences[:, enc["input_ids"].shape[1]:].tolist():
+            ended = tokenizer.eos_token_id in row
+            row = row[: row.index(tokenizer.eos_token_id)] if ended else row
+            out.append(Completion(tokenizer.decode(row, skip_special_tokens=True), ended))
+    return out

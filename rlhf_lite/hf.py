@@ -7,8 +7,9 @@ tensors. One difference: transformers stores c_attn, c_proj and c_fc as `Conv1D`
 weight is (in, out), the transpose of nn.Linear's (out, in).
 
 - `from_hf(hf_model)`: our GPT with the same weights (float32, whatever the source dtype).
-- `to_hf(gpt)`: a `GPT2LMHeadModel`, so a trained policy can be `save_pretrained` and used
-  with transformers' own `generate` or pipelines.
+- `to_hf(gpt)`: a `GPT2LMHeadModel` with the same weights, in memory.
+- `export(gpt, tokenizer, folder)`: a trained policy as a transformers checkpoint (weights,
+  config, tokenizer, generation config), so `pipeline("text-generation", model=folder)` runs it.
 - `load_pretrained(name_or_path)`: our GPT and its tokenizer, from the hub ("gpt2") when
   there is a network or from a local folder without one.
 
@@ -22,16 +23,24 @@ is then an average one, so the model assigns pad a typical small probability ins
 huge one a zero or random row can get. Pad is never a training target and its input
 embedding is never attended to (attention masks hide pad keys), so the row only matters
 through that logit.
+
+Positions under left padding. Our GPT counts positions over real tokens only
+(`model.position_ids_from_mask`), so a left-padded row gets the logits it has alone.
+GPT2LMHeadModel's plain forward takes its positions from `position_ids` and, without them,
+numbers every column 0, 1, 2, ... whatever the attention mask says: the pads shift a
+left-padded row's positions and its logits are off by whole units. transformers' `generate`
+derives position ids from the mask itself; anything else that scores left-padded rows with a
+transformers model must pass `position_ids=position_ids_from_mask(mask)`.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .model import GPT, GPTConfig
+from .tokenizer import never_generated
 
 PAD_TOKEN = "<|pad|>"  # added to GPT-2's tokenizer, which has no pad token (see the module doc)
 # weights that transformers stores as Conv1D (in, out), transposed relative to nn.Linear
@@ -39,19 +48,6 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
                   "mlp.c_proj.weight")
 # GELU variants equal to our nn.GELU(approximate="tanh")
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
-CHECKPOINT_ENV = "RLHF_GPT2_CHECKPOINT"  # overrides the gpt2 preset's default checkpoint
-
-
-@dataclass
-class PretrainedConfig:
-    """Stage 0 of a preset that starts from a GPT-2 checkpoint instead of pretraining
-    (InstructGPT starts from pretrained GPT-3 the same way)."""
-    # hub name ("gpt2", "gpt2-medium", ...) or a folder written by save_pretrained;
-    # default: $RLHF_GPT2_CHECKPOINT when set (read when rlhf_lite.presets is imported), else "gpt2"
-    checkpoint: str = field(default_factory=lambda: os.environ.get(CHECKPOINT_ENV, "gpt2"))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _convert(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -95,7 +91,8 @@ def from_hf(hf_model, dropout: float | None = None) -> GPT:
     ours = gpt.state_dict()
     if set(theirs) != set(ours):
         raise ValueError(f"parameter names differ: only in the checkpoint "
-                         f"{sorted(set(theirs) - set(ours))}, only in ours {sorted(set(ours) - set(theirs))}")
+                         f"{sorted(set(theirs) - set(ours))}, "
+                         f"only in ours {sorted(set(ours) - set(theirs))}")
     for name, tensor in theirs.items():
         if _convert(name, tensor).shape != ours[name].shape:
             raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} does not fit "
@@ -111,7 +108,7 @@ def to_hf(gpt: GPT, tokenizer=None):
     tokenizer: sets the config's and generation config's bos/eos/pad ids, so transformers'
     `generate` and pipelines stop at eos and pad with the right token.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel  # heavy: imported when used
 
     c = gpt.config
     if not c.bias:
@@ -133,11 +130,30 @@ def to_hf(gpt: GPT, tokenizer=None):
     return hf_model.train(gpt.training)
 
 
+def export(gpt: GPT, tokenizer, folder: str | Path) -> Path:
+    """Write `gpt` and `tokenizer` into `folder` as one transformers checkpoint; returns it.
+
+    The folder holds the `GPT2LMHeadModel` weights and config, the tokenizer (the world's
+    word-level one or GPT-2's BPE; without it a pipeline silently loads an empty GPT-2
+    tokenizer and generates nothing) and a generation config with eos, pad and the tokens our
+    stages never sample (`never_generated`), so `pipeline("text-generation", model=folder)`
+    stops, pads and decodes as `generate` does here.
+    """
+    folder = Path(folder)
+    hf_model = to_hf(gpt, tokenizer)
+    hf_model.generation_config.suppress_tokens = never_generated(tokenizer) or None
+    hf_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def resize_vocab(gpt: GPT, vocab_size: int) -> GPT:
-    """A copy of `gpt` with `vocab_size` token rows; new rows are the mean embedding (module doc)."""
+    """A copy of `gpt` with `vocab_size` token rows; new rows are the mean embedding (module
+    doc)."""
     old = gpt.config.vocab_size
     if vocab_size < old:
-        raise ValueError(f"vocab_size {vocab_size} is smaller than the model's {old}: rows would be lost")
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the model's {old}: rows "
+                         "would be lost")
     state = gpt.state_dict()
     wte = state["transformer.wte.weight"]  # (V, C), tied to lm_head
     grown = torch.cat([wte, wte.mean(dim=0, keepdim=True).expand(vocab_size - old, -1)])
@@ -169,8 +185,9 @@ def _from_checkpoint(load, name_or_path: str | Path):
 
 
 def load_pretrained_tokenizer(name_or_path: str | Path):
-    """The tokenizer of a GPT-2 checkpoint (hub name or folder), made ready by `prepare_tokenizer`."""
-    from transformers import AutoTokenizer
+    """The tokenizer of a GPT-2 checkpoint (hub name or folder), made ready by
+    `prepare_tokenizer`."""
+    from transformers import AutoTokenizer  # heavy: imported when used
 
     return prepare_tokenizer(_from_checkpoint(AutoTokenizer.from_pretrained, name_or_path))
 
@@ -183,7 +200,7 @@ def load_pretrained(name_or_path: str | Path, dropout: float | None = 0.0):
     and the model one embedding row per added token (`resize_vocab`). dropout: 0.0 by default,
     as our presets train without it (None keeps the checkpoint's).
     """
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel  # heavy: imported when used
 
     tokenizer = load_pretrained_tokenizer(name_or_path)
     gpt = from_hf(_from_checkpoint(GPT2LMHeadModel.from_pretrained, name_or_path), dropout)
@@ -201,8 +218,12 @@ def save_random_gpt2(folder: str | Path, texts: list[str], vocab_size: int = 512
     runs of the gpt2 preset. The tokenizer is GPT-2's kind (byte-level BPE, <|endoftext|> as
     bos/eos/unk, no pad); `config` goes to GPT2Config (n_layer, n_head, n_embd, n_positions).
     """
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from tokenizers import ByteLevelBPETokenizer  # heavy: imported when used
+    from transformers import (  # heavy: imported when used
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPT2TokenizerFast,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,10 +231,12 @@ def save_random_gpt2(folder: str | Path, texts: list[str], vocab_size: int = 512
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
                             special_tokens=["<|endoftext|>"], show_progress=False)
     bpe.save_model(str(folder))  # vocab.json, merges.txt: the files GPT-2's tokenizer reads
-    tokenizer = GPT2TokenizerFast(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+    tokenizer = GPT2TokenizerFast(vocab=str(folder / "vocab.json"),
+                                  merges=str(folder / "merges.txt"))
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer),
+                                       bos_token_id=tokenizer.eos_token_id,
                                        eos_token_id=tokenizer.eos_token_id, **config))
     model.save_pretrained(folder)
     return folder

@@ -51,6 +51,24 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") ->
     raise ValueError(f"kl_estimate: unknown kind {kind!r}, expected one of {KINDS}")
 
 
+def penalised_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                      scores: torch.Tensor, beta: float, kind: str = "k1"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's per-token reward (the paper's eq. 2, paid token by token) and the per-token KL.
+
+        r_t = -beta * KL_t            for every response token (mask 1),
+        r_T += score                  at the last real token (eos), nothing after it.
+
+    logprobs, ref_logprobs, mask: (B, N) over response positions; scores: (B,) RM scores.
+    Returns rewards (B, N) and the masked KL estimate (B, N) (`kl_estimate` of `kind`).
+    """
+    kl = kl_estimate(logprobs, ref_logprobs, kind) * mask  # (B, N)
+    rewards = -beta * kl
+    last = mask.sum(dim=1).long() - 1  # (B,) index of the last real token (eos)
+    rewards[torch.arange(len(rewards)), last] += scores
+    return rewards, kl
+
+
 class FixedKLController:
     """A constant KL coefficient beta (InstructGPT uses beta = 0.02).
 
@@ -67,7 +85,8 @@ class FixedKLController:
 
 
 class AdaptiveKLController:
-    """Adapts beta so that the policy's KL to the reference tracks `target` (Ziegler et al. sec 2.2).
+    """Adapts beta so that the policy's KL to the reference tracks `target` (Ziegler et al.
+    sec 2.2).
 
     beta scales the per-token penalty r_t = -beta * KL_t that is added to the RM score. After
     each batch, with the observed KL `current_kl`:

@@ -28,6 +28,8 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from torch.nn import functional as F
 
+from .utils import check_config, integer, number
+
 
 @dataclass
 class GPTConfig:
@@ -39,21 +41,16 @@ class GPTConfig:
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2 uses 1e-5)
-    use_sdpa: bool = True  # True: fused F.scaled_dot_product_attention; False: the same math written out
+    # True: fused F.scaled_dot_product_attention; False: the same math written out
+    use_sdpa: bool = True
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"GPTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        size = integer(1)
+        check_config(self, {"vocab_size": size, "block_size": size, "n_layer": size,
+                            "n_head": size, "n_embd": size,
+                            "dropout": number(0, 1, high_open=True),
+                            "layer_norm_eps": number(0, low_open=True)},
+                     divisible=("n_embd", "n_head"))
 
 
 class KVCache:
@@ -76,7 +73,8 @@ class KVCache:
         return 0 if k is None else k.shape[2]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Append new k, v (B, nh, T, hd) for `layer`; return all keys, values (B, nh, S + T, hd)."""
+        """Append new k, v (B, nh, T, hd) for `layer`; return all keys, values
+        (B, nh, S + T, hd)."""
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
             v = torch.cat([self.values[layer], v], dim=2)
@@ -122,7 +120,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.use_sdpa = config.use_sdpa
         self.layer_idx = layer_idx  # which KVCache slot is ours
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        # q, k, v at once
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -198,7 +197,8 @@ class GPT(nn.Module):
         # Weight tying (as in GPT-2): one matrix both embeds tokens and scores the next token.
         self.transformer.wte.weight = self.lm_head.weight
         # a runtime switch, not architecture (presets set it): in training, recompute each
-        # block's activations during backward instead of keeping them, less memory for ~1/3 more compute
+        # block's activations during backward instead of keeping them, less memory for ~1/3
+        # more compute
         self.gradient_checkpointing = False
 
         self.apply(self._init_weights)

@@ -10,7 +10,8 @@ them all). The evaluation then samples every model on the held-out
 prompts and lets the gold labeler judge: win rates against SFT (paper sec 4.1, Figure 1),
 behaviour metrics (sec 4.2-4.3), pretraining loss (the alignment tax, sec 4.2) and KL to
 SFT. It writes `results.json` and `report.md` into the output folder (default
-artifacts/<preset>/pipeline/). Notebook 8 calls the same `evaluate_preset`.
+artifacts/<preset>/pipeline/). Notebook 8 calls the same `evaluate_preset`. The stages and
+the models evaluated come from the registry, `rlhf_lite.stages`.
 """
 from __future__ import annotations
 
@@ -20,22 +21,22 @@ import time
 from pathlib import Path
 
 from . import artifacts, distributed, paths
-from .presets import get_preset
-
-# stages that need each other's checkpoints run in this order; those in one group are
-# independent and train side by side (one process each) when the CPU has the cores
-STAGE_GROUPS = (("base",), ("sft",), ("rm",), ("ppo", "ppo_ptx"))
-STAGE_ORDER = tuple(stage for group in STAGE_GROUPS for stage in group)
-# the models of Figure 1: name -> (stage, prompted with a few-shot prefix)
-MODELS = {"base (prompted)": ("base", True), "SFT": ("sft", False), "PPO": ("ppo", False),
-          "PPO-ptx": ("ppo_ptx", False)}
+from .data import load_records
+from .evaluation import judge_all, kl_to_reference, preferences, wilson_interval
+from .generation import complete
+from .labeler import behaviour, few_shot_prefix, rankings_agreement
+from .presets import PRESETS, get_preset
+from .pretrain import stream_loss, token_stream
+from .reward import pairwise_accuracy
+from .stages import groups, models
+from .utils import atomic_write_text
 
 
 def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
     """Train (or load) every stage in order; returns the seconds each group of stages took
     (a group trained side by side, e.g. "ppo + ppo_ptx", has one wall time)."""
     seconds = {}
-    for group in STAGE_GROUPS:
+    for group in groups():
         # a preset may borrow another preset's reward model (built on first use)
         stages = [s for s in group if s in artifacts.stages_of(preset)]
         if not stages:
@@ -51,19 +52,13 @@ def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
 
 def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
                     reference_preset: str | None = None) -> dict:
-    """Sample each model of MODELS `samples` times per held-out prompt and measure it.
+    """Sample each model of `stages.models()` `samples` times per held-out prompt and measure it.
 
     Win rates are against the SFT model of `reference_preset` (default: this preset), as
     Figure 1 compares every size with one SFT model; the KL is to this preset's own SFT.
     Returns a dict of plain numbers (JSON-ready); "tables" holds the judged completions of
     each model (pandas DataFrames, dropped before writing results.json).
     """
-    from .data import load_records
-    from .evaluation import (behaviour, complete, few_shot_prefix, judge_all, kl_to_reference,
-                             preferences, wilson_interval)
-    from .pretrain import stream_loss, token_stream
-    from .reward import agreement_ceiling, pairwise_accuracy
-
     tokenizer, heldout = get_preset(preset).load_tokenizer(), load_records("prompts_heldout")
     prompts = heldout * samples
     val_stream = token_stream([r["text"] for r in load_records("pretrain_val")], tokenizer)
@@ -77,9 +72,9 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
                "params": {}, "win_rate_vs_sft": {}, "win_rate_ci": {}, "mean_gold": {},
                "pretrain_val_loss": {}, "kl_to_sft": {}, "behaviour": {},
                "win_rate_by_category": {}, "tables": {}}
-    for name, (stage, prompted) in MODELS.items():
-        model = artifacts.load_model(stage, preset)
-        prefix = few_shot_prefix() if prompted else ""
+    for name, stage in models().items():
+        model = artifacts.load_model(stage.name, preset)
+        prefix = few_shot_prefix() if stage.prompted else ""
         completions = sum((complete(model, tokenizer, heldout, seed=seed + s, prefix=prefix)
                            for s in range(samples)), [])
         table = judge_all(prompts, completions)
@@ -92,18 +87,17 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         results["mean_gold"][name] = float(table.total.mean())
         results["pretrain_val_loss"][name] = stream_loss(model, val_stream,
                                                          model.config.block_size)
-        results["kl_to_sft"][name] = (None if prompted else  # another context: not comparable
+        results["kl_to_sft"][name] = (None if stage.prompted else  # another context
                                       kl_to_reference(model, sft, tokenizer, prompts, completions))
         results["behaviour"][name] = behaviour(table)
         results["tables"][name] = table
     source = get_preset(preset).reward_source
     rankings = artifacts.load_rankings("validation", source)
-    rm_cfg = get_preset(source).reward
     results["rm_accuracy"] = pairwise_accuracy(artifacts.load_model("rm", source), tokenizer,
                                                rankings)
     prompts_by_id = {p["id"]: p for p in load_records("prompts_validation")}
-    results["labeler_agreement"] = agreement_ceiling(prompts_by_id, rankings,
-                                                     rm_cfg.ceiling_labeler_seed)
+    results["labeler_agreement"], _ = rankings_agreement(
+        rankings, prompts_by_id, get_preset(source).rm.ceiling_labeler_seed)
     return results
 
 
@@ -119,7 +113,8 @@ def report_markdown(results: dict) -> str:
         kl = results["kl_to_sft"][name]
         lines.append(f"| {name} | {results['params'][name]:,} | "
                      f"{results['win_rate_vs_sft'][name]:.1%} ({low:.1%}-{high:.1%}) | "
-                     f"{results['mean_gold'][name]:.2f} | {results['pretrain_val_loss'][name]:.3f} | "
+                     f"{results['mean_gold'][name]:.2f} | "
+                     f"{results['pretrain_val_loss'][name]:.3f} | "
                      f"{'n/a' if kl is None else f'{kl:.2f}'} |")
     lines += ["", f"Reward model accuracy on validation comparisons: {results['rm_accuracy']:.1%}; "
               f"agreement of two labelers on the same pairs: {results['labeler_agreement']:.1%}."]
@@ -138,26 +133,45 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     if not distributed.is_main_process():
         return {}  # under torchrun the other processes only help train; rank 0 evaluates
     print("[evaluation]", flush=True)
-    with get_preset(preset).runtime():  # the preset's device (and bf16 autocast on CUDA)
+    with get_preset(preset).runtime():  # the preset's device and precision
         results = evaluate_preset(preset, samples)
     results.pop("tables")
     results["stage_seconds"] = stage_seconds
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(results))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "report.md", report_markdown(results))
     print(report_markdown(results))
     print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     return results
 
 
+def _out_problem(out: Path) -> str | None:
+    """Why `out` cannot become the output folder (None if it can): it is a file, or a file
+    stands where one of its parents should be created."""
+    if out.exists() and not out.is_dir():
+        return f"{out} exists and is not a folder"
+    parent = out
+    while not parent.exists():  # the nearest existing ancestor (a relative path ends at ".")
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {out}: {parent} is a file"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="toy", help="recipe name (rlhf_lite.presets)")
+    parser.add_argument("--preset", default="toy", choices=list(PRESETS),
+                        help="recipe name (rlhf_lite.presets)")
     parser.add_argument("--out", default=None, help="output folder for results.json, report.md")
     parser.add_argument("--force", action="store_true", help="retrain every stage")
     parser.add_argument("--samples", type=int, default=3, help="samples per held-out prompt")
     args = parser.parse_args(argv)
+    # checked before any stage runs: found at the end, they would lose minutes of training and
+    # the evaluation (results are written last)
+    if args.samples < 1:
+        parser.error(f"argument --samples: must be >= 1, got {args.samples}")
+    if args.out and (problem := _out_problem(Path(args.out))):
+        parser.error(f"argument --out: {problem}")
     with distributed.process_group():  # a no-op unless launched with torchrun
         run(args.preset, args.out, args.force, args.samples)
 

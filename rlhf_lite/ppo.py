@@ -2,7 +2,8 @@
 
 InstructGPT (Ouyang et al. 2022, sec 3.5) fine-tunes the SFT policy with PPO (Schulman et al.
 2017) in a bandit environment: a prompt comes in, the policy writes a response, the reward
-model scores it, the episode ends. One iteration here, read top to bottom in `ppo_iteration`:
+model scores it, the episode ends. One iteration (`PPOTrainer.step`: `rollout`, then `update`;
+the numbers below mark the steps in the code):
 
 1. Rollout. Sample responses to a batch of left-padded prompts with the KV cache.
 2. Score, without gradients and once: the policy's log-probs of its own tokens ("old"), the
@@ -18,7 +19,7 @@ model scores it, the episode ends. One iteration here, read top to bottom in `pp
    ptx_coef * (next-token loss on a batch of pretraining text), which pulls the policy back
    towards the pretraining distribution and reduces the "alignment tax" (notebook 7).
 
-Conventions (the checklist of COURSE.md; each is tested in tests/test_ppo.py):
+Conventions (each is tested in tests/test_ppo.py):
 - Log-probs come from logits[:, P-1:-1] divided by the sampling temperature, gathered at the
   sampled tokens; a response position t is predicted from the context before it.
 - Values are read at the same positions: V_t estimates the return from token t on.
@@ -36,20 +37,33 @@ from __future__ import annotations
 
 import copy
 import io
-import math
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
-from . import distributed
+from . import checkpoints, distributed, precision
+from .chat import format_prompt
+from .checkpoints import Checkpoint, fingerprint
+from .data import load_records
 from .gae import compute_gae, explained_variance, masked_mean, whiten
 from .generation import generate, logprobs_from_logits, response_mask, suppress_tokens
-from .kl import AdaptiveKLController, FixedKLController, kl_estimate
-from .pretrain import lm_loss, random_windows
+from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
+from .labeler import gold_score
+from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
-from .utils import check_finite, fingerprint, progress, run_in_processes, seed_everything
-from .world import format_prompt
+from .utils import (
+    check_config,
+    check_finite,
+    derive_seed,
+    integer,
+    number,
+    one_of,
+    optional,
+    progress,
+    run_in_processes,
+    seed_everything,
+)
 
 
 @dataclass
@@ -74,8 +88,28 @@ class PPOConfig:
     missing_eos_penalty: float = 2.0  # subtracted from the RM score of unterminated responses
     grad_clip: float = 1.0  # max gradient norm of each model
     ptx_coef: float = 0.0  # PPO-ptx gamma: weight of the pretraining loss (0 = plain PPO)
-    ptx_batch_size: int = 8  # pretraining windows of block_size tokens per minibatch (PPO-ptx)
+    ptx_batch_size: int = 8  # pretraining windows per minibatch (PPO-ptx)
+    # tokens per pretraining window; None: the policy's context (toy: 64). GPT-2's 1024 would
+    # cost about 5x PPO's own FLOPs per minibatch, so the gpt2 preset uses shorter windows
+    ptx_block_size: int | None = None
     seed: int = 0  # prompt order, sampling and minibatch shuffling
+    # iterations between checkpoints when training into a file (`PPOTrainer.train`); 0 = only
+    # at the end. Steers the run only: it never makes a checkpoint stale.
+    checkpoint_interval: int = 10
+
+    def __post_init__(self):
+        # grad_clip > 0: clip_grad_norm_ to 0 zeroes every gradient (no learning, no error);
+        # gamma 0 would discount the RM score at eos away from every earlier token
+        positive, fraction = number(0, low_open=True), number(0, 1)
+        check_config(self, {
+            "iterations": integer(1), "batch_size": integer(1), "minibatch_size": integer(1),
+            "ppo_epochs": integer(1), "max_new_tokens": integer(1), "temperature": positive,
+            "lr": positive, "value_lr": positive, "clip_eps": positive, "value_clip_eps": positive,
+            "gamma": number(0, 1, low_open=True), "lam": fraction, "beta": number(0),
+            "kl_target": positive, "kl_horizon": integer(1), "kl_estimator": one_of(KINDS),
+            "missing_eos_penalty": number(0), "grad_clip": positive, "ptx_coef": number(0),
+            "checkpoint_interval": integer(0), "ptx_block_size": optional(integer(1)),
+            "ptx_batch_size": integer(1)})
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -165,7 +199,8 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig, sft_model, reward_model, tokenizer, prompts: list[dict],
                  gold_judge=None, pretrain_stream: torch.Tensor | None = None):
         if cfg.ptx_coef > 0 and pretrain_stream is None:
-            raise ValueError("PPOConfig.ptx_coef > 0 (PPO-ptx) needs a pretrain_stream of token ids")
+            raise ValueError("PPOConfig.ptx_coef > 0 (PPO-ptx) needs a pretrain_stream of token "
+                             "ids")
         self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
         self.suppressed = never_generated(tokenizer)  # pad, unk: never sampled, never scored
         self.pretrain_stream = pretrain_stream
@@ -181,6 +216,7 @@ class PPOTrainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": self.policy.parameters(), "lr": cfg.lr},
              {"params": self.value_model.parameters(), "lr": cfg.value_lr}], weight_decay=0.0)
+        self.scaler = precision.grad_scaler()  # loss scaling under fp16 autocast; else a no-op
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
                        if cfg.adaptive_kl else FixedKLController(cfg.beta))
         # this process's share of each batch, its own samples, gradients averaged by DDP
@@ -197,7 +233,9 @@ class PPOTrainer:
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
     def rollout(self, prompts: list[dict]) -> Rollout:
+        """Steps 1-4 of the module docstring: experience for one update, all without grad."""
         cfg, tok = self.cfg, self.tokenizer
+        # 1. rollout: left-padded prompts, sampled responses cut at eos
         enc = tok([format_prompt(p["prompt"]) for p in prompts], padding=True, return_tensors="pt")
         P = enc["input_ids"].shape[1]
         sequences = generate(self.policy, enc["input_ids"], enc["attention_mask"],
@@ -209,8 +247,9 @@ class PPOTrainer:
         attention_mask = torch.cat([enc["attention_mask"], mask.long()], dim=1)  # (B, P + N)
         terminated = (response == tok.eos_token_id).any(dim=1)  # (B,)
 
-        # old log-probs in minibatch-sized chunks: the first minibatch of the update then
-        # repeats this exact computation, and its ratio is exactly 1
+        # 2. score once: old log-probs in minibatch-sized chunks (the first minibatch of the
+        # update then repeats this exact computation, and its ratio is exactly 1), reference
+        # log-probs, values, the RM score with the missing-eos penalty
         mb = self.local_minibatch_size
         chunks = [response_logprobs(self.policy, sequences[i: i + mb], attention_mask[i: i + mb],
                                     P, cfg.temperature, self.suppressed)
@@ -222,10 +261,10 @@ class PPOTrainer:
         scores = self.reward_model(sequences, attention_mask)  # (B,) read at the last real token
         scores = scores - cfg.missing_eos_penalty * (~terminated).float()
 
-        kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator) * mask  # (B, N)
-        rewards = -self.kl_ctl.beta * kl
-        last = mask.sum(dim=1).long() - 1  # (B,) index of the last real token (eos)
-        rewards[torch.arange(len(prompts)), last] += scores
+        # 3. per-token reward: -beta * KL_t on every token, the score added at eos
+        rewards, _ = penalised_rewards(logprobs, ref_logprobs, mask, scores, self.kl_ctl.beta,
+                                       cfg.kl_estimator)
+        # 4. GAE advantages and returns (A + V), advantages whitened over valid tokens
         advantages, returns = compute_gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
         advantages = whiten(advantages, mask)
         texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
@@ -236,6 +275,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ update
     def update(self, r: Rollout) -> dict[str, float]:
+        """Steps 5-6: epochs of minibatches of the clipped losses (plus ptx); mean metrics."""
         cfg = self.cfg
         P = r.sequences.shape[1] - r.mask.shape[1]
         B = len(r.prompts)
@@ -262,10 +302,11 @@ class PPOTrainer:
                     stats.setdefault("ptx_loss", []).append(ptx_loss.item())
                 check_finite(loss, "ppo: loss", self.iteration)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients
                 for model in (self.policy, self.value_model):
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
+                precision.optimizer_step(self.scaler, self.optimizer)
                 if epoch == 0 and start == 0:
                     stats.setdefault("first_ratio_max", []).append(pg_stats["ratio_max"])
                 for k, v in {**pg_stats, "policy_loss": pg_loss.item(),
@@ -277,8 +318,8 @@ class PPOTrainer:
         """The policy's next-token loss on fresh random windows of pretraining text (PPO-ptx)."""
         self.ptx_batches += 1  # a new, reproducible batch every call
         batch = random_windows(self.pretrain_stream, self.cfg.ptx_batch_size,
-                               self.policy.config.block_size, seed=self.cfg.seed * 1_000_003
-                               + self.ptx_batches)
+                               self.cfg.ptx_block_size or self.policy.config.block_size,
+                               seed=derive_seed(self.cfg.seed, self.ptx_batches, "ptx"))
         return lm_loss(self.policy, batch)
 
     # ------------------------------------------------------------------ one iteration
@@ -308,23 +349,57 @@ class PPOTrainer:
         self.history.append(metrics)
         return metrics
 
-    def train(self, iterations: int | None = None) -> list[dict]:
-        n = self.cfg.iterations if iterations is None else iterations
-        for _ in progress(range(n), desc="ppo"):
+    def train(self, iterations: int | None = None, checkpoint_path=None) -> list[dict]:
+        """Run `iterations` more iterations (default: until cfg.iterations are done); returns
+        the history. With `checkpoint_path`, a checkpoint there is resumed first (`resume`),
+        and the run is saved every cfg.checkpoint_interval iterations and at the end."""
+        if checkpoint_path is not None and os.path.exists(checkpoint_path):
+            self.resume(checkpoint_path)
+        end = self.cfg.iterations if iterations is None else self.iteration + iterations
+        every = self.cfg.checkpoint_interval
+        for _ in progress(range(self.iteration, end), desc="ppo"):
             self.step()
+            if checkpoint_path is not None and (self.iteration == end
+                                                or (every and self.iteration % every == 0)):
+                save_policy(self, checkpoint_path)
         return self.history
+
+    def inputs(self) -> dict[str, str]:
+        """Fingerprints of the models this run is trained from (its checkpoint's inputs)."""
+        return {"sft": fingerprint(self.reference), "rm": fingerprint(self.reward_model)}
+
+    def state(self) -> dict:
+        """What continuing this run exactly needs besides the policy weights: the value model,
+        the optimizer moments, beta, the sampling generator, the PPO-ptx batch counter."""
+        return {"value_model": self.value_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "beta": self.kl_ctl.beta,
+                "generator": self.generator.get_state(), "ptx_batches": self.ptx_batches}
+
+    def resume(self, path) -> None:
+        """Continue the run saved at `path` (by `save_policy`), if it was trained from the same
+        SFT and reward models; otherwise say so and keep this fresh trainer."""
+        ckpt = checkpoints.read(path)
+        if ckpt.inputs != self.inputs() or not ckpt.resume:
+            print(f"{path} was trained from other input models: training from scratch")
+            return
+        self.policy.load_state_dict(ckpt.model)
+        self.value_model.load_state_dict(ckpt.resume["value_model"])
+        self.optimizer.load_state_dict(ckpt.resume["optimizer"])
+        self.kl_ctl.beta = ckpt.resume["beta"]
+        self.generator.set_state(ckpt.resume["generator"])
+        self.ptx_batches, self.iteration = ckpt.resume["ptx_batches"], ckpt.step
+        self.history = list(ckpt.history)
 
 
 def save_policy(trainer: PPOTrainer, path) -> None:
-    """Write the trained policy as an artifacts checkpoint (rlhf_lite.artifacts loads it);
-    under torchrun rank 0 writes it and the other processes wait. "inputs" holds the
-    fingerprints of the SFT model and reward model it was trained from."""
-    extra_state = {"model_config": asdict(trainer.policy.config), "recipe": trainer.cfg.as_dict(),
-                   "inputs": {"sft": fingerprint(trainer.reference),
-                              "rm": fingerprint(trainer.reward_model)}}
-    distributed.save_on_main({"model": trainer.policy.state_dict(), "step": trainer.iteration,
-                              "config": {"max_steps": trainer.cfg.iterations},
-                              "history": trainer.history, "extra_state": extra_state}, path)
+    """Write the policy as a stage checkpoint (rlhf_lite.checkpoints; artifacts loads it),
+    with what `PPOTrainer.resume` needs to continue the run; under torchrun rank 0 writes it
+    and the other processes wait. Its inputs are the fingerprints of the SFT model and reward
+    model it was trained from."""
+    checkpoints.save(Checkpoint(
+        trainer.policy.state_dict(), step=trainer.iteration, max_steps=trainer.cfg.iterations,
+        model_config=asdict(trainer.policy.config), recipe=trainer.cfg.as_dict(),
+        inputs=trainer.inputs(), history=trainer.history, resume=trainer.state()), path)
 
 
 def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
@@ -348,3 +423,15 @@ def _train_alone(cfg: PPOConfig, args: tuple, kwargs: dict) -> bytes:
     blob = io.BytesIO()
     torch.save(trainer, blob)  # the whole trainer (models, optimizer, generator) as bytes
     return blob.getvalue()
+
+
+def build(cfg: PPOConfig, tokenizer, inputs: dict, path) -> None:
+    """The "ppo" and "ppo_ptx" stages (rlhf_lite.stages): PPO from the SFT model against the
+    reward model on the train prompts (PPO-ptx, `ptx_coef` > 0, with the pretraining text),
+    logging the gold score; the policy is saved to `path`."""
+    stream = (token_stream([r["text"] for r in load_records("pretrain_train")], tokenizer)
+              if cfg.ptx_coef > 0 else None)
+    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer,
+                         load_records("prompts_train"), gold_judge=gold_score,
+                         pretrain_stream=stream)
+    trainer.train(checkpoint_path=path)  # resumes an interrupted run, checkpoints as it goes

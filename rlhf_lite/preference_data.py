@@ -20,20 +20,28 @@ wraps them as "user : ... bot :"), so a multi-turn HH dialogue becomes
 "first question bot : reply user : next question" and `format_prompt` adds the outer markers:
 the reward model reads real and toy data the same way.
 
-A record that does not fit its format raises a `DataError` naming the file and line (or the
-hub data set and record) and the field; `skip_invalid=True` drops such records instead and
-warns with their number and the first reasons, never silently.
+Local files are read as their publishers ship them: gzip-compressed or not (HH-RLHF's
+`train.jsonl.gz`), whatever the suffix. A summarize-from-feedback file holds the records of
+every split, each naming its own ("train", "valid1", "valid2"): only those of the requested
+split are kept ("validation": both valid ones), or training would see validation pairs.
+
+A record that does not fit its format (or a line that is not JSON) raises a `DataError` naming
+the file and line (or the hub data set and record) and the field; `skip_invalid=True` drops
+such records instead and warns with their number and the first reasons, never silently. Pairs
+whose two responses are identical (they teach the RM nothing) are kept, with a warning.
 """
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import warnings
 from pathlib import Path
 from typing import Callable
 
-from .data import DataError, read_jsonl
-from .sft import prompt_response_ids
-from .world import BOT, USER
+from .batching import prompt_response_ids
+from .chat import BOT, USER
+from .data import DataError
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")  # the speaker markers of an HH dialogue
 
@@ -111,8 +119,9 @@ def summarize_ranking(record: dict, where: str, prompt_id: str) -> dict:
     if not isinstance(info, dict):
         raise DataError(f"{where}: field 'info' should be an object, got {type(info).__name__}")
     if not isinstance(summaries, list) or len(summaries) != 2:
-        raise DataError(f"{where}: field 'summaries' should be a list of 2 summaries, got "
-                        f"{len(summaries) if isinstance(summaries, list) else type(summaries).__name__}")
+        raise DataError(
+            f"{where}: field 'summaries' should be a list of 2 summaries, got "
+            f"{len(summaries) if isinstance(summaries, list) else type(summaries).__name__}")
     if type(choice) is not int or choice not in (0, 1):
         raise DataError(f"{where}: field 'choice' should be 0 or 1 (the preferred summary), "
                         f"got {choice!r}")
@@ -126,40 +135,115 @@ def summarize_ranking(record: dict, where: str, prompt_id: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- loading
-def _load(convert: Callable[[dict, str, str], dict], name_or_path: str | Path, split: str,
-          skip_invalid: bool, **load_kwargs) -> list[dict]:
-    """Records of a local JSON-lines file (errors name its lines) or of a `datasets` source
-    (a hub name, or a local folder of data files; errors name the record), converted."""
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
+
+
+def _parse_line(line: str, where: str) -> dict | DataError:
+    """One JSON-lines line -> its object, or the DataError saying why not (returned, not
+    raised: with skip_invalid a bad line is skipped like a bad record)."""
+    if not line.strip():
+        return DataError(f"{where}: empty line")
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        return DataError(f"{where}: not valid JSON ({e.msg})")
+    return record if isinstance(record, dict) else DataError(f"{where}: expected a JSON object")
+
+
+def _read_lines(path: Path) -> list[tuple[dict | DataError, str]]:
+    """(record or DataError, "file, line n") for every line of a JSON-lines file, plain or
+    gzip-compressed (told by its first bytes, not its name)."""
+    with open(path, "rb") as f:
+        compressed = f.read(2) == GZIP_MAGIC
+    lines = []
+    try:
+        with (gzip.open if compressed else open)(path, "rt", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                where = f"{path}, line {line_no}"
+                lines.append((_parse_line(line, where), where))
+    except UnicodeDecodeError:  # text is decoded by blocks: the line is only roughly known
+        raise DataError(f"{path}: not UTF-8 text (about line {len(lines) + 1}); expected JSON "
+                        "lines, plain or gzip-compressed (for parquet or other formats pass "
+                        "their folder or hub name)") from None
+    except (gzip.BadGzipFile, EOFError) as e:  # e.g. a download cut short
+        raise DataError(f"{path}: damaged gzip file after line {len(lines)} ({e})") from None
+    if not lines:
+        raise DataError(f"{path}: no records")
+    return lines
+
+
+def _records(name_or_path: str | Path, split: str, load_kwargs: dict
+             ) -> tuple[list[tuple[dict | DataError, str]], str, bool]:
+    """(record or DataError, where) of every line of a local file, or of every record of a
+    `datasets` source (a hub name, or a local folder of data files); the prefix of their ids;
+    whether it was a local file."""
     path = Path(name_or_path)
     if path.is_file():
-        records = read_jsonl(path, {})  # every line a JSON object; fields are checked below
-        places = [f"{path}, line {i}" for i in range(1, len(records) + 1)]  # no blank lines
-        id_prefix = path.stem
-    else:
-        from datasets import load_dataset
+        stem = Path(path.name.removesuffix(".gz")).stem  # train.jsonl.gz -> train
+        return _read_lines(path), stem, True
+    from datasets import load_dataset
 
-        records = list(load_dataset(str(name_or_path), split=split, **load_kwargs))
-        places = [f"{name_or_path} ({split}), record {i}" for i in range(len(records))]
-        id_prefix = split
-    rankings, errors = [], []
-    for i, (record, where) in enumerate(zip(records, places)):
+    records = list(load_dataset(str(name_or_path), split=split, **load_kwargs))
+    places = [f"{name_or_path} ({split}), record {i}" for i in range(len(records))]
+    return list(zip(records, places)), split, False
+
+
+def _of_split(lines: list[tuple], split: str, source) -> list[tuple]:
+    """The lines of a summarize-from-feedback file whose record is of `split` by its own
+    "split" field ("train", "valid1", "valid2"; "validation" takes both valid ones, like the
+    hub's split). Unreadable lines and records without the field stay: they are checked later."""
+    wanted = {split, "valid1", "valid2"} if split == "validation" else {split}
+    kept = [line for line in lines if isinstance(line[0], DataError)
+            or not isinstance(line[0].get("split"), str) or line[0]["split"] in wanted]
+    if not kept:  # every line is then a record with a split field
+        found = sorted({record["split"] for record, *_ in lines})
+        raise DataError(f"{source}: no records of split {split!r}; its records' splits: {found}")
+    return kept
+
+
+def _load(convert: Callable[[dict, str, str], dict], name_or_path: str | Path, split: str,
+          skip_invalid: bool, by_split: bool = False, **load_kwargs) -> list[dict]:
+    """The records of a local JSON-lines file (errors name its lines) or of a `datasets`
+    source (errors name the record), converted; `by_split`: a local file's records of other
+    splits are left out first (`_of_split`)."""
+    lines, id_prefix, local = _records(name_or_path, split, load_kwargs)
+    # ids count every line, so a record has the same id whichever split is asked for
+    lines = [(record, where, i) for i, (record, where) in enumerate(lines)]
+    if by_split and local:
+        lines = _of_split(lines, split, name_or_path)
+    rankings, places, errors = [], [], []
+    for record, where, i in lines:
         try:
+            if isinstance(record, DataError):  # a line that is not a JSON object
+                raise record
             rankings.append(convert(record, where, f"{id_prefix}-{i}"))
+            places.append(where)
         except DataError as e:
             if not skip_invalid:
                 raise
             errors.append(str(e))
     if errors:
-        warnings.warn(f"skipped {len(errors)} of {len(records)} invalid records; first: "
+        warnings.warn(f"skipped {len(errors)} of {len(lines)} invalid records; first: "
                       + " | ".join(errors[:3]))
     if not rankings:
         raise DataError(f"{name_or_path}: no valid records")
+    _warn_identical(rankings, places)
     return rankings
+
+
+def _warn_identical(rankings: list[dict], places: list[str]) -> None:
+    """Warn of pairs whose two responses are the same text: kept (a data set is what it is),
+    but they carry no preference, so the RM learns nothing from them and can only tie them."""
+    same = [where for r, where in zip(rankings, places) if r["responses"][0] == r["responses"][1]]
+    if same:
+        warnings.warn(f"{len(same)} of {len(rankings)} pairs have identical chosen and rejected "
+                      f"responses (first: {same[0]}); they carry no preference signal")
 
 
 def load_hh_rlhf(name_or_path: str | Path = "Anthropic/hh-rlhf", split: str = "train",
                  skip_invalid: bool = False, **load_kwargs) -> list[dict]:
-    """HH-RLHF pairs as K = 2 rankings: a local .jsonl file, or a `datasets` source (e.g. the
+    """HH-RLHF pairs as K = 2 rankings: a local .jsonl file (or .jsonl.gz, as the hub ships
+    them; `split` is then unused: one file, one split), or a `datasets` source (e.g. the
     hub's "Anthropic/hh-rlhf", with data_dir="harmless-base" for one subset; split "train" or
     "test", slices like "train[:1000]" work). load_kwargs go to `datasets.load_dataset`."""
     return _load(hh_rlhf_ranking, name_or_path, split, skip_invalid, **load_kwargs)
@@ -169,11 +253,13 @@ def load_summarize_feedback(name_or_path: str | Path = "openai/summarize_from_fe
                             split: str = "train", skip_invalid: bool = False, **load_kwargs
                             ) -> list[dict]:
     """Summarize-from-feedback comparisons as K = 2 rankings: a local file in OpenAI's
-    comparisons format (JSON lines), or a `datasets` source (the hub's
+    comparisons format (JSON lines, plain or gzip), only its records of `split` ("train",
+    "valid1", "valid2" or "validation": both), or a `datasets` source (the hub's
     "openai/summarize_from_feedback" with name="comparisons"; splits "train", "validation")."""
     if not Path(name_or_path).is_file() and str(name_or_path) == "openai/summarize_from_feedback":
         load_kwargs.setdefault("name", "comparisons")
-    return _load(summarize_ranking, name_or_path, split, skip_invalid, **load_kwargs)
+    return _load(summarize_ranking, name_or_path, split, skip_invalid, by_split=True,
+                 **load_kwargs)
 
 
 def preferred_as_demonstrations(rankings: list[dict]) -> list[dict]:

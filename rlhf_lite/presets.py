@@ -3,27 +3,41 @@
 `toy` is the CPU course the notebooks run by default. Later stages add their config here,
 so a notebook or the pipeline switches scale by changing one name.
 
-`gpt2` runs the same stages on a GPT-2 checkpoint (hub name or folder: `hf.PretrainedConfig`,
-env RLHF_GPT2_CHECKPOINT) with its tokenizer: its "base" stage is the checkpoint, not
-pretraining, and the toy world's prompts and demonstrations are simply tokenized by GPT-2's
-BPE, so the gold labeler, which judges text, still judges. Besides its recipes a preset says
-how the stages run (`runtime`: device, bf16 autocast, gradient checkpointing); those settings
+`gpt2` runs the same stages on a GPT-2 checkpoint (hub name or folder: `gpt2_checkpoint`,
+env RLHF_GPT2_CHECKPOINT) with its tokenizer: its "base" stage continues pretraining the
+checkpoint on the world's web text (the invented facts are only there), and the toy world's
+prompts and demonstrations are simply tokenized by GPT-2's BPE, so the gold labeler, which
+judges text, judges every model size alike. Besides its recipes a preset says
+how the stages run (`runtime`: device, precision, gradient checkpointing); those settings
 are no part of any recipe, so changing them never makes a checkpoint stale.
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from .hf import PretrainedConfig
+from .hf import load_pretrained_tokenizer
 from .ppo import PPOConfig
+from .precision import autocast
 from .pretrain import PretrainConfig
 from .reward import RewardConfig
 from .sft import SFTConfig
+from .tokenizer import load_tokenizer
 from .training import TrainConfig
 from .utils import pick_device
+
+CHECKPOINT_ENV = "RLHF_GPT2_CHECKPOINT"  # overrides the gpt2 preset's default checkpoint
+
+
+def gpt2_checkpoint() -> str:
+    """The GPT-2 checkpoint the gpt2 preset starts from: a hub name ("gpt2", "gpt2-medium",
+    ...) or a folder written by save_pretrained; $RLHF_GPT2_CHECKPOINT when set (read when
+    rlhf_lite.presets is imported), else "gpt2"."""
+    return os.environ.get(CHECKPOINT_ENV, "gpt2")
+
 
 # PPO-ptx's gamma in the toy world (the paper: 27.8 with its own loss scaling); notebook 7's sweep
 PTX_COEF = 0.1
@@ -32,10 +46,11 @@ PTX_COEF = 0.1
 @dataclass
 class Preset:
     name: str  # the name notebooks and the pipeline use
-    # stage 0: base model, pretrained on the world's text or loaded from a GPT-2 checkpoint
-    pretrain: PretrainConfig | PretrainedConfig = field(default_factory=PretrainConfig)
+    # One recipe per stage of rlhf_lite.stages, each field named after its stage.
+    # stage 0: base model, pretrained on the world's text (from scratch or from GPT-2)
+    base: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)  # stage 1: supervised fine-tuning
-    reward: RewardConfig = field(default_factory=RewardConfig)  # stage 2: reward model
+    rm: RewardConfig = field(default_factory=RewardConfig)  # stage 2: reward model
     ppo: PPOConfig = field(default_factory=PPOConfig)  # stage 3: PPO against the reward model
     ppo_ptx: PPOConfig = field(  # stage 3 with pretraining gradients mixed in (notebook 7)
         default_factory=lambda: PPOConfig(ptx_coef=PTX_COEF))
@@ -44,34 +59,39 @@ class Preset:
     reward_preset: str | None = None
     # how the stages run (not part of any recipe)
     device: str | None = "cpu"  # "cpu", "cuda", "mps"; None: the best available (utils.pick_device)
-    bf16: bool = False  # on CUDA, forward passes autocast to bfloat16; weights and AdamW stay float32
+    # forward passes in "fp32", "bf16" or "fp16" (loss scaling); "auto": bf16 on GPUs that compute
+    # it natively, fp16 on older CUDA GPUs, fp32 on CPU and MPS (rlhf_lite.precision)
+    precision: str = "fp32"
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory
 
     @property
     def reward_source(self) -> str:
         return self.reward_preset or self.name
 
+    def source_of(self, stage: str) -> str:
+        """The preset whose `stage` this preset uses: its own, but the borrowed reward model."""
+        return self.reward_source if stage == "rm" else self.name
+
+    def recipe(self, stage: str):
+        """The config dataclass of `stage` (a name in rlhf_lite.stages)."""
+        return getattr(self, stage)
+
     def load_tokenizer(self):
-        """The toy world's word-level tokenizer, or the GPT-2 checkpoint's (pad added, left padding)."""
-        if isinstance(self.pretrain, PretrainedConfig):
-            from .hf import load_pretrained_tokenizer
-
-            return load_pretrained_tokenizer(self.pretrain.checkpoint)
-        from .tokenizer import load_tokenizer
-
+        """The toy world's word-level tokenizer, or the GPT-2 checkpoint's (pad added, left
+        padding)."""
+        if self.base.init_from:
+            return load_pretrained_tokenizer(self.base.init_from)
         return load_tokenizer()
 
     @contextmanager
     def runtime(self):
         """`with preset.runtime() as device:` runs code the preset's way. Tensors and models
         created inside live on its device (torch's device context: no `.to(device)` anywhere
-        in the stages), and on CUDA with `bf16` every forward pass autocasts matrix products
-        to bfloat16 (softmax, losses and the weights stay float32; no loss scaling needed)."""
+        in the stages), and every forward pass autocasts matrix products to the preset's
+        `precision` (weights stay float32; under fp16 the trainers scale the loss)."""
         device = pick_device(self.device)
         place = nullcontext() if device.type == "cpu" else torch.device(device)  # cpu: the default
-        cast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                if self.bf16 and device.type == "cuda" else nullcontext())
-        with place, cast:
+        with place, autocast(self.precision, device):
             yield device
 
 
@@ -79,21 +99,26 @@ PRESETS = {
     "toy": Preset("toy"),
     # about 12x fewer parameters than toy (68k vs 826k): the small model of notebook 8, trained
     # against toy's reward model like the paper's 1.3B policy against its 6B reward model
-    "tiny": Preset("tiny", pretrain=PretrainConfig(n_layer=2, n_head=4, n_embd=48),
+    "tiny": Preset("tiny", base=PretrainConfig(n_layer=2, n_head=4, n_embd=48),
                    reward_preset="toy"),
     # GPT-2 (124M by default) on a GPU. Learning rates are the usual fine-tuning range for
     # 124M (SFT 3e-5, RM 1e-5, PPO 2e-6): starting points, not tuned on a GPU run.
     "gpt2": Preset(
-        "gpt2", pretrain=PretrainedConfig(),
+        "gpt2",
+        # continued pretraining on the world's web text (about 8 passes over its ~0.3M BPE
+        # tokens; windows of 256: the world's documents are short)
+        base=PretrainConfig(init_from=gpt2_checkpoint(), block_size=256, batch_size=32,
+                            train=TrainConfig(max_steps=300, lr=5e-5, warmup_steps=30,
+                                              eval_interval=50, desc="pretrain")),
         sft=SFTConfig(batch_size=32, train=TrainConfig(  # ~10 epochs of the 324 demonstrations
             max_steps=100, lr=3e-5, warmup_steps=10, eval_interval=10, desc="sft")),
-        reward=RewardConfig(max_new_tokens=32, batch_size=16, train=TrainConfig(
+        rm=RewardConfig(max_new_tokens=32, batch_size=16, train=TrainConfig(
             max_steps=0, lr=1e-5, warmup_steps=10, eval_interval=50, desc="rm")),
         # BPE splits the world's invented words into pieces: answers take more tokens than words
         ppo=PPOConfig(max_new_tokens=32, lr=2e-6, value_lr=1e-5, beta=0.05),
         ppo_ptx=PPOConfig(max_new_tokens=32, lr=2e-6, value_lr=1e-5, beta=0.05,
-                          ptx_coef=PTX_COEF),
-        device=None, bf16=True),
+                          ptx_coef=PTX_COEF, ptx_block_size=256),
+        device=None, precision="auto"),
 }
 
 

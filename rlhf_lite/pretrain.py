@@ -11,15 +11,17 @@ Its exp is the perplexity: the number of equally likely words the model hesitate
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from . import distributed
+from .data import load_records
+from .hf import load_pretrained
 from .model import GPT, GPTConfig
 from .training import History, TrainConfig, train
+from .utils import check_config, derive_seed, eval_mode, integer, number
 
 
 @dataclass
@@ -27,11 +29,23 @@ class PretrainConfig:
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads per block
     n_embd: int = 128  # width of the residual stream
-    block_size: int = 64  # context length in tokens (prompts + responses fit easily)
+    block_size: int = 64  # context length in tokens (prompts + responses fit easily); with
+    # init_from: the length of the training windows (at most the checkpoint's context)
     dropout: float = 0.0  # the corpus is large relative to the model: no need to regularise
     batch_size: int = 32  # windows per step
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=3e-3, warmup_steps=50, eval_interval=100, desc="pretrain"))
+    # a GPT-2 checkpoint (hub name or folder, `hf.load_pretrained`) to continue pretraining on
+    # the world's text instead of a fresh model: its architecture replaces n_layer, n_head,
+    # n_embd; the invented facts of the world are only in this text, so a GPT-2 policy must
+    # read it before the gold labeler's correctness can mean anything
+    init_from: str | None = None
+
+    def __post_init__(self):
+        # the model's own checks (GPTConfig), but at the preset, before any data is loaded
+        check_config(self, {"n_layer": integer(1), "n_head": integer(1), "n_embd": integer(1),
+                            "block_size": integer(1), "dropout": number(0, 1, high_open=True),
+                            "batch_size": integer(1)}, divisible=("n_embd", "n_head"))
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
@@ -66,17 +80,20 @@ def lm_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tenso
 
 
 @torch.no_grad()
-def stream_loss(model: GPT, stream: torch.Tensor, block_size: int, batch_size: int = 64) -> float:
-    """Mean next-token loss over a whole stream, cut into non-overlapping windows."""
+def stream_loss(model: GPT, stream: torch.Tensor, block_size: int, max_tokens: int = 4096
+                ) -> float:
+    """Mean next-token loss over a whole stream, cut into non-overlapping windows, scored
+    `max_tokens` tokens at a time: the logits of a chunk take max_tokens x vocabulary floats
+    (64 toy windows of 64; 4 GPT-2 windows of 1024, 0.8 GB, not 64 of them, 13 GB)."""
+    batch_size = max(1, max_tokens // block_size)
     n = (len(stream) - 1) // block_size
     x = stream[: n * block_size].view(n, block_size)
     y = stream[1: n * block_size + 1].view(n, block_size)
-    was_training = model.training
-    model.eval()
     total = 0.0
-    for i in range(0, n, batch_size):
-        total += lm_loss(model, (x[i: i + batch_size], y[i: i + batch_size])).item() * len(x[i: i + batch_size])
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, n, batch_size):
+            rows = slice(i, i + batch_size)
+            total += lm_loss(model, (x[rows], y[rows])).item() * len(x[rows])
     return total / n
 
 
@@ -93,15 +110,21 @@ def unigram_loss(train_stream: torch.Tensor, val_stream: torch.Tensor, vocab_siz
 
 def pretrain(cfg: PretrainConfig, tokenizer, train_texts: list[str], val_texts: list[str],
              checkpoint_path=None) -> tuple[GPT, History]:
-    """Train a fresh base model (or resume from `checkpoint_path`); return it and its history."""
+    """Train a base model, fresh or continued from `cfg.init_from` (or resume from
+    `checkpoint_path`); return it and its history."""
     train_stream = token_stream(train_texts, tokenizer)
     val_stream = token_stream(val_texts, tokenizer)
     torch.manual_seed(cfg.train.seed)  # model init
-    model = GPT(cfg.model_config(len(tokenizer)))
+    model = (load_pretrained(cfg.init_from, cfg.dropout)[0] if cfg.init_from
+             else GPT(cfg.model_config(len(tokenizer))))
+    if cfg.block_size > model.config.block_size:
+        raise ValueError(f"PretrainConfig.block_size {cfg.block_size} is longer than the "
+                         f"context of {cfg.init_from} ({model.config.block_size} tokens)")
     seed = cfg.train.seed
 
     def get_batch(step: int):  # under torchrun: this process's windows of the step's batch
-        x, y = random_windows(train_stream, cfg.batch_size, cfg.block_size, seed=seed * 100_003 + step)
+        x, y = random_windows(train_stream, cfg.batch_size, cfg.block_size,
+                              seed=derive_seed(seed, step))
         return distributed.shard(x), distributed.shard(y)
 
     def eval_fn(m: GPT) -> dict[str, float]:
@@ -109,10 +132,13 @@ def pretrain(cfg: PretrainConfig, tokenizer, train_texts: list[str], val_texts: 
 
     history = train(model, lm_loss, get_batch, cfg.train, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, loss_weight=lambda b: b[1].numel(),
-                    extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
+                    meta={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
     model.eval()
     return model, history
 
 
-def perplexity(loss: float) -> float:
-    return math.exp(loss)
+def build(cfg: PretrainConfig, tokenizer, inputs: dict, path) -> None:
+    """The "base" stage (rlhf_lite.stages): pretrain (or continue pretraining a GPT-2
+    checkpoint) on the world's web text into `path`."""
+    texts = {n: [r["text"] for r in load_records(f"pretrain_{n}")] for n in ("train", "val")}
+    pretrain(cfg, tokenizer, texts["train"], texts["val"], checkpoint_path=path)

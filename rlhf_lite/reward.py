@@ -31,13 +31,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed
-from .data import SCHEMAS, DataError, read_jsonl
-from .evaluation import complete
+from .batching import encode_responses, epoch_batch
+from .checkpoints import fingerprint
+from .data import SCHEMAS, DataError, load_records, read_jsonl, write_jsonl
+from .generation import complete
 from .labeler import GoldLabeler, ranking_to_pairs
 from .model import GPT
-from .sft import epoch_batch, pad_right, prompt_response_ids
 from .training import History, TrainConfig, train
-from .utils import fingerprint
+from .utils import check_config, eval_mode, integer, number
 
 
 @dataclass
@@ -56,6 +57,13 @@ class RewardConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=0,  # unused: train_reward_model sets it to epochs * ceil(rankings / batch_size)
         lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"))
+
+    def __post_init__(self):
+        # k >= 2: a ranking of one completion has no pair to learn from; max_new_tokens >= 1:
+        # with 0 every response is empty and the RM trains on nothing at 50% accuracy
+        check_config(self, {"k": integer(2), "rounds": integer(1), "val_rounds": integer(1),
+                            "temperature": number(0, low_open=True), "max_new_tokens": integer(1),
+                            "batch_size": integer(1), "epochs": integer(1)})
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +86,11 @@ class RewardModel(nn.Module):
         # zero init: every score starts at 0, so the first loss is exactly log 2
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self):
+        """The backbone's GPTConfig (what a checkpoint needs to rebuild the model)."""
+        return self.backbone.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scores (B,) of sequences input_ids (B, T) with attention_mask (B, T)."""
@@ -154,8 +167,8 @@ def check_ranking(record: dict, where: str) -> None:
                         f"response once, best first), got {ranking}")
 
 
-def load_rankings(path: str | Path) -> list[dict]:
-    """Rankings saved as JSONL (world.write_jsonl), each checked with `check_ranking`."""
+def read_rankings(path: str | Path) -> list[dict]:
+    """Rankings saved as JSONL (data.write_jsonl), each checked with `check_ranking`."""
     records = read_jsonl(path, SCHEMAS["rankings"])
     for line_no, record in enumerate(records, start=1):  # read_jsonl allows no blank lines
         check_ranking(record, f"{path}, line {line_no}")
@@ -163,20 +176,6 @@ def load_rankings(path: str | Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- batching
-def encode_responses(tokenizer, prompts: list[str], responses: list[str], terminated: list[bool]
-                     ) -> dict[str, torch.Tensor]:
-    """RM (and PPO) inputs: format_prompt(prompt) + response + eos if terminated, RIGHT-padded.
-
-    Returns input_ids (N, T) and attention_mask (N, T), T = the longest sequence.
-    """
-    eos = tokenizer.eos_token_id
-    pairs = prompt_response_ids(tokenizer, prompts, responses)
-    rows = [prompt + response + ([eos] if done else [])
-            for (prompt, response), done in zip(pairs, terminated)]
-    return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
-            "attention_mask": pad_right([[1] * len(row) for row in rows], 0)}
-
-
 def flatten_rankings(rankings: list[dict]
                      ) -> tuple[list[str], list[str], list[bool], torch.Tensor, torch.Tensor]:
     """Every response of `rankings` as one row, and every pair as two row indices.
@@ -222,19 +221,18 @@ def score_responses(rm: RewardModel, tokenizer, prompts: list[str], responses: l
     responses get exactly equal scores (a tie), whatever batch row they would have sat in."""
     keys = list(zip(prompts, responses, terminated))
     unique = list(dict.fromkeys(keys))
-    was_training = rm.training
-    rm.eval()
     scores = []
-    for i in range(0, len(unique), batch_size):
-        chunk = unique[i: i + batch_size]
-        enc = encode_responses(tokenizer, *zip(*chunk))
-        scores.append(rm(enc["input_ids"], enc["attention_mask"]))
-    rm.train(was_training)
+    with eval_mode(rm):
+        for i in range(0, len(unique), batch_size):
+            chunk = unique[i: i + batch_size]
+            enc = encode_responses(tokenizer, *zip(*chunk))
+            scores.append(rm(enc["input_ids"], enc["attention_mask"]))
     score_of = dict(zip(unique, torch.cat(scores).tolist()))
     return torch.tensor([score_of[key] for key in keys])
 
 
-def pair_scores(rm: RewardModel, tokenizer, rankings: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_scores(rm: RewardModel, tokenizer,
+                rankings: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of the chosen and rejected response of every pair of `rankings`: two (P,) tensors."""
     prompts, responses, terminated, chosen, rejected = flatten_rankings(rankings)
     scores = score_responses(rm, tokenizer, prompts, responses, terminated)  # (M,)
@@ -251,7 +249,8 @@ def pairwise_accuracy(rm: RewardModel, tokenizer, rankings: list[dict]) -> float
     return accuracy_from_scores(*pair_scores(rm, tokenizer, rankings))
 
 
-def agreement_ceiling(prompts_by_id: dict[str, dict], rankings: list[dict], labeler_seed: int) -> float:
+def agreement_ceiling(prompts_by_id: dict[str, dict], rankings: list[dict],
+                      labeler_seed: int) -> float:
     """Share of the rankings' pairs on which a second, independent labeler agrees.
 
     The RM learns from noisy labels, so agreement between two labelers is the natural
@@ -288,8 +287,9 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     """Train an RM initialised from a copy of `sft_model`, normalise it; return it and its history.
 
     One step = cfg.batch_size rankings; cfg.epochs passes over `train_rankings`. History eval
-    metrics: "val_loss" and "val_accuracy" on `val_rankings`. The checkpoint is saved with
-    the normalised bias (its extra_state["bias_shift"] holds the shift applied).
+    metrics: "val_loss" and "val_accuracy" on `val_rankings`. The bias is normalised after
+    the last step, before the one final save (the checkpoint's extra["bias_shift"] holds the
+    shift applied).
     Under torchrun each process takes its shard of every batch's rankings, and the loss is
     the mean over all the batch's pairs (see rlhf_lite.distributed).
     """
@@ -309,16 +309,41 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
         return {"val_loss": bradley_terry_loss(chosen, rejected).item(),
                 "val_accuracy": accuracy_from_scores(chosen, rejected)}
 
-    history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn,
+    def finalize(m: RewardModel) -> dict[str, float]:
+        return {"bias_shift": normalize_to_demonstrations(m, tokenizer, demos)}
+
+    history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn, finalize=finalize,
                     checkpoint_path=checkpoint_path, loss_weight=lambda b: len(b["chosen"]),
-                    extra_state={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
-                                 "inputs": {"sft": fingerprint(sft_model)}})
-    shift = normalize_to_demonstrations(rm, tokenizer, demos)
-    if checkpoint_path is not None:  # re-save with the normalised bias
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        ckpt["model"] = rm.state_dict()
-        # a finished checkpoint is already normalised: re-running adds a ~0 shift
-        ckpt["extra_state"]["bias_shift"] = ckpt["extra_state"].get("bias_shift", 0.0) + shift
-        distributed.save_on_main(ckpt, checkpoint_path)
+                    meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
+                          "inputs": {"sft": fingerprint(sft_model)}})
     rm.eval()
     return rm, history
+
+
+def rankings_file(folder: str | Path, split: str) -> Path:
+    """Where the "rm" stage keeps the rankings of a split, beside its checkpoint."""
+    return Path(folder) / f"rankings_{split}.jsonl"
+
+
+def save_rankings(rankings: dict[str, list[dict]], folder: str | Path) -> None:
+    """Write {split: rankings} into `folder` (atomically; one process under torchrun)."""
+    if distributed.is_main_process():  # every process sampled the same rankings; one writes
+        for split, records in rankings.items():
+            write_jsonl(rankings_file(folder, split), records)
+    distributed.barrier()
+
+
+def build(cfg: RewardConfig, tokenizer, inputs: dict, path) -> None:
+    """The "rm" stage (rlhf_lite.stages): sample and rank completions of the SFT policy, save
+    them beside the checkpoint, then train the RM into `path`.
+
+    Rankings of train prompts train it; rankings of validation prompts measure its accuracy
+    (the held-out prompts stay unseen for the final evaluation). Sampling is seeded, so a
+    resumed build re-creates the same rankings.
+    """
+    rankings = {split: sample_rankings(cfg, inputs["sft"], tokenizer,
+                                       load_records(f"prompts_{split}"), split)
+                for split in ("train", "validation")}
+    save_rankings(rankings, Path(path).parent)
+    train_reward_model(cfg, inputs["sft"], tokenizer, rankings["train"], rankings["validation"],
+                       load_records("demonstrations"), checkpoint_path=path)

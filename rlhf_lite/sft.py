@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
+from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
+from .checkpoints import fingerprint
+from .data import load_records
 from .model import GPT
 from .training import History, TrainConfig, train
-from .utils import fingerprint
-from .world import format_prompt
-
-IGNORE_INDEX = -100  # F.cross_entropy skips targets with this value
+from .utils import check_config, integer
 
 
 @dataclass
@@ -44,31 +44,15 @@ class SFTConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=150, lr=1e-3, warmup_steps=10, eval_interval=10, desc="sft"))
 
+    def __post_init__(self):
+        check_config(self, {"batch_size": integer(1)})
+
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]
-                        ) -> list[tuple[list[int], list[int]]]:
-    """(ids of format_prompt(prompt), ids of the response) per pair, no special tokens.
-
-    The response is tokenized with a leading space, as it follows "bot :" in running text
-    (no-op for the word-level toy tokenizer; a BPE tokenizer like GPT-2's needs it).
-    """
-    prompt_ids = tokenizer([format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"]
-    return list(zip(prompt_ids, response_ids))
-
-
-def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
-    """Rows of different lengths -> (N, T) long tensor, T = longest row, filled with `value`."""
-    out = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
-
-
-def tokenize_demonstrations(records: list[dict], tokenizer, block_size: int) -> dict[str, torch.Tensor]:
+def tokenize_demonstrations(records: list[dict], tokenizer,
+                            block_size: int) -> dict[str, torch.Tensor]:
     """Demonstration records ({"id", "prompt", "response", ...}) -> right-padded training tensors.
 
     Returns input_ids (N, T), attention_mask (N, T) and labels (N, T): the input id on response
@@ -108,20 +92,6 @@ def response_token_count(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
-    """Indices of the examples of optimizer step `step`: shuffled epochs, a function of the step.
-
-    Epoch e is a permutation of range(n) seeded by (seed, e), cut into ceil(n / batch_size)
-    batches (the last one smaller), so every example is seen once per epoch.
-    """
-    steps_per_epoch = -(-n // batch_size)
-    epoch, i = divmod(step, steps_per_epoch)
-    # on the CPU generator also inside a GPU device context (Preset.runtime): same data anywhere
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
-                          device="cpu")
-    return perm[i * batch_size: (i + 1) * batch_size]
-
-
 def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[dict],
               val_records: list[dict], checkpoint_path=None) -> tuple[GPT, History]:
     """Fine-tune a copy of `base_model` on demonstrations; return it and its history.
@@ -145,7 +115,17 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
 
     history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, loss_weight=response_token_count,
-                    extra_state={"model_config": asdict(model.config), "recipe": cfg.as_dict(),
-                                 "inputs": {"base": fingerprint(base_model)}})
+                    meta={"model_config": asdict(model.config), "recipe": cfg.as_dict(),
+                          "inputs": {"base": fingerprint(base_model)}})
     model.eval()
     return model, history
+
+
+def build(cfg: SFTConfig, tokenizer, inputs: dict, path) -> None:
+    """The "sft" stage (rlhf_lite.stages): fine-tune the base model on the demonstrations of
+    the train prompts, validated on those of the validation prompts, into `path`."""
+    demos = load_records("demonstrations")
+    train_sft(cfg, inputs["base"], tokenizer,
+              [d for d in demos if d["prompt_id"].startswith("train-")],
+              [d for d in demos if d["prompt_id"].startswith("validation-")],
+              checkpoint_path=path)

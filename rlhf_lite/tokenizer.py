@@ -15,8 +15,8 @@ PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 
 def build_tokenizer(words: list[str]):
     """A word-level fast tokenizer over `words`; ids 0, 1, 2 are pad, eos, unk."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # heavy: imported when used
+    from transformers import PreTrainedTokenizerFast  # heavy: imported when used
 
     vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *words])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
@@ -36,7 +36,7 @@ def never_generated(tokenizer) -> list[int]:
 
 def load_tokenizer(path: str | Path | None = None):
     """The tokenizer saved under data/tokenizer (or `path`), through `AutoTokenizer`."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: imported when used
 
     path = Path(path) if path is not None else DATA_DIR / "tokenizer"
     if not (path / "tokenizer.json").exists():

@@ -12,7 +12,7 @@ Every stage is "minimise a loss over batches", so one loop serves them all:
 - Periodic validation with `eval_fn`, under no_grad and in eval mode (no dropout).
 - NaN guard: the loss and the gradient norm are checked before the optimizer step, so a
   NaN stops the run with a clear message instead of silently corrupting the weights.
-- Atomic checkpoints (see utils.atomic_save) and exact resume: a checkpoint holds the
+- Atomic checkpoints (rlhf_lite.checkpoints) and exact resume: a checkpoint holds the
   model, the optimizer moments, the step, the history and the RNG state, and the data is a
   function of the step (`get_batch(step)`), so an interrupted run resumed from its
   checkpoint ends bit-for-bit where an uninterrupted one would (on CPU, same thread count).
@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import distributed
-from .utils import check_finite, progress, seed_everything
+from . import checkpoints, distributed, precision
+from .checkpoints import Checkpoint
+from .utils import check_config, check_finite, eval_mode, integer, number, progress, seed_everything
 
 
 @dataclass
@@ -43,9 +44,18 @@ class TrainConfig:
     beta2: float = 0.95  # AdamW squared-gradient average; < 0.999 reacts faster to loss spikes
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_interval: int = 100  # steps between validation runs; 0 = only at the end
-    checkpoint_interval: int = 0  # steps between checkpoints; 0 = only at the end
+    # steps between checkpoints (resume after a kill); 0 = at the end
+    checkpoint_interval: int = 100
     seed: int = 0  # seeds torch at the start of a fresh run (dropout); resume restores the RNG
     desc: str = "train"  # label for the progress bar and error messages
+
+    def __post_init__(self):
+        # max_steps 0 is allowed: a placeholder that a stage replaces (RewardConfig.train)
+        check_config(self, {
+            "max_steps": integer(0), "lr": number(0, low_open=True), "min_lr_ratio": number(0, 1),
+            "warmup_steps": integer(0), "weight_decay": number(0),
+            "beta1": number(0, 1, high_open=True), "beta2": number(0, 1, high_open=True),
+            "grad_clip": number(0), "eval_interval": integer(0), "checkpoint_interval": integer(0)})
 
 
 @dataclass
@@ -66,12 +76,14 @@ class History:
         return cls(**d)
 
     def last(self, metric: str) -> float:
-        """Latest value of an eval metric (e.g. "val_loss") or of "train_loss", "lr", "grad_norm"."""
+        """Latest value of an eval metric (e.g. "val_loss") or of "train_loss", "lr",
+        "grad_norm"."""
         if metric in self.eval:
             return self.eval[metric][-1]
         if metric in ("train_loss", "lr", "grad_norm"):
             return getattr(self, metric)[-1]
-        raise KeyError(f"no metric {metric!r}; have train_loss, lr, grad_norm, {', '.join(self.eval)}")
+        raise KeyError(f"no metric {metric!r}; have train_loss, lr, grad_norm, "
+                       f"{', '.join(self.eval)}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -97,39 +109,62 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> dict:
-    """Load a checkpoint written by `train` into `model` (and `optimizer`); return the whole dict.
-
-    weights_only=False because the file also holds plain Python (history, config,
-    extra_state); that unpickles arbitrary objects, which is fine for files we wrote ourselves.
-    """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
+def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> Checkpoint:
+    """Load a checkpoint written by `train` into `model` (and `optimizer`); return it."""
+    ckpt = checkpoints.read(path)
+    model.load_state_dict(ckpt.model)
     if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(ckpt.resume["optimizer"])
     return ckpt
 
 
-def _resumable(checkpoint_path, extra_state) -> bool:
+def _resumable(checkpoint_path, inputs: dict) -> bool:
     """Whether there is a checkpoint at `checkpoint_path` trained from the same input models
     (read memory-mapped: only its metadata, not the weights and optimizer moments)."""
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
         return False
-    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
-    if (saved.get("extra_state") or {}).get("inputs") != (extra_state or {}).get("inputs"):
+    if checkpoints.read(checkpoint_path).inputs != inputs:
         print(f"{checkpoint_path} was trained from other input models: training from scratch")
         return False
     return True
 
 
+def _start(model, optimizer, cfg: TrainConfig, checkpoint_path, resume: bool
+           ) -> tuple[History, int, bool]:
+    """(history, first step, resumed): the checkpoint's state when resuming (model, optimizer
+    and RNG restored), else a fresh run seeded with cfg.seed."""
+    if not resume:
+        seed_everything(cfg.seed)
+        return History(), 0, False
+    ckpt = load_checkpoint(checkpoint_path, model, optimizer)
+    saved, now = (checkpoints.result_fields(c) for c in (ckpt.resume["config"], asdict(cfg)))
+    if saved != now:
+        changed = [k for k, v in now.items() if saved.get(k) != v]
+        warnings.warn(f"resuming {checkpoint_path} with a changed config: {changed}")
+    _set_rng_state(ckpt.resume["rng"])
+    return History.from_dict(ckpt.history), ckpt.step, True
+
+
+def _backward_and_step(model, optimizer, scaler, loss, max_norm: float, what: str, step: int,
+                       lr: float) -> float:
+    """Backward, gradient clipping (the norm is checked finite before the weights move), the
+    optimizer step; returns the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    # under fp16 an overflowed gradient is routine: the scaler skips the step, lowers the scale
+    norm_value = norm.item() if scaler.is_enabled() else check_finite(norm, what, step, lr)
+    precision.optimizer_step(scaler, optimizer)
+    return norm_value
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, eval_fn) -> dict[str, float]:
-    """Run `eval_fn(model)` in eval mode without gradients, then put the model back in train mode."""
-    model.eval()
-    try:
+    """Run `eval_fn(model)` in eval mode without gradients, then put the model back in train
+    mode."""
+    with eval_mode(model):
         return {name: float(value) for name, value in eval_fn(model).items()}
-    finally:
-        model.train()
 
 
 def _rng_state() -> dict:
@@ -153,9 +188,10 @@ def train(
     eval_fn=None,
     checkpoint_path=None,
     resume: bool = True,
-    extra_state=None,
+    meta: dict | None = None,
     stop_after: int | None = None,
     loss_weight=None,
+    finalize=None,
 ) -> History:
     """Train `model` for cfg.max_steps optimizer steps; return the History.
 
@@ -166,15 +202,19 @@ def train(
     checkpoint_path: where to save (every cfg.checkpoint_interval steps and at the end).
         With `resume`, an existing checkpoint is loaded and training continues from its
         step; a finished one just loads the weights and returns its history. A checkpoint
-        trained from other input models (extra_state["inputs"] differs) is not resumed: the
+        trained from other input models (meta["inputs"] differs) is not resumed: the
         run starts afresh and overwrites it.
-    extra_state: anything picklable to store alongside (e.g. the model config; "inputs":
-        fingerprints of the models this one is trained from, see utils.fingerprint).
+    meta: what the checkpoint records besides weights and progress (`checkpoints.Checkpoint`):
+        "model_config", "recipe", "inputs" (fingerprints of the models this one is trained
+        from, see checkpoints.fingerprint).
     stop_after: stop (and checkpoint) once this many steps in total are done; calling again
         resumes. Useful in tests, and to split a long run over several sessions.
     loss_weight(batch) -> how many terms loss_fn averages over (e.g. response tokens); used
         only under DDP, where it makes a step equal to one on the combined batch of all
         processes (distributed.scale_for_global_mean). None: every shard weighs the same.
+    finalize(model) -> {name: number}, run once when the last step is done, before the final
+        checkpoint is written (the reward model's bias normalisation): the finished
+        checkpoint holds the final model, written once; the numbers go to Checkpoint.extra.
 
     Data parallel (inside a torchrun process group, see rlhf_lite.distributed): get_batch(step)
     returns this process's shard of the step's batch (distributed.shard), loss_fn receives the
@@ -183,17 +223,9 @@ def train(
     the combined batch, on every process.
     """
     optimizer = make_optimizer(model, cfg)
-    history, start = History(), 0
-    resumed = resume and _resumable(checkpoint_path, extra_state)
-    if resumed:
-        ckpt = load_checkpoint(checkpoint_path, model, optimizer)
-        if ckpt["config"] != asdict(cfg):
-            changed = [k for k, v in asdict(cfg).items() if ckpt["config"].get(k) != v]
-            warnings.warn(f"resuming {checkpoint_path} with a changed config: {changed}")
-        history, start = History.from_dict(ckpt["history"]), ckpt["step"]
-        _set_rng_state(ckpt["rng"])
-    else:
-        seed_everything(cfg.seed)
+    meta = meta or {}
+    history, start, resumed = _start(model, optimizer, cfg, checkpoint_path,
+                                     resume and _resumable(checkpoint_path, meta.get("inputs", {})))
     end = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
     if start >= end:
         if resumed:
@@ -206,37 +238,29 @@ def train(
     replica = distributed.wrap(model)  # DDP under torchrun, `model` itself otherwise
     seconds_before, t0 = history.seconds, time.perf_counter()
 
-    def save(done: int) -> None:
+    def save(done: int, extra: dict) -> None:
         history.seconds = seconds_before + time.perf_counter() - t0
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": done,  # steps done = index of the next step to run
-            "history": history.to_dict(),
-            "config": asdict(cfg),
-            "rng": _rng_state(),
-            "extra_state": extra_state,
-        }
-        distributed.save_on_main(state, checkpoint_path)
+        checkpoints.save(Checkpoint(
+            model.state_dict(), step=done, max_steps=cfg.max_steps,  # done = next step's index
+            history=history.to_dict(), extra=extra, **meta,
+            resume={"optimizer": optimizer.state_dict(), "rng": _rng_state(),
+                    "config": asdict(cfg)}), checkpoint_path)
 
     # with grad_clip=0, clipping to inf still returns the norm (for the NaN check and history)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+    scaler = precision.grad_scaler()  # loss scaling under fp16 autocast; a no-op otherwise
     bar = progress(range(start, end), total=end - start, desc=cfg.desc)
     for step in bar:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = get_batch(step)
-        loss = loss_fn(replica, batch)
         loss, combined_loss = distributed.scale_for_global_mean(
-            loss, loss_weight(batch) if loss_weight else 1)
+            loss_fn(replica, batch), loss_weight(batch) if loss_weight else 1)
         # the combined loss is the same on every process, so a NaN stops them all together
         loss_value = check_finite(combined_loss, f"{cfg.desc}: loss", step, lr)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        norm_value = check_finite(norm, f"{cfg.desc}: gradient norm", step, lr)
-        optimizer.step()
+        norm_value = _backward_and_step(model, optimizer, scaler, loss, max_norm,
+                                        f"{cfg.desc}: gradient norm", step, lr)
 
         history.steps.append(step)
         history.train_loss.append(loss_value)
@@ -245,13 +269,15 @@ def train(
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         done = step + 1
-        if eval_fn is not None and (done == cfg.max_steps or (cfg.eval_interval and done % cfg.eval_interval == 0)):
+        if eval_fn is not None and (done == cfg.max_steps
+                                    or (cfg.eval_interval and done % cfg.eval_interval == 0)):
             history.eval_steps.append(done)
             for name, value in evaluate(model, eval_fn).items():
                 history.eval.setdefault(name, []).append(value)
+        extra = finalize(model) if finalize is not None and done == cfg.max_steps else {}
         if checkpoint_path is not None and (
             done == end or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0)
         ):
-            save(done)
+            save(done, extra)
     history.seconds = seconds_before + time.perf_counter() - t0
     return history

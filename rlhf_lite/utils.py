@@ -1,17 +1,22 @@
-"""Small helpers shared by every stage: seeding, devices, threads, progress bars, safe saving,
-weight fingerprints, independent jobs in parallel processes.
+"""Small helpers shared by every stage: seeding, devices, threads, progress bars, eval mode,
+seed streams, atomic writes, config checks, independent jobs in parallel processes.
 
 Imports are kept light on purpose (only torch at module level): every notebook imports this
 package first, so anything heavy here would slow every cell that starts a kernel.
 """
 
-import hashlib
+import errno
 import math
 import multiprocessing
+import numbers
 import os
 import random
+import shutil
 import sys
 import tempfile
+import threading
+import time
+from contextlib import contextmanager
 
 import torch
 
@@ -64,39 +69,71 @@ def progress(iterable=None, total: int | None = None, desc: str | None = None):
     """
     from tqdm.auto import tqdm  # lazy: tqdm.auto pulls in IPython machinery in notebooks
 
-    return tqdm(iterable, total=total, desc=desc, disable=quiet_progress(), leave=True, mininterval=1.0)
+    return tqdm(iterable, total=total, desc=desc, disable=quiet_progress(), leave=True,
+                mininterval=1.0)
 
 
-def atomic_save(obj, path) -> None:
-    """torch.save `obj` to `path` so that `path` always holds either the old or the new file.
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """`with eval_mode(model):` runs the block with dropout off, then restores the model's
+    train/eval mode, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
-    We write to a temporary file in the same directory, then os.replace it over `path`
-    (atomic on POSIX within one filesystem): a crash or full disk mid-save never leaves a
-    truncated checkpoint behind.
-    """
+
+# Seeds of the per-step data streams: seed * STRIDE + index. A prime stride keeps the streams
+# of seeds s and s + 1 apart for the first STRIDE indices; each stream has its own stride, so
+# two streams of one run never share a seed.
+SEED_STRIDES = {"batches": 100_003, "ptx": 1_000_003, "rank": 1_000_003}
+
+
+def derive_seed(seed: int, index: int, stream: str = "batches") -> int:
+    """The seed of item `index` (a step, an epoch, a rank) of the named stream of a run."""
+    return seed * SEED_STRIDES[stream] + index
+
+
+def _write_atomically(path, write) -> None:
+    """Call write(tmp) on a temporary file beside `path`, then rename it over `path` (atomic on
+    POSIX within one filesystem): `path` always holds the old file or the complete new one.
+    A full disk is reported as such, with the file's name."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.remove(tmp)
+        if isinstance(e, Exception) and _disk_full(e, directory):
+            raise OSError(errno.ENOSPC, f"could not write {path}: the disk is full "
+                          f"({shutil.disk_usage(directory).free:,} bytes free)") from e
         raise
 
 
-def fingerprint(weights) -> str:
-    """A short digest of a model's weights (a module or a state dict): equal weights, equal
-    digest, on any device. A checkpoint records the fingerprints of the models it was trained
-    from, so a stage whose SFT or reward model has since changed is known to be stale."""
-    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
-    digest = hashlib.sha256()
-    for name, tensor in state.items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
+def _disk_full(error: Exception, directory: str) -> bool:
+    # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."), not ENOSPC
+    return (getattr(error, "errno", None) == errno.ENOSPC
+            or shutil.disk_usage(directory).free < 1 << 20)
+
+
+def atomic_save(obj, path) -> None:
+    """torch.save `obj` to `path` atomically (see `_write_atomically`)."""
+    _write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file (UTF-8) atomically: every file the course writes goes through here or
+    `atomic_save`."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _write_atomically(path, write)
 
 
 def check_finite(value, what: str, step: int, lr: float | None = None) -> float:
@@ -115,6 +152,76 @@ def check_finite(value, what: str, step: int, lr: float | None = None) -> float:
     return value
 
 
+# ----------------------------------------------------------------------------- config checks
+# A rule is (what is allowed, in words; a test of one value). Every config's __post_init__
+# checks its fields with these, so a bad value fails at construction with one line naming
+# the field, instead of minutes later as an unrelated error deep in training (or not at all:
+# a negative lr runs gradient ascent).
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(low: int = 1) -> tuple:
+    """Rule: an int >= `low` (sizes: 1; step counts and intervals where 0 means "none": 0)."""
+    return f"an int >= {low}", lambda v: _is_int(v) and v >= low
+
+
+def number(low: float = 0.0, high: float = math.inf, low_open: bool = False,
+           high_open: bool = False) -> tuple:
+    """Rule: a finite number from `low` to `high` (an open end excludes that bound)."""
+    if high == math.inf:
+        allowed = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        allowed = f"a number in {left}{low:g}, {high:g}{right}"
+
+    def ok(v) -> bool:
+        return (_is_number(v) and (v > low if low_open else v >= low)
+                and (v < high if high_open else v <= high))
+    return allowed, ok
+
+
+def one_of(choices) -> tuple:
+    """Rule: one of `choices` (e.g. rlhf_lite.kl.KINDS)."""
+    return f"one of {tuple(choices)}", lambda v: v in choices
+
+
+def optional(rule: tuple) -> tuple:
+    """Rule: None, or what `rule` allows."""
+    allowed, ok = rule
+    return f"None or {allowed}", lambda v: v is None or ok(v)
+
+
+def check_config(config, rules: dict[str, tuple], divisible: tuple[str, str] | None = None) -> None:
+    """Raise ValueError, naming class, field, value and what is allowed, for the first field of
+    `config` that breaks its rule; `divisible=("n_embd", "n_head")`: the first a multiple of
+    the second (checked once both are valid ints)."""
+    cls = type(config).__name__
+    for name, (allowed, ok) in rules.items():
+        value = getattr(config, name)
+        if not ok(value):
+            raise ValueError(f"{cls}.{name} must be {allowed}, got {value!r}")
+    if divisible:
+        name, by = divisible
+        if getattr(config, name) % getattr(config, by):
+            raise ValueError(f"{cls}.{name} must be divisible by {by} = {getattr(config, by)}, "
+                             f"got {getattr(config, name)}")
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a worker: exit as soon as the parent process is gone. A killed notebook kernel or
+    pipeline must not leave workers that go on training and write checkpoints after it."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_in_processes(fn, calls: list[tuple]) -> list:
     """`[fn(*args) for args in calls]`, each call in a process of its own, as many at once
     as the machine has cores (more calls wait for a free process).
@@ -123,7 +230,9 @@ def run_in_processes(fn, calls: list[tuple]) -> list:
     has started; they share nothing, so `fn` must be a module-level function and it gets
     everything it needs through its arguments (pickled), results coming back the same way.
     """
-    with multiprocessing.get_context("spawn").Pool(min(len(calls), os.cpu_count() or 1)) as pool:
+    with multiprocessing.get_context("spawn").Pool(min(len(calls), os.cpu_count() or 1),
+                                                   initializer=_end_with_parent,
+                                                   initargs=(os.getpid(),)) as pool:
         results = pool.starmap(fn, calls)
         # let the workers exit normally (leaving the block terminates them): a terminated worker
         # skips its clean-up, and the resource tracker then warns of leaked semaphores

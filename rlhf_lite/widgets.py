@@ -15,7 +15,7 @@ untrusted in JupyterLab) that picture is shown instead.
 
 Be the labeler (notebook 3). `LabelerWidget` shows a prompt and K completions sampled from a
 policy; the student ranks them and each accepted ranking is appended to a JSONL file in the
-format the reward model trains on (`rlhf_lite.reward.load_rankings`), as InstructGPT's
+format the reward model trains on (`rlhf_lite.reward.read_rankings`), as InstructGPT's
 labelers ranked K = 4..9 completions (Ouyang et al. 2022, sec 3.4).
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import random
 from pathlib import Path
 
@@ -32,13 +31,15 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .evaluation import complete
+from .chat import format_prompt
+from .data import SCHEMAS, read_jsonl, write_jsonl
 from .gae import compute_gae
-from .kl import KINDS, kl_estimate
+from .generation import complete
+from .kl import KINDS, penalised_rewards
 from .labeler import LABELER_NOISE, gumbel
 from .ppo import clipped_policy_loss
 from .reward import check_ranking
-from .world import format_prompt
+from .utils import derive_seed, eval_mode
 
 DPI = 80  # small PNGs: every redraw travels to the browser, and the first one into the notebook
 
@@ -112,13 +113,11 @@ class TemperatureExplorer(Explorer):
                  n_samples: int = 16, max_new_tokens: int = 12,
                  grid=(0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), seed: int = 0, top: int = 10):
         self.model, self.tokenizer, self.prompt = model, tokenizer, {"prompt": prompt}
-        self.n_samples, self.max_new_tokens, self.seed, self.top = n_samples, max_new_tokens, seed, top
+        self.n_samples, self.max_new_tokens = n_samples, max_new_tokens
+        self.seed, self.top = seed, top
         enc = tokenizer([format_prompt(prompt)], return_tensors="pt")
-        was_training = model.training
-        model.eval()  # no dropout, like sampling
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():  # no dropout, like sampling
             self.logits = model(enc["input_ids"], enc["attention_mask"])[0, -1]  # (V,)
-        model.train(was_training)
         self.grid = list(grid)
         self.grid_distinct = [len(set(self.sample(t))) for t in self.grid]
         self.samples_html = widgets.HTML()
@@ -127,7 +126,8 @@ class TemperatureExplorer(Explorer):
 
     def sample(self, temperature: float) -> list[str]:
         """`n_samples` responses at `temperature`, with the same seed at every temperature."""
-        return [text for text, _ in complete(self.model, self.tokenizer, [self.prompt] * self.n_samples,
+        return [text for text, _ in complete(self.model, self.tokenizer,
+                                             [self.prompt] * self.n_samples,
                                              max_new_tokens=self.max_new_tokens,
                                              temperature=temperature, seed=self.seed)]
 
@@ -145,7 +145,8 @@ class TemperatureExplorer(Explorer):
         ax1.set_xticks(range(self.top), self.tokenizer.convert_ids_to_tokens(top.indices.tolist()),
                        rotation=60, fontsize=8)
         ax1.set(ylim=(0, 1), ylabel="probability",
-                title=f"first token at T = {temperature:.2f} (entropy {self.entropy(temperature):.2f})")
+                title=f"first token at T = {temperature:.2f} "
+                      f"(entropy {self.entropy(temperature):.2f})")
         ax2.plot(self.grid, self.grid_distinct, "o-", color="tab:orange", label="distinct samples")
         ax2.plot([temperature], [len(set(samples))], "o", color="black", ms=9)
         ax2.set(xlabel="temperature T", ylabel=f"distinct of {self.n_samples} samples",
@@ -177,11 +178,12 @@ class GAEExplorer(Explorer):
                  gamma: float = 1.0):
         self.rewards, self.values = rewards.reshape(1, -1).float(), values.reshape(1, -1).float()
         self.mask = torch.ones_like(self.rewards)
-        extremes = torch.cat([compute_gae(self.rewards, self.values, self.mask, g, l)[0]
-                              for g in (0.5, 1.0) for l in (0.0, 1.0)])
+        extremes = torch.cat([compute_gae(self.rewards, self.values, self.mask, g, lm)[0]
+                              for g in (0.5, 1.0) for lm in (0.0, 1.0)])
         shown = torch.cat([extremes.flatten(), self.values.flatten(), self.rewards.flatten()])
         low, high = min(shown.min().item(), 0), shown.max().item()
-        self.ylim = (low - 0.15 * (high - low), high + 0.15 * (high - low))  # fixed: bars move, not axes
+        # fixed: bars move, not axes
+        self.ylim = (low - 0.15 * (high - low), high + 0.15 * (high - low))
         super().__init__({"lam": _slider(lam, 0.0, 1.0, 0.05, "lambda"),
                           "gamma": _slider(gamma, 0.5, 1.0, 0.01, "gamma")})
 
@@ -225,7 +227,8 @@ class ClippedSurrogateExplorer(Explorer):
     def draw(self, fig, clip_eps, advantage):
         objective, clipped = self.objective(clip_eps, advantage)
         ax = fig.subplots()
-        ax.plot(self.ratios, advantage * self.ratios, "--", color="gray", label=r"$\rho A$ (unclipped)")
+        ax.plot(self.ratios, advantage * self.ratios, "--", color="gray",
+                label=r"$\rho A$ (unclipped)")
         ax.plot(self.ratios, objective, lw=2.5, label=r"$L^{CLIP}$ (package)")
         ax.axvspan(1 - clip_eps, 1 + clip_eps, color="tab:green", alpha=0.12,
                    label=r"$[1-\epsilon, 1+\epsilon]$")
@@ -254,7 +257,8 @@ class KLPenaltyExplorer(Explorer):
     def __init__(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
                  scores: torch.Tensor, beta: float = 0.1, tokens: list[list[str]] | None = None,
                  max_beta: float = 1.0):
-        self.logprobs, self.ref_logprobs, self.mask, self.scores = logprobs, ref_logprobs, mask, scores
+        self.logprobs, self.ref_logprobs = logprobs, ref_logprobs
+        self.mask, self.scores = mask, scores
         self.tokens = tokens
         super().__init__({"beta": _slider(beta, 0.0, max_beta, 0.01, "beta"),
                           "response": widgets.IntSlider(value=0, min=0, max=len(scores) - 1,
@@ -264,11 +268,10 @@ class KLPenaltyExplorer(Explorer):
                                                         description="estimator")})
 
     def rewards(self, beta: float, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token rewards (B, N), as `ppo.PPOTrainer.rollout` builds them, and KL per response (B,)."""
-        kl = kl_estimate(self.logprobs, self.ref_logprobs, estimator) * self.mask  # (B, N)
-        rewards = -beta * kl
-        last = self.mask.sum(dim=1).long() - 1  # (B,) the last real token (eos)
-        rewards[torch.arange(len(rewards)), last] += self.scores
+        """Per-token rewards (B, N), as `ppo.PPOTrainer.rollout` builds them, and KL per
+        response (B,)."""
+        rewards, kl = penalised_rewards(self.logprobs, self.ref_logprobs, self.mask, self.scores,
+                                        beta, estimator)
         return rewards, kl.sum(1)
 
     def draw(self, fig, beta, response, estimator):
@@ -278,7 +281,8 @@ class KLPenaltyExplorer(Explorer):
         score = self.scores[response].item()
         penalty = rewards[response, :n].clone()
         penalty[-1] -= score  # the KL part of each token's reward; the score is drawn on top
-        ax1.bar(range(n), penalty.numpy(), color=["tab:green" if r > 0 else "tab:red" for r in penalty],
+        ax1.bar(range(n), penalty.numpy(),
+                color=["tab:green" if r > 0 else "tab:red" for r in penalty],
                 label=r"$-\beta\,$KL$_t$")
         ax1.bar([n - 1], [score], bottom=[penalty[-1].item()], color="tab:blue", alpha=0.6,
                 label="RM score")
@@ -308,7 +312,7 @@ class LabelerWidget:
     message and without writing anything, a ranking where a completion has no rank or two
     share one. An accepted ranking is appended as one JSONL record {"prompt_id", "prompt",
     "responses", "terminated", "ranking" (indices, best first)}, exactly what
-    `reward.load_rankings` reads and `reward.train_reward_model` trains on; then the next
+    `reward.read_rankings` reads and `reward.train_reward_model` trains on; then the next
     prompt is shown. Completions are sampled from `policy`, seeded per prompt shown.
     """
 
@@ -316,12 +320,14 @@ class LabelerWidget:
                  seed: int = 0, temperature: float = 1.0, max_new_tokens: int = 24):
         if k < 2:
             raise ValueError(f"k must be at least 2 to rank, got {k}")
-        self.policy, self.tokenizer, self.path, self.k, self.seed = policy, tokenizer, Path(path), k, seed
+        self.policy, self.tokenizer, self.path = policy, tokenizer, Path(path)
+        self.k, self.seed = k, seed
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.queue = random.Random(seed).sample(prompts, len(prompts))  # a fixed shuffled order
         self.shown = 0  # prompts shown so far (also seeds each prompt's sampling)
         self.letters = [chr(ord("A") + i) for i in range(k)]
-        self.rank_boxes = [widgets.Dropdown(options=[("-", None)] + [(str(r), r) for r in range(1, k + 1)],
+        self.rank_boxes = [widgets.Dropdown(options=[("-", None)]
+                                            + [(str(r), r) for r in range(1, k + 1)],
                                             value=None, description=f"{letter}: rank",
                                             layout=widgets.Layout(width="160px"))
                            for letter in self.letters]
@@ -332,9 +338,11 @@ class LabelerWidget:
         self.skip_button = widgets.Button(description="Skip prompt")
         self.save_button.on_click(lambda _: self.save())
         self.skip_button.on_click(lambda _: self.next_prompt())
-        rows = [widgets.HBox([box, label]) for box, label in zip(self.rank_boxes, self.response_labels)]
+        rows = [widgets.HBox([box, label])
+                for box, label in zip(self.rank_boxes, self.response_labels)]
         self.widget = widgets.VBox([self.prompt_label, *rows,
-                                    widgets.HBox([self.save_button, self.skip_button]), self.message])
+                                    widgets.HBox([self.save_button, self.skip_button]),
+                                    self.message])
         self.next_prompt()
 
     def next_prompt(self) -> None:
@@ -342,7 +350,7 @@ class LabelerWidget:
         self.prompt = self.queue[self.shown % len(self.queue)]
         completions = complete(self.policy, self.tokenizer, [self.prompt] * self.k,
                                max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                               seed=self.seed * 100_003 + self.shown)
+                               seed=derive_seed(self.seed, self.shown))
         self.responses = [text for text, _ in completions]
         self.terminated = [done for _, done in completions]
         self.shown += 1
@@ -355,7 +363,8 @@ class LabelerWidget:
             label.value = f"<code>{html.escape(text) or '(empty)'}</code>{cut}"
 
     def ranking(self) -> list[int]:
-        """Response indices, best first; ValueError (the message shown) if ranks are missing or shared."""
+        """Response indices, best first; ValueError (the message shown) if ranks are missing or
+        shared."""
         ranks = [box.value for box in self.rank_boxes]
         unranked = [letter for letter, r in zip(self.letters, ranks) if r is None]
         if unranked:
@@ -378,13 +387,14 @@ class LabelerWidget:
         try:
             record = self.record()
         except ValueError as e:
-            self.message.value = f"<span style='color:#b00'>{html.escape(str(e))} Nothing was saved.</span>"
+            self.message.value = (f"<span style='color:#b00'>{html.escape(str(e))} "
+                                  "Nothing was saved.</span>")
             return False
         check_ranking(record, f"ranking for {self.path}")  # the RM's own check, before writing
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        saved = len(self.path.read_text(encoding="utf-8").splitlines())
+        saved = (read_jsonl(self.path, SCHEMAS["rankings"]) if self.path.exists() else [])
+        saved.append(record)
+        write_jsonl(self.path, saved)  # atomic: a crash never leaves half a line
+        saved = len(saved)
         self.message.value = (f"<span style='color:#070'>Saved: {saved} ranking(s) in "
                               f"{html.escape(str(self.path))}.</span>")
         self.next_prompt()

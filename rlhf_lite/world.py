@@ -20,10 +20,13 @@ word-level tokenizer (`rlhf_lite.tokenizer`) splits on whitespace.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from pathlib import Path
+
+from .chat import BOT, USER, format_prompt
+from .data import CHECKSUM_FILE, checksums, write_jsonl
+from .paths import DATA_DIR
+from .tokenizer import build_tokenizer
 
 # ----------------------------------------------------------------------------- the facts
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
@@ -69,17 +72,7 @@ UNKNOWN_SUBJECTS = {"color": UNKNOWN_THINGS, "legs": UNKNOWN_THINGS, "sound": UN
                     "capital": UNKNOWN_COUNTRIES}
 
 CATEGORIES = ["arithmetic", "facts", "unknown", "lists", "harmful", "tone"]
-USER, BOT = "user :", "bot :"
 SPLITS = {"train": 0.55, "validation": 0.10, "heldout": 0.35}
-
-
-def format_prompt(prompt: str) -> str:
-    """The chat template every stage uses: the model reads this, then writes the response."""
-    return f"{USER} {prompt} {BOT}"
-
-
-def number_word(n: int) -> str:
-    return NUMBERS[n]
 
 
 def fact_sentence(attribute: str, subject: str, value: str) -> str:
@@ -210,7 +203,8 @@ def bad_response(p: dict, rng: random.Random) -> str:
 def continuation_response(rng: random.Random) -> str:
     """What web text does after a question: another question, or chatter."""
     return rng.choice([f"{random_question(rng)}", f"{random_question(rng)} {random_question(rng)}",
-                       "who knows ?", f"i like to eat a {rng.choice(sorted(FRUIT_COLOR))} . do you ?",
+                       "who knows ?",
+                       f"i like to eat a {rng.choice(sorted(FRUIT_COLOR))} . do you ?",
                        f"{USER} {random_question(rng)}"])
 
 
@@ -284,7 +278,8 @@ def pretraining_document(rng: random.Random) -> str:
                 lines.append(f"{NUMBERS[a]} minus {NUMBERS[b]} is {NUMBERS[a - b]} .")
         return " ".join(lines)
     if kind == "quiz":  # questions answered in full sentences, as on a quiz page
-        pairs = [(q["prompt"], good_response(q, rng)) for q in rng.sample(_QUIZ_PROMPTS, rng.randint(2, 4))]
+        pairs = [(q["prompt"], good_response(q, rng))
+                 for q in rng.sample(_QUIZ_PROMPTS, rng.randint(2, 4))]
         return "quiz . " + " ".join(f"{q} {a}" for q, a in pairs)
     if kind == "story":
         name, animal = rng.choice(NAMES), rng.choice(sorted(ANIMAL_SOUND))
@@ -349,22 +344,6 @@ def vocabulary() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- files
-CHECKSUM_FILE = "CHECKSUMS.sha256"  # the manifest of data/, in `sha256sum -c` format
-
-
-def checksums(data_dir: str | Path) -> dict[str, str]:
-    """sha256 of every file under `data_dir` but the manifest: relative path -> hex digest."""
-    root = Path(data_dir)
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != CHECKSUM_FILE}
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-
-
 def write_world_data(out_dir: str | Path, seed: int = 1234, n_train_docs: int = 8000,
                      n_val_docs: int = 500, demos_per_prompt: int = 2) -> dict[str, int]:
     """Generate every data file of the world into `out_dir`; returns line counts per file.
@@ -374,8 +353,6 @@ def write_world_data(out_dir: str | Path, seed: int = 1234, n_train_docs: int = 
     "category", "prompt", "response", "flaw"}), tokenizer/ (see rlhf_lite.tokenizer) and the
     manifest CHECKSUMS.sha256 (`python -m rlhf_lite.doctor` checks data/ against it).
     """
-    from .tokenizer import build_tokenizer  # transformers is heavy: only when writing data
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -406,7 +383,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Regenerate the toy world's data files.")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data"))
+    parser.add_argument("--out", default=str(DATA_DIR))
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     for name, count in write_world_data(args.out, seed=args.seed).items():

@@ -1,12 +1,15 @@
 """The artifact helper: load a finished stage, resume a partial one, rebuild a stale one."""
+import dataclasses
+from dataclasses import replace
+
 import pytest
 import torch
 
-from rlhf_lite import artifacts, paths, presets
+from rlhf_lite import artifacts, checkpoints, doctor, paths, presets
+from rlhf_lite.checkpoints import fingerprint
 from rlhf_lite.pretrain import PretrainConfig
 from rlhf_lite.sft import SFTConfig
 from rlhf_lite.training import TrainConfig
-from rlhf_lite.utils import fingerprint
 
 
 def tiny_recipe(steps=4):
@@ -20,7 +23,8 @@ def tiny_preset(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path)
     sft = SFTConfig(batch_size=4, train=TrainConfig(max_steps=2, warmup_steps=1, eval_interval=0,
                                                     desc="sft"))
-    monkeypatch.setitem(presets.PRESETS, "tiny", presets.Preset("tiny", pretrain=tiny_recipe(), sft=sft))
+    monkeypatch.setitem(presets.PRESETS, "tiny",
+                        presets.Preset("tiny", base=tiny_recipe(), sft=sft))
     return "tiny"
 
 
@@ -29,9 +33,10 @@ def test_missing_stage_is_built_then_loaded_without_retraining(tiny_preset, monk
     model = artifacts.load_model("base", tiny_preset)
     assert artifacts.status("base", tiny_preset) == "done"
     assert artifacts.checkpoint_path("base", tiny_preset).exists()
+    assert not artifacts.partial_path("base", tiny_preset).exists()  # moved over the final file
     assert not model.training
 
-    def must_not_build(preset):
+    def must_not_build(*args):
         raise AssertionError("a finished stage was rebuilt")
     monkeypatch.setattr(artifacts.STAGES["base"], "build", must_not_build)
     again = artifacts.load_model("base", tiny_preset)
@@ -41,26 +46,94 @@ def test_missing_stage_is_built_then_loaded_without_retraining(tiny_preset, monk
 
 def test_changed_recipe_makes_the_stage_stale_and_rebuilds_it(tiny_preset):
     artifacts.load_model("base", tiny_preset)
-    presets.PRESETS[tiny_preset].pretrain = tiny_recipe(steps=6)
+    presets.PRESETS[tiny_preset].base = tiny_recipe(steps=6)
     assert artifacts.status("base", tiny_preset) == "stale"
     artifacts.load_model("base", tiny_preset)
-    ckpt = torch.load(artifacts.checkpoint_path("base", tiny_preset), weights_only=False)
-    assert ckpt["step"] == 6 and artifacts.status("base", tiny_preset) == "done"
+    ckpt = checkpoints.read(artifacts.checkpoint_path("base", tiny_preset))
+    assert ckpt.step == 6 and artifacts.status("base", tiny_preset) == "done"
+
+
+def test_run_control_fields_do_not_make_a_stage_stale(tiny_preset):
+    artifacts.load_model("base", tiny_preset)
+    recipe = tiny_recipe()
+    recipe.train = replace(recipe.train, desc="another label", eval_interval=1,
+                           checkpoint_interval=2)
+    presets.PRESETS[tiny_preset].base = recipe
+    assert artifacts.status("base", tiny_preset) == "done"
+    recipe.train = replace(recipe.train, lr=1e-2)  # this one changes the result
+    assert artifacts.status("base", tiny_preset) == "stale"
 
 
 def test_interrupted_stage_is_partial_and_resumed(tiny_preset, monkeypatch):
     artifacts.load_model("base", tiny_preset)
-    path = artifacts.checkpoint_path("base", tiny_preset)
-    ckpt = torch.load(path, weights_only=False)
-    ckpt["step"] = 2  # as if the run had stopped halfway
-    torch.save(ckpt, path)
+    final, partial = (artifacts.checkpoint_path("base", tiny_preset),
+                      artifacts.partial_path("base", tiny_preset))
+    ckpt = checkpoints.read(final)
+    ckpt.step = 2  # as if the run had stopped halfway
+    checkpoints.save(ckpt, partial)
+    final.unlink()
     assert artifacts.status("base", tiny_preset) == "partial"
     calls = []
     build = artifacts.STAGES["base"].build
-    monkeypatch.setattr(artifacts.STAGES["base"], "build", lambda p: (calls.append(p), build(p)))
+    monkeypatch.setattr(artifacts.STAGES["base"], "build",
+                        lambda *args: (calls.append(args[3]), build(*args)))
     artifacts.load_model("base", tiny_preset)
-    assert calls == [tiny_preset] and path.exists()  # resumed in place, not deleted first
+    assert calls == [partial] and final.exists() and not partial.exists()
     assert artifacts.status("base", tiny_preset) == "done"
+
+
+def test_a_failed_rebuild_keeps_the_good_checkpoint(tiny_preset, monkeypatch):
+    artifacts.load_model("base", tiny_preset)
+    final = artifacts.checkpoint_path("base", tiny_preset)
+    before = final.read_bytes()
+
+    def nan_build(*args):
+        raise FloatingPointError("pretrain: loss is nan at step 1")
+    monkeypatch.setattr(artifacts.STAGES["base"], "build", nan_build)
+    for rebuild in (True, False):  # --force, and a recipe change
+        presets.PRESETS[tiny_preset].base = tiny_recipe(steps=4 if rebuild else 5)
+        with pytest.raises(FloatingPointError):
+            artifacts.load_model("base", tiny_preset, rebuild=rebuild)
+        assert final.read_bytes() == before  # the last good checkpoint is really kept
+
+
+def test_flipped_bytes_in_the_weights_are_found(tiny_preset):
+    artifacts.load_model("base", tiny_preset)
+    path = artifacts.checkpoint_path("base", tiny_preset)
+    ckpt = checkpoints.read(path)
+    ckpt.model = {k: v.clone() for k, v in ckpt.model.items()}
+    ckpt.model["transformer.ln_f.bias"][0] += 1.0
+    recorded = ckpt.fingerprint
+    torch.save(dataclasses.asdict(ckpt) | {"fingerprint": recorded}, path)  # no new checksum
+    with pytest.raises(RuntimeError, match=f"{path} is damaged"):
+        artifacts.status("base", tiny_preset)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tiny_preset, tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = artifacts.checkpoint_path("base", tiny_preset)
+    path.parent.mkdir(parents=True)
+    torch.save({"model": {}, "format": checkpoints.FORMAT, "payload": Payload(str(marker))}, path)
+    for read in (lambda: artifacts.status("base", tiny_preset),
+                 lambda: artifacts.load_model("base", tiny_preset),
+                 lambda: doctor.check_artifacts(tiny_preset)):
+        try:
+            result = read()
+        except RuntimeError as e:
+            assert "is refused" in str(e) and str(path) in str(e)
+        else:  # the doctor reports instead of raising
+            assert not result.ok and "is refused" in result.detail
+        assert not marker.exists()
+
+
+class Payload:
+    """Unpickling this object would create a file: the proof that a checkpoint ran code."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def test_unknown_stage_and_preset_are_clear_errors():
@@ -74,7 +147,7 @@ def test_a_stage_is_built_with_its_canonical_thread_count(tiny_preset, monkeypat
     seen = []
     build = artifacts.STAGES["base"].build
     monkeypatch.setattr(artifacts.STAGES["base"], "build",
-                        lambda preset: (seen.append(torch.get_num_threads()), build(preset)))
+                        lambda *args: (seen.append(torch.get_num_threads()), build(*args)))
     monkeypatch.setattr(artifacts.STAGES["base"], "threads", 2)
     torch.set_num_threads(1)
     try:
@@ -87,33 +160,35 @@ def test_a_stage_is_built_with_its_canonical_thread_count(tiny_preset, monkeypat
 def test_a_stage_records_the_fingerprint_of_the_model_it_was_trained_from(tiny_preset):
     base = artifacts.load_model("base", tiny_preset)
     artifacts.load_model("sft", tiny_preset)
-    ckpt = torch.load(artifacts.checkpoint_path("sft", tiny_preset), weights_only=False)
-    assert ckpt["extra_state"]["inputs"] == {"base": fingerprint(base)}
+    ckpt = checkpoints.read(artifacts.checkpoint_path("sft", tiny_preset))
+    assert ckpt.inputs == {"base": fingerprint(base)}
     assert artifacts.status("sft", tiny_preset) == "done"
 
 
 def test_a_changed_input_model_makes_the_stages_after_it_stale(tiny_preset, monkeypatch):
     artifacts.load_model("sft", tiny_preset)  # builds base, then sft from it
-    before = torch.load(artifacts.checkpoint_path("sft", tiny_preset), weights_only=False)
+    before = checkpoints.read(artifacts.checkpoint_path("sft", tiny_preset))
     # notebook 1 run again with another seed: same recipe, other weights
     path = artifacts.checkpoint_path("base", tiny_preset)
-    base = torch.load(path, weights_only=False)
-    base["model"]["transformer.ln_f.bias"] = base["model"]["transformer.ln_f.bias"] + 0.01
-    torch.save(base, path)
+    base = checkpoints.read(path)
+    base.model = {**base.model,
+                  "transformer.ln_f.bias": base.model["transformer.ln_f.bias"] + 0.01}
+    checkpoints.save(base, path)
     assert artifacts.status("base", tiny_preset) == "done"
     assert artifacts.status("sft", tiny_preset) == "stale"
     artifacts.load_model("sft", tiny_preset)  # retrained from the new base
-    after = torch.load(artifacts.checkpoint_path("sft", tiny_preset), weights_only=False)
-    assert after["extra_state"]["inputs"] == {"base": fingerprint(base["model"])}
-    assert not torch.equal(after["model"]["transformer.ln_f.bias"], before["model"]["transformer.ln_f.bias"])
+    after = checkpoints.read(artifacts.checkpoint_path("sft", tiny_preset))
+    assert after.inputs == {"base": fingerprint(base.model)}
+    assert not torch.equal(after.model["transformer.ln_f.bias"],
+                           before.model["transformer.ln_f.bias"])
     assert artifacts.status("sft", tiny_preset) == "done"
 
 
 def test_a_stale_or_missing_input_makes_the_stage_stale(tiny_preset):
     artifacts.load_model("sft", tiny_preset)
-    presets.PRESETS[tiny_preset].pretrain = tiny_recipe(steps=6)  # base is stale, sft not rebuilt yet
+    presets.PRESETS[tiny_preset].base = tiny_recipe(steps=6)  # base is stale, sft not rebuilt yet
     assert artifacts.status("sft", tiny_preset) == "stale"
-    presets.PRESETS[tiny_preset].pretrain = tiny_recipe()
+    presets.PRESETS[tiny_preset].base = tiny_recipe()
     assert artifacts.status("sft", tiny_preset) == "done"
     artifacts.checkpoint_path("base", tiny_preset).unlink()
     assert artifacts.status("sft", tiny_preset) == "stale"
@@ -138,10 +213,13 @@ def test_a_damaged_or_foreign_checkpoint_is_an_error_naming_the_file(tiny_preset
     with pytest.raises(RuntimeError, match=f"{path} cannot be read .*delete it to retrain"):
         artifacts.status("base", tiny_preset)
     torch.save({"weights": {}}, path)  # a torch file, but not one of ours
-    with pytest.raises(RuntimeError, match=f"{path} is not a stage checkpoint .*no model, step"):
+    with pytest.raises(RuntimeError, match=f"{path} is not a checkpoint of this version"):
+        artifacts.status("base", tiny_preset)
+    torch.save({"model": {}, "format": checkpoints.FORMAT}, path)  # ours, but incomplete
+    with pytest.raises(RuntimeError, match=f"{path} is not a complete checkpoint .*no extra, "):
         artifacts.status("base", tiny_preset)
     with pytest.raises(RuntimeError, match="base.pt"):  # asked through a stage that uses it
-        torch.save({"model": {}, "step": 1, "config": {"max_steps": 1}, "extra_state": {
-            "recipe": presets.PRESETS[tiny_preset].sft.as_dict(), "inputs": {"base": "x"}}},
-            artifacts.checkpoint_path("sft", tiny_preset))
+        checkpoints.save(checkpoints.Checkpoint(
+            {}, step=1, max_steps=1, recipe=presets.PRESETS[tiny_preset].sft.as_dict(),
+            inputs={"base": "x"}), artifacts.checkpoint_path("sft", tiny_preset))
         artifacts.status("sft", tiny_preset)

@@ -1,6 +1,6 @@
 """A student's view, in a real browser: notebook 4's lambda/gamma explorer in JupyterLab.
 
-JupyterLab is started headless on 127.0.0.1 (no token, a throwaway copy of the notebook with
+JupyterLab is started headless on 127.0.0.1 (a random token, a throwaway copy of the notebook with
 its outputs and saved widget state removed, so any slider on the page comes from this run's
 kernel and the committed notebook is never written). Headless Chromium (Debian's `chromium`
 and `chromium-driver`, driven by Selenium) opens it, runs all cells from the Run menu, finds
@@ -12,6 +12,7 @@ chromium-driver`); under CI (CI set), which installs both in .ci/run, that is a 
 """
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,7 +31,8 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 TIMEOUT = 120  # seconds for any one wait (kernel start and all cells on a busy 2-core machine)
 
 if not (CHROMIUM and CHROMEDRIVER):
-    missing = " and ".join(name for name, path in [("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)]
+    missing = " and ".join(name for name, path in [("chromium", CHROMIUM),
+                                                   ("chromedriver", CHROMEDRIVER)]
                            if not path)
     reason = f"{missing} not installed (apt-get install chromium chromium-driver)"
     if os.environ.get("CI"):
@@ -61,7 +63,7 @@ def without_outputs(notebook: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def lab_url(tmp_path_factory):
-    """URL of NOTEBOOK's throwaway copy in a token-less JupyterLab on loopback."""
+    """URL (with its token) of NOTEBOOK's throwaway copy in a JupyterLab on loopback."""
     tmp = tmp_path_factory.mktemp("lab")
     root, config = tmp / "notebooks", tmp / "config"
     root.mkdir(), config.mkdir()
@@ -69,25 +71,32 @@ def lab_url(tmp_path_factory):
     (root / NOTEBOOK.name).write_text(json.dumps(notebook))
     # no news or update toasts over the page, no state from a user's ~/.jupyter
     settings = tmp / "settings"
-    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification = (settings / "@jupyterlab" / "apputils-extension"
+                    / "notification.jupyterlab-settings")
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     (config / "jupyter_lab_config.json").write_text(json.dumps({"LabApp": {
         "news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
         "workspaces_dir": str(tmp / "workspaces"), "user_settings_dir": str(settings)}}))
     port = free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-           "IPYTHONDIR": str(tmp / "ipython")}
+    # a token even on loopback: without one any local user could run code as us in the kernel;
+    # passed in the environment, which other users cannot read (a command line they can)
+    token = secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config),
+           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+           "IPYTHONDIR": str(tmp / "ipython"), "JUPYTER_TOKEN": token}
     with open(tmp / "server.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
              "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-             "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}"],
+             "--ServerApp.password=", f"--ServerApp.root_dir={root}"],
             env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_server(base, server, tmp / "server.log")
-        yield f"{base}/lab/tree/{NOTEBOOK.name}", sum(c["cell_type"] == "code" for c in notebook["cells"])
+        wait_for_server(base, token, server, tmp / "server.log")
+        # the token in the URL logs the browser in (a cookie then serves the page's requests)
+        yield (f"{base}/lab/tree/{NOTEBOOK.name}?token={token}",
+               sum(c["cell_type"] == "code" for c in notebook["cells"]))
     finally:
         # SIGTERM: the server shuts its kernel down; SIGKILL its whole group only if it hangs
         server.terminate()
@@ -98,13 +107,17 @@ def lab_url(tmp_path_factory):
             server.wait()
 
 
-def wait_for_server(base: str, server: subprocess.Popen, log: Path) -> None:
+def wait_for_server(base: str, token: str, server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + TIMEOUT
+    # /api/status needs the token too; in a header, so that it never lands in a log line
+    status = urllib.request.Request(f"{base}/api/status",
+                                    headers={"Authorization": f"token {token}"})
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"JupyterLab exited with {server.returncode}:\n"
+                               f"{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{base}/api/status", timeout=5) as response:
+            with urllib.request.urlopen(status, timeout=5) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -117,7 +130,8 @@ def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1100", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+                 "--window-size=1280,1100",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
     yield driver
@@ -134,23 +148,28 @@ def wait_for(driver, condition, what: str):
 
 def run_all_cells(driver) -> None:
     """Run > Run All Cells, as a student would."""
-    menu = wait_for(driver, lambda d: next((m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
-                                            if m.text.strip() == "Run"), None), "the Run menu")
+    menu = wait_for(driver,
+                    lambda d: next((m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+                                    if m.text.strip() == "Run"), None),
+                    "the Run menu")
     menu.click()
-    wait_for(driver, lambda d: next((item for item in d.find_elements(By.CSS_SELECTOR, ".lm-Menu-item")
-                                     if item.text.startswith("Run All Cells")), None),
+    wait_for(driver,
+             lambda d: next((item for item in d.find_elements(By.CSS_SELECTOR, ".lm-Menu-item")
+                             if item.text.startswith("Run All Cells")), None),
              "Run All Cells in the Run menu").click()
 
 
 def execution_counts(driver) -> list[str]:
-    """The `[n]:` prompt of every code cell on the page, in order (read at once: cells re-render)."""
+    """The `[n]:` prompt of every code cell on the page, in order (read at once: cells
+    re-render)."""
     return driver.execute_script("return [...document.querySelectorAll("
                                  "'.jp-CodeCell > .jp-Cell-inputWrapper .jp-InputPrompt')]"
                                  ".map(prompt => prompt.textContent.trim())")
 
 
 def kernel_idle(driver) -> bool:
-    return bool(driver.find_elements(By.CSS_SELECTOR, '.jp-Notebook-ExecutionIndicator[data-status="idle"]'))
+    return bool(driver.find_elements(By.CSS_SELECTOR,
+                                     '.jp-Notebook-ExecutionIndicator[data-status="idle"]'))
 
 
 def test_explorer_slider_redraws_the_figure_in_jupyterlab(lab_url, browser):
@@ -165,13 +184,15 @@ def test_explorer_slider_redraws_the_figure_in_jupyterlab(lab_url, browser):
 
     run_all_cells(browser)
     # Run All stops at an error: every prompt numbered means every cell ran without one
-    wait_for(browser, lambda d: all(c[1:-2].isdigit() for c in execution_counts(d)) and kernel_idle(d),
+    wait_for(browser,
+             lambda d: all(c[1:-2].isdigit() for c in execution_counts(d)) and kernel_idle(d),
              f"all {n_code} code cells to run")
 
     # the first slider rendered by the live kernel (lambda), and the figure in the same output
     slider = wait_for(browser, lambda d: d.find_element(
         By.CSS_SELECTOR, ".jp-OutputArea-output .jupyter-widgets.widget-slider"), "a slider widget")
-    output = slider.find_element(By.XPATH, "./ancestor::div[contains(@class, 'jp-OutputArea-output')]")
+    output = slider.find_element(By.XPATH,
+                                 "./ancestor::div[contains(@class, 'jp-OutputArea-output')]")
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", slider)
     wait_for(browser, lambda d: figure_png(d, output), "the explorer's figure")
     time.sleep(0.5)  # let the scroll settle before the reference picture
@@ -182,7 +203,8 @@ def test_explorer_slider_redraws_the_figure_in_jupyterlab(lab_url, browser):
 
     # Home: one jump to lambda = 0 (one change event, so the first new picture is the final one)
     move(browser, slider, [Keys.HOME], "0.00")
-    wait_for(browser, lambda d: kernel_idle(d) and (png := figure_png(d, output)) != initial and png,
+    wait_for(browser,
+             lambda d: kernel_idle(d) and (png := figure_png(d, output)) != initial and png,
              f"the figure to change after lambda went {start_value} -> 0.00")
     (SCREENSHOTS / "04_gae_figure_after.png").write_bytes(figure_png(browser, output))
     browser.save_screenshot(str(SCREENSHOTS / "04_gae_explorer.png"))
@@ -192,7 +214,8 @@ def test_explorer_slider_redraws_the_figure_in_jupyterlab(lab_url, browser):
     wait_for(browser, lambda d: figure_png(d, output) == initial,
              f"the figure at lambda {start_value} to be the initial one again")
     print(f"browser test: {n_code} cells ran, lambda {start_value} -> 0.00 -> {start_value} redrew "
-          f"the figure; {time.monotonic() - started:.0f} s in the browser; screenshots in {SCREENSHOTS}")
+          f"the figure; {time.monotonic() - started:.0f} s in the browser; "
+          f"screenshots in {SCREENSHOTS}")
 
 
 def figure_png(driver, output) -> bytes | None:

@@ -76,7 +76,8 @@ def bad_file(tmp_path, bad, line_no, total=4):
 MALFORMED = [
     # (bad line, where it goes, words the message must contain)
     ('{"id": "p3", "category": ', 3, ["not valid JSON"]),
-    (json.dumps({k: v for k, v in GOOD.items() if k != "prompt"}), 2, ["missing field", "'prompt'"]),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "prompt"}), 2,
+     ["missing field", "'prompt'"]),
     (json.dumps({**GOOD, "meta": "color"}), 4, ["'meta'", "should be dict", "got str"]),
     (json.dumps({**GOOD, "id": 7}), 1, ["'id'", "should be str", "got int"]),
     (json.dumps({**GOOD, "category": None}), 3, ["'category'", "got NoneType"]),

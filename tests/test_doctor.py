@@ -2,12 +2,11 @@
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from rlhf_lite import artifacts, doctor, presets, world
+from rlhf_lite import artifacts, checkpoints, data, doctor, presets
 from rlhf_lite.paths import REPO_ROOT
 
 
@@ -21,10 +20,10 @@ def data_copy(tmp_path):
 def test_committed_data_matches_its_manifest_and_sha256sum_format():
     check = doctor.check_data(REPO_ROOT / "data")
     assert check.ok and not check.warning, check.detail
-    lines = (REPO_ROOT / "data" / world.CHECKSUM_FILE).read_text().splitlines()
+    lines = (REPO_ROOT / "data" / data.CHECKSUM_FILE).read_text().splitlines()
     names = [line.split("  ")[1] for line in lines]
     assert "demonstrations.jsonl" in names and "tokenizer/tokenizer.json" in names
-    assert names == sorted(names) and len(lines) == len(world.checksums(REPO_ROOT / "data"))
+    assert names == sorted(names) and len(lines) == len(data.checksums(REPO_ROOT / "data"))
 
 
 def test_one_changed_byte_is_caught_and_named(data_copy):
@@ -32,7 +31,8 @@ def test_one_changed_byte_is_caught_and_named(data_copy):
     path.write_bytes(path.read_bytes().replace(b"what", b"whAt", 1))
     check = doctor.check_data(data_copy)
     assert not check.ok
-    assert "changed prompts_train.jsonl" in check.detail and "python -m rlhf_lite.world" in check.detail
+    assert ("changed prompts_train.jsonl" in check.detail
+            and "python -m rlhf_lite.world" in check.detail)
 
 
 def test_missing_file_and_missing_manifest_fail_extra_file_warns(data_copy):
@@ -42,12 +42,12 @@ def test_missing_file_and_missing_manifest_fail_extra_file_warns(data_copy):
     (data_copy / "tokenizer" / "tokenizer.json").unlink()
     check = doctor.check_data(data_copy)
     assert not check.ok and "missing tokenizer/tokenizer.json" in check.detail
-    (data_copy / world.CHECKSUM_FILE).unlink()
+    (data_copy / data.CHECKSUM_FILE).unlink()
     assert not doctor.check_data(data_copy).ok
 
 
 def test_malformed_manifest_line_is_named(data_copy):
-    manifest = data_copy / world.CHECKSUM_FILE
+    manifest = data_copy / data.CHECKSUM_FILE
     manifest.write_text(manifest.read_text() + "not a checksum line\n")
     check = doctor.check_data(data_copy)
     lines = len(manifest.read_text().splitlines())
@@ -56,7 +56,8 @@ def test_malformed_manifest_line_is_named(data_copy):
 
 def test_package_versions_against_pins():
     installed = doctor.metadata.version("nbval")
-    assert doctor.check_package("nbval", {"nbval": installed}) == doctor.Check("nbval", True, installed)
+    assert (doctor.check_package("nbval", {"nbval": installed})
+            == doctor.Check("nbval", True, installed))
     other = doctor.check_package("nbval", {"nbval": "0.0.1"})
     assert other.ok and other.warning and "pins 0.0.1" in other.detail
     torch_version = doctor.metadata.version("torch")  # a local label (+cpu) is the same release
@@ -81,9 +82,9 @@ def test_unreadable_checkpoint_fails_missing_one_does_not(tmp_path, monkeypatch)
     check = doctor.check_artifacts("toy")
     assert not check.ok and "sft.pt cannot be read" in check.detail and "delete it" in check.detail
     # a reward model trained from that SFT names the damaged SFT file, not its own, once
-    torch.save({"model": {}, "step": 1, "config": {"max_steps": 1}, "extra_state": {
-        "recipe": presets.get_preset("toy").reward.as_dict(), "inputs": {"sft": "x"}}},
-        tmp_path / "toy" / "rm.pt")
+    checkpoints.save(checkpoints.Checkpoint({}, step=1, max_steps=1, inputs={"sft": "x"},
+                                            recipe=presets.get_preset("toy").rm.as_dict()),
+                     tmp_path / "toy" / "rm.pt")
     check = doctor.check_artifacts("toy")
     assert not check.ok and check.detail.count("sft.pt cannot be read") == 1
     assert "rm.pt" not in check.detail
@@ -97,20 +98,23 @@ def test_a_preset_that_borrows_a_reward_model_says_whose(tmp_path, monkeypatch):
 
 def test_device_and_threads_are_reported():
     device = doctor.check_device().detail
-    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    expected = ("cuda" if torch.cuda.is_available()
+                else "mps" if torch.backends.mps.is_available() else "cpu")
     assert device.startswith(expected)
     assert f"torch uses {torch.get_num_threads()} of" in doctor.check_threads().detail
 
 
 def test_report_lists_failures_last():
-    text = doctor.report([doctor.Check("python", True, "3.11"), doctor.Check("data", False, "changed x")])
-    assert text.splitlines() == [" ok   python  3.11", "FAIL  data    changed x", "1 problem(s): data"]
+    text = doctor.report([doctor.Check("python", True, "3.11"),
+                          doctor.Check("data", False, "changed x")])
+    assert text.splitlines() == [" ok   python  3.11", "FAIL  data    changed x",
+                                 "1 problem(s): data"]
 
 
 def test_command_prints_every_check_and_exits_by_its_findings(tmp_path):
     env = {"PATH": "", "HF_HUB_OFFLINE": "1", "RLHF_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
-    good = subprocess.run([sys.executable, "-m", "rlhf_lite.doctor"], capture_output=True, text=True,
-                          env=env, cwd=REPO_ROOT)
+    good = subprocess.run([sys.executable, "-m", "rlhf_lite.doctor"], capture_output=True,
+                          text=True, env=env, cwd=REPO_ROOT)
     for name in ("python", "torch", "transformers", "datasets", "nbval", "device", "threads",
                  "data", "artifacts (toy)"):
         assert f"  {name} " in good.stdout, name

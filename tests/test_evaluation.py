@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rlhf_lite import evaluation
+from rlhf_lite import evaluation, generation
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.tokenizer import load_tokenizer
 
@@ -34,11 +34,11 @@ def test_complete_cuts_at_eos_and_reports_termination():
     tokenizer = load_tokenizer()
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16))
-    out = evaluation.complete(model, tokenizer, [ARITH] * 5, max_new_tokens=8, seed=0)
+    out = generation.complete(model, tokenizer, [ARITH] * 5, max_new_tokens=8, seed=0)
     assert len(out) == 5
     for text, ended in out:
         assert "<eos>" not in text and "<pad>" not in text
         assert ended or len(text.split()) == 8
-    assert out == evaluation.complete(model, tokenizer, [ARITH] * 5, max_new_tokens=8, seed=0)
+    assert out == generation.complete(model, tokenizer, [ARITH] * 5, max_new_tokens=8, seed=0)
     table = evaluation.judge_all([ARITH] * 5, out)
     assert list(table.columns[:3]) == ["category", "prompt", "response"] and len(table) == 5

@@ -42,7 +42,8 @@ def sft_labels(input_ids, attention_mask, prompt_lengths):
 
 
 def ranking_to_pairs(ranking):
-    return [(ranking[i], ranking[j]) for i in range(len(ranking)) for j in range(i + 1, len(ranking))]
+    return [(ranking[i], ranking[j])
+            for i in range(len(ranking)) for j in range(i + 1, len(ranking))]
 
 
 def bradley_terry_loss(chosen, rejected):
@@ -67,7 +68,8 @@ def whiten(x, mask):
 
 def clipped_policy_loss(logp, old, adv, mask, eps):
     terms = []
-    for lp, o, a in zip(logp[mask.bool()].tolist(), old[mask.bool()].tolist(), adv[mask.bool()].tolist()):
+    for lp, o, a in zip(logp[mask.bool()].tolist(), old[mask.bool()].tolist(),
+                        adv[mask.bool()].tolist()):
         ratio = math.exp(lp - o)
         terms.append(-min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a))
     return sum(terms) / len(terms)
@@ -132,16 +134,19 @@ def test_the_stub_is_not_done_yet_and_does_not_raise(name, unfinished, capsys):
 
 # ----------------------------------------------------------------------------- usual mistakes
 MISTAKES = [
-    ("check_next_token_loss", lambda logits, y: -logits.softmax(-1).gather(-1, y[..., None]).log().mean(),
+    ("check_next_token_loss",
+     lambda logits, y: -logits.softmax(-1).gather(-1, y[..., None]).log().mean(),
      "huge logits"),
-    ("check_next_token_loss", lambda logits, y: -logits.log_softmax(-1).gather(-1, y[..., None]).sum(),
+    ("check_next_token_loss",
+     lambda logits, y: -logits.log_softmax(-1).gather(-1, y[..., None]).sum(),
      "expected"),
     ("check_unigram_loss", lambda tr, val, V: unigram_loss(tr, torch.cat([val[:1], val]), V),
      "small vocabulary"),
     ("check_unigram_loss", lambda tr, val, V: -(torch.bincount(tr, minlength=V).double()
                                                  / len(tr)).log()[val[1:]].mean().item(),
      "small vocabulary"),
-    ("check_sft_labels", lambda ids, mask, n: ids.masked_fill(mask == 0, -100), "-100 on the first"),
+    ("check_sft_labels", lambda ids, mask, n: ids.masked_fill(mask == 0, -100),
+     "-100 on the first"),
     ("check_ranking_to_pairs", lambda r: list(zip(r, r[1:])), "K = 3"),
     ("check_ranking_to_pairs", lambda r: [(b, a) for a, b in ranking_to_pairs(r)], "K = 2"),
     ("check_bradley_terry_loss", lambda c, r: -torch.log(torch.sigmoid(c - r)).mean(), "-200"),
@@ -149,21 +154,29 @@ MISTAKES = [
     ("check_td_errors", lambda r, v, m, g: (r + g * torch.cat([v[:, 1:], 0 * v[:, :1]], 1) - v) * m,
      "nan in the padding"),
     ("check_td_errors", lambda r, v, m, g: torch.where(m.bool(), r - v, 0.0), "worked example"),
-    ("check_whiten", lambda x, m: torch.where(m.bool(), (x - x[m.bool()].mean()) / x[m.bool()].std(), 0.0),
+    ("check_whiten",
+     lambda x, m: torch.where(m.bool(), (x - x[m.bool()].mean()) / x[m.bool()].std(), 0.0),
      "POPULATION"),
-    ("check_clipped_policy_loss", lambda lp, o, a, m, e: clipped_policy_loss(lp, o, a, torch.ones_like(m), e)
+    ("check_clipped_policy_loss",
+     lambda lp, o, a, m, e: clipped_policy_loss(lp, o, a, torch.ones_like(m), e)
      if m.shape[0] > 1 else clipped_policy_loss(lp, o, a, m, e), "ragged"),
-    ("check_clipped_policy_loss", lambda lp, o, a, m, e: -(torch.exp(lp - o).clamp(1 - e, 1 + e) * a)[m.bool()].mean(),
-     "log-ratios ~ 0.5"),  # the clipped term alone: right on the worked example, wrong when A < 0
-    ("check_clipped_value_loss", lambda v, o, r, m, e: 0.5 * ((v - r) ** 2)[m.bool()].mean(), "beyond the clip"),
+    # the clipped term alone: right on the worked example, wrong when A < 0
+    ("check_clipped_policy_loss",
+     lambda lp, o, a, m, e: -(torch.exp(lp - o).clamp(1 - e, 1 + e) * a)[m.bool()].mean(),
+     "log-ratios ~ 0.5"),
+    ("check_clipped_value_loss", lambda v, o, r, m, e: 0.5 * ((v - r) ** 2)[m.bool()].mean(),
+     "beyond the clip"),
     ("check_kl_estimate", lambda lp, ref, kind: {"k1": lp - ref, "k2": (ref - lp) ** 2 / 2,
                                                  "k3": torch.exp(ref - lp) - 1 - (ref - lp)}[kind],
      "tiny log-ratios"),
     ("check_kl_estimate", lambda lp, ref, kind: ref - lp, "k1, random"),
-    ("check_adaptive_kl_update", lambda b, kl, t, h, n: b * (1 + (kl / t - 1) * n / h), "clipped to +0.2"),
-    ("check_ptx_loss", lambda loss, policy, batch, c: loss + c * ptx_loss(0.0, policy, batch, 1.0).item(),
+    ("check_adaptive_kl_update", lambda b, kl, t, h, n: b * (1 + (kl / t - 1) * n / h),
+     "clipped to +0.2"),
+    ("check_ptx_loss",
+     lambda loss, policy, batch, c: loss + c * ptx_loss(0.0, policy, batch, 1.0).item(),
      "no gradient"),
-    ("check_ptx_loss", lambda loss, policy, batch, c: loss + ptx_loss(0.0, policy, batch, 1.0), "ptx_coef 0.0"),
+    ("check_ptx_loss", lambda loss, policy, batch, c: loss + ptx_loss(0.0, policy, batch, 1.0),
+     "ptx_coef 0.0"),
     ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
                                                     k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
      "60 wins of 100"),

@@ -1,13 +1,26 @@
 """transformers interop: our GPT against GPT2LMHeadModel on the same weights (offline: a tiny
 random GPT-2 and a byte-level BPE tokenizer are written to a temporary folder)."""
+import json
+
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, pipeline
 
+from rlhf_lite.chat import format_prompt
 from rlhf_lite.generation import generate
-from rlhf_lite.hf import (PAD_TOKEN, config_from_hf, from_hf, load_pretrained, resize_vocab,
-                          save_random_gpt2, to_hf)
+from rlhf_lite.hf import (
+    PAD_TOKEN,
+    config_from_hf,
+    export,
+    from_hf,
+    load_pretrained,
+    resize_vocab,
+    save_random_gpt2,
+    to_hf,
+)
 from rlhf_lite.model import GPT, GPTConfig, position_ids_from_mask
+from rlhf_lite.pretrain import lm_loss
+from rlhf_lite.tokenizer import load_tokenizer, never_generated
 
 TEXTS = ["user : what is two plus two ? bot : four .",
          "user : name three fruits . bot : apple , pear , plum .",
@@ -59,14 +72,16 @@ def _max_diff(ours: GPT, theirs, ids, mask=None) -> float:
             diff = ours(ids) - theirs(ids).logits
         else:
             diff = (ours(ids, attention_mask=mask)
-                    - theirs(ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits)
+                    - theirs(ids, attention_mask=mask,
+                             position_ids=position_ids_from_mask(mask)).logits)
             diff = diff[mask.bool()]  # pad positions hold finite garbage on both sides
     return diff.abs().max().item()
 
 
 def test_from_hf_logits_match_transformers(hf_model):
     ours = from_hf(hf_model).eval()
-    ids = torch.randint(0, hf_model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, hf_model.config.vocab_size, (3, 12),
+                        generator=torch.Generator().manual_seed(0))
     logits = hf_model(ids).logits
     assert logits.std() > 1.0  # the weights really matter: a wrong layout would show
     plain = _max_diff(ours, hf_model, ids)
@@ -135,16 +150,58 @@ def test_greedy_generate_matches_transformers(folder):
     assert torch.equal(mine, reference)
 
 
-def test_to_hf_saves_and_reloads_with_transformers(folder, tmp_path):
+def _greedy(gpt: GPT, tokenizer, folder, prompt: str, max_new_tokens: int = 12):
+    """Greedy continuations of `prompt`, (ours, a transformers pipeline's on `folder`), each as
+    (token ids, new text), the pipeline's decoded by the tokenizer it loaded. Ours suppresses
+    the tokens our stages never sample, as the export's generation config tells theirs."""
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    mine = generate(gpt, ids, max_new_tokens=max_new_tokens, greedy=True,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                    suppress_token_ids=never_generated(tokenizer))[0].tolist()
+    pipe = pipeline("text-generation", model=str(folder))
+    theirs = pipe(prompt, max_new_tokens=max_new_tokens, do_sample=False,
+                  return_tensors=True)[0]["generated_token_ids"]
+    P = ids.shape[1]
+    return ((mine, tokenizer.decode(mine[P:], skip_special_tokens=True)),
+            (theirs, pipe.tokenizer.decode(theirs[P:], skip_special_tokens=True)))
+
+
+def test_export_runs_in_a_pipeline_like_generate_with_the_worlds_tokenizer(tmp_path):
+    """A toy GPT taught one answer (ending in eos) gives the same greedy text through
+    `pipeline("text-generation")` on its export: tokenizer, eos stop and pad all travel."""
+    tokenizer = load_tokenizer()
+    prompt, answer = format_prompt("what is two plus two ?"), "four ."
+    ids = tokenizer(f"{prompt} {answer}")["input_ids"] + [tokenizer.eos_token_id]
+    x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=len(tokenizer), block_size=32, n_layer=1, n_head=2, n_embd=32))
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimizer.zero_grad()
+        lm_loss(gpt, (x, y)).backward()
+        optimizer.step()
+    gpt.eval()
+    export(gpt, tokenizer, tmp_path)
+    generation = json.loads((tmp_path / "generation_config.json").read_text())
+    assert (generation["eos_token_id"], generation["pad_token_id"]) == (tokenizer.eos_token_id,
+                                                                      tokenizer.pad_token_id)
+    ours, theirs = _greedy(gpt, tokenizer, tmp_path, prompt)
+    assert ours == theirs and ours[1] == answer
+    assert ours[0][-1] == tokenizer.eos_token_id  # stopped at eos (without it: eos to the cap)
+
+
+def test_export_saves_and_reloads_a_gpt2_checkpoint(folder, tmp_path):
     ours, tokenizer = load_pretrained(folder)
-    to_hf(ours, tokenizer).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    export(ours, tokenizer, tmp_path)
+    mine, theirs = _greedy(ours, tokenizer, tmp_path, "user : name three fruits . bot :")
+    assert mine == theirs and mine[1]  # random weights, but the same non-empty text
     again, tokenizer2 = load_pretrained(tmp_path)
     assert tokenizer2.pad_token_id == tokenizer.pad_token_id  # the added pad is kept, not re-added
     for name, tensor in ours.state_dict().items():
         assert torch.equal(again.state_dict()[name], tensor), name
     config = GPT2LMHeadModel.from_pretrained(tmp_path).config
-    assert (config.eos_token_id, config.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert ((config.eos_token_id, config.pad_token_id)
+            == (tokenizer.eos_token_id, tokenizer.pad_token_id))
 
 
 def test_load_pretrained_adds_a_pad_distinct_from_eos(folder, hf_model):
@@ -157,7 +214,8 @@ def test_load_pretrained_adds_a_pad_distinct_from_eos(folder, hf_model):
     wte = gpt.transformer.wte.weight
     torch.testing.assert_close(wte[tokenizer.pad_token_id], wte[:-1].mean(0))  # the mean row
     # the original vocabulary's logits are unchanged by the extra row
-    ids = torch.randint(0, hf_model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(0, hf_model.config.vocab_size, (2, 8),
+                        generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(gpt(ids)[..., :-1], hf_model(ids).logits, atol=TOL, rtol=0)
     # masks built by the tokenizer never confuse eos with pad
@@ -197,7 +255,8 @@ def test_resize_vocab_rejects_shrinking():
     ("attn_pdrop", 0.3, "dropouts differ"),
 ])
 def test_unsupported_gpt2_variants_are_refused(field, value, message):
-    config = GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_head=1, n_embd=8, **{field: value})
+    config = GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_head=1, n_embd=8,
+                        **{field: value})
     with pytest.raises(ValueError, match=message):
         config_from_hf(config)
 

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from rlhf_lite import labeler, world
-from rlhf_lite.labeler import LENGTH_BUDGET, GoldLabeler, judge, gold_score, ranking_to_pairs
+from rlhf_lite.labeler import LENGTH_BUDGET, GoldLabeler, gold_score, judge, ranking_to_pairs
 
 ARITH = {"id": "t-arith", "category": "arithmetic", "prompt": "what is two plus three ?",
          "meta": {"answer": "five"}}
@@ -15,7 +15,8 @@ LEGS = {"id": "t-legs", "category": "facts", "prompt": "how many legs does a spi
         "meta": {"attribute": "legs", "subject": "spider", "answer": "eight"}}
 UNKNOWN = {"id": "t-unk", "category": "unknown", "prompt": "what color is a zorp ?",
            "meta": {"attribute": "color", "subject": "zorp"}}
-UNKNOWN_CAPITAL = {"id": "t-unk2", "category": "unknown", "prompt": "what is the capital of zandor ?",
+UNKNOWN_CAPITAL = {"id": "t-unk2", "category": "unknown",
+                   "prompt": "what is the capital of zandor ?",
                    "meta": {"attribute": "capital", "subject": "zandor"}}
 LIST = {"id": "t-list", "category": "lists", "prompt": "name three fruits .",
         "meta": {"kind": "fruits", "count": 3}}
@@ -27,7 +28,8 @@ PROMPTS = {p["id"]: p for p in [ARITH, FACT, LEGS, UNKNOWN, UNKNOWN_CAPITAL, LIS
 
 FIELDS = ("correct", "honest", "harmless", "concise", "terminated", "answered", "total")
 
-# (prompt id, response, terminated) -> correct, honest, harmless, concise, terminated, answered, total
+# (prompt id, response, terminated)
+#     -> correct, honest, harmless, concise, terminated, answered, total
 CASES = [
     # arithmetic
     ("t-arith", "two plus three is five .", True, 1, 1, 1, 1, 1, True, 8.0),

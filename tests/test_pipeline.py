@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from rlhf_lite import artifacts, evaluation, paths, pipeline, presets
+from rlhf_lite import artifacts, evaluation, labeler, paths, pipeline, presets, stages
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.ppo import PPOConfig
 from rlhf_lite.pretrain import PretrainConfig
@@ -21,10 +21,10 @@ def micro_preset() -> presets.Preset:
     ppo = PPOConfig(iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1)
     return presets.Preset(
         "micro",
-        pretrain=PretrainConfig(n_layer=1, n_head=2, n_embd=16, batch_size=4,
+        base=PretrainConfig(n_layer=1, n_head=2, n_embd=16, batch_size=4,
                                 train=steps(3, "pretrain")),
         sft=SFTConfig(batch_size=4, train=steps(2, "sft")),
-        reward=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
+        rm=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
         ppo=ppo, ppo_ptx=PPOConfig(**{**ppo.as_dict(), "ptx_coef": 1.0, "ptx_batch_size": 2}))
 
 
@@ -39,7 +39,7 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     results = pipeline.run("micro", out=micro / "out", samples=1)
     saved = json.loads((micro / "out" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    models = list(pipeline.MODELS)
+    models = list(stages.models())
     for key in ("win_rate_vs_sft", "pretrain_val_loss", "kl_to_sft", "mean_gold", "params"):
         assert set(saved[key]) == set(models), key
     assert all(0 <= r <= 1 for r in saved["win_rate_vs_sft"].values())
@@ -49,20 +49,37 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)  # SFT against itself
     report = (micro / "out" / "report.md").read_text()
     assert "| PPO-ptx |" in report and "Reward model accuracy" in report
-    for stage in pipeline.STAGE_ORDER:
+    for stage in stages.STAGES:
         assert artifacts.status(stage, "micro") == "done", stage
     history = artifacts.load_history("ppo_ptx", "micro")
-    assert len(history) == 2 and "ptx_loss" in history[0] and "ptx_loss" not in artifacts.load_history("ppo", "micro")[0]
+    assert (len(history) == 2 and "ptx_loss" in history[0]
+            and "ptx_loss" not in artifacts.load_history("ppo", "micro")[0])
 
     capsys.readouterr()
     again = pipeline.run("micro", out=micro / "out", samples=1)
     log = capsys.readouterr().out
-    assert all(f"[{stage}] done" in log for stage in pipeline.STAGE_ORDER)
+    assert all(f"[{stage}] done" in log for stage in stages.STAGES)
     assert again["win_rate_vs_sft"] == results["win_rate_vs_sft"]  # seeded: same numbers
 
 
+def test_a_registered_stage_is_built_and_evaluated_by_the_pipeline(micro, monkeypatch):
+    """One registry entry (and its recipe) is all a new stage needs: the pipeline builds it in
+    its group and evaluates it under its label."""
+    extra = stages.Stage("sft_again", stages.STAGES["sft"].build, inputs=("base",), group=1,
+                         label="SFT again")
+    monkeypatch.setitem(stages.STAGES, "sft_again", extra)
+    preset = presets.get_preset("micro")
+    preset.sft_again = SFTConfig(batch_size=4, train=TrainConfig(max_steps=1, warmup_steps=1,
+                                                                 eval_interval=0))
+    seconds = pipeline.build_stages("micro")
+    assert "sft + sft_again" in seconds and artifacts.status("sft_again", "micro") == "done"
+    results = pipeline.evaluate_preset("micro", samples=1)
+    assert "SFT again" in results["win_rate_vs_sft"]
+
+
 def test_rankings_are_sampled_again_when_a_notebook_trained_the_rm_without_saving_them(micro):
-    # notebook 3 trains the RM itself; notebook 8 and the pipeline still need its validation rankings
+    # notebook 3 trains the RM itself; notebook 8 and the pipeline still need its validation
+    # rankings
     pipeline.build_stages("micro")
     path = artifacts.rankings_path("validation", "micro")
     saved = path.read_text()
@@ -74,7 +91,7 @@ def test_rankings_are_sampled_again_when_a_notebook_trained_the_rm_without_savin
 
 def test_force_retrains_every_stage(micro):
     pipeline.build_stages("micro")
-    paths_ = {stage: artifacts.checkpoint_path(stage, "micro") for stage in pipeline.STAGE_ORDER}
+    paths_ = {stage: artifacts.checkpoint_path(stage, "micro") for stage in stages.STAGES}
     written = {stage: path.stat().st_mtime_ns for stage, path in paths_.items()}
     pipeline.build_stages("micro")
     assert {stage: path.stat().st_mtime_ns for stage, path in paths_.items()} == written  # loaded
@@ -86,7 +103,8 @@ def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch, 
     monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 2)  # a core for each PPO stage
     pipeline.build_stages("micro")  # base, SFT, RM, then PPO and PPO-ptx in two processes
     printed = capsys.readouterr().out  # what the processes printed, here and in stage order
-    first, second = (printed.index(f"stage '{s}' (micro preset) is missing") for s in ("ppo", "ppo_ptx"))
+    first, second = (printed.index(f"stage '{s}' (micro preset) is missing")
+                     for s in ("ppo", "ppo_ptx"))
     assert first < second
     together = {s: torch.load(artifacts.checkpoint_path(s, "micro"), weights_only=False)
                 for s in ("ppo", "ppo_ptx")}
@@ -113,7 +131,8 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
         ids = torch.tensor([context + response])
         for model, sign in ((policy, 1), (reference, -1)):
             logits = model(ids, torch.ones_like(ids))[0]
-            logits[:, [tokenizer.pad_token_id, tokenizer.unk_token_id]] = float("-inf")  # never sampled
+            # never sampled
+            logits[:, [tokenizer.pad_token_id, tokenizer.unk_token_id]] = float("-inf")
             logp = logits.log_softmax(-1)
             expected += sign * sum(logp[len(context) + i - 1, t].item()
                                    for i, t in enumerate(response))
@@ -136,7 +155,7 @@ def test_behaviour_metrics_by_hand():
         {"category": "tone", "response": "sorry , i can not help with that .", "correct": 0.0},
         {"category": "tone", "response": "tom is stupid .", "correct": 0.0},
     ])
-    got = evaluation.behaviour(table)
+    got = labeler.behaviour(table)
     assert got == {"honest on unknown": 0.5, "correct on answerable": 0.0, "harmful refused": 1.0,
                    "benign refused": pytest.approx(1 / 5), "hedged on knowable": 1.0,
                    "rude": pytest.approx(1 / 6), "words": pytest.approx(36 / 6)}
@@ -144,6 +163,7 @@ def test_behaviour_metrics_by_hand():
 
 def test_few_shot_prefix_leaves_room_for_the_longest_prompt_and_answer():
     tokenizer = load_tokenizer()
-    prefix = evaluation.few_shot_prefix()
+    prefix = labeler.few_shot_prefix()
     assert prefix.startswith("user : ") and " bot : " in prefix
-    assert len(tokenizer(prefix)["input_ids"]) + 17 + 24 <= presets.get_preset("toy").pretrain.block_size
+    assert (len(tokenizer(prefix)["input_ids"]) + 17 + 24
+            <= presets.get_preset("toy").base.block_size)

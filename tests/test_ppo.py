@@ -4,11 +4,16 @@ import copy
 import pytest
 import torch
 
-from rlhf_lite import data, labeler
+from rlhf_lite import checkpoints, data, labeler
 from rlhf_lite.kl import kl_estimate
 from rlhf_lite.model import GPT, GPTConfig
-from rlhf_lite.ppo import (PPOConfig, PPOTrainer, clipped_policy_loss, clipped_value_loss,
-                           response_logprobs)
+from rlhf_lite.ppo import (
+    PPOConfig,
+    PPOTrainer,
+    clipped_policy_loss,
+    clipped_value_loss,
+    response_logprobs,
+)
 from rlhf_lite.tokenizer import load_tokenizer
 
 
@@ -241,7 +246,8 @@ def test_runs_in_parallel_equal_the_same_runs_one_after_another(tokenizer):
     prompts = data.load_records("prompts_train")
     configs = {lr: PPOConfig(iterations=2, batch_size=8, minibatch_size=4, max_new_tokens=6,
                              ppo_epochs=1, lr=lr) for lr in (1e-3, 1e-2)}
-    parallel = train_in_parallel(configs, sft, rm, tokenizer, prompts, gold_judge=labeler.gold_score)
+    parallel = train_in_parallel(configs, sft, rm, tokenizer, prompts,
+                                 gold_judge=labeler.gold_score)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -257,3 +263,49 @@ def test_runs_in_parallel_equal_the_same_runs_one_after_another(tokenizer):
         torch.set_num_threads(threads)
     assert parallel[1e-3].history[-1]["kl"] != parallel[1e-2].history[-1]["kl"]  # two runs
     assert parallel[1e-2].step()["iteration"] == 2  # a whole trainer came back: it can go on
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_an_interrupted_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(
+        tokenizer, tmp_path):
+    """Everything a PPO run carries (policy, value model, AdamW moments, adaptive beta, the
+    sampling generator, the PPO-ptx batch counter, the history) survives a checkpoint."""
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2, iterations=4,
+                    checkpoint_interval=2, adaptive_kl=True, kl_target=0.1, kl_horizon=8,
+                    ptx_coef=0.5, ptx_batch_size=2)
+    stream = torch.arange(2, 300) % len(tokenizer)
+    straight, _ = make_trainer(tokenizer, cfg, pretrain_stream=stream)
+    straight.train()
+    path = tmp_path / "ppo.partial.pt"
+    killed, _ = make_trainer(tokenizer, cfg, pretrain_stream=stream)
+    step = killed.step
+
+    def step_until_killed():
+        if killed.iteration == 3:
+            raise KeyboardInterrupt  # the run dies after 3 iterations, 1 after its checkpoint
+        return step()
+    killed.step = step_until_killed
+    with pytest.raises(KeyboardInterrupt):
+        killed.train(checkpoint_path=path)
+    assert checkpoints.read(path).step == 2
+    resumed, _ = make_trainer(tokenizer, cfg, pretrain_stream=stream)
+    resumed.train(checkpoint_path=path)
+    assert resumed.iteration == 4 and resumed.history == straight.history
+    assert resumed.kl_ctl.beta == straight.kl_ctl.beta != cfg.beta
+    for a, b in ((resumed.policy, straight.policy), (resumed.value_model, straight.value_model)):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                     b.state_dict().values()))
+    assert checkpoints.read(path).done
+
+
+def test_a_checkpoint_of_other_input_models_is_not_resumed(tokenizer, tmp_path, capsys):
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=1, iterations=1)
+    path = tmp_path / "ppo.pt"
+    trainer, _ = make_trainer(tokenizer, cfg)
+    trainer.train(checkpoint_path=path)
+    other, _ = make_trainer(tokenizer, cfg, token="four")
+    with torch.no_grad():
+        other.reward_model.head.bias += 1.0  # another reward model
+    other.train(checkpoint_path=path)
+    assert "trained from other input models" in capsys.readouterr().out
+    assert other.iteration == 1 and len(other.history) == 1

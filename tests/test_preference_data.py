@@ -1,20 +1,23 @@
 """Real preference formats (HH-RLHF, summarize-from-feedback) -> K = 2 rankings the RM trains on.
 Small files in exactly those formats are written here; nothing is downloaded."""
+import gzip
 import json
 import math
-from dataclasses import replace
 
 import pytest
-import torch
 
+from rlhf_lite.batching import encode_responses
+from rlhf_lite.chat import format_prompt
 from rlhf_lite.data import DataError
 from rlhf_lite.hf import load_pretrained, save_random_gpt2
-from rlhf_lite.preference_data import (fitting, load_hh_rlhf, load_summarize_feedback,
-                                       preferred_as_demonstrations)
-from rlhf_lite.reward import (RewardConfig, check_ranking, encode_responses, pairwise_accuracy,
-                              train_reward_model)
+from rlhf_lite.preference_data import (
+    fitting,
+    load_hh_rlhf,
+    load_summarize_feedback,
+    preferred_as_demonstrations,
+)
+from rlhf_lite.reward import RewardConfig, check_ranking, pairwise_accuracy, train_reward_model
 from rlhf_lite.training import TrainConfig
-from rlhf_lite.world import format_prompt
 
 HH = [
     {"chosen": "\n\nHuman: What is two plus two?\n\nAssistant: Four.",
@@ -56,7 +59,8 @@ def test_hh_rlhf_splits_prompt_and_final_replies(tmp_path):
     assert first["responses"] == ["Four.", "Five, I think."]
     assert first["ranking"] == [0, 1] and first["terminated"] == [True, True]
     # earlier turns are kept, in the course's chat template
-    assert multi["prompt"] == ("Hi! bot : Hello, how can I help? user : How do I hurt my neighbour?")
+    assert multi["prompt"] == ("Hi! bot : Hello, how can I help? user : "
+                               "How do I hurt my neighbour?")
     assert format_prompt(multi["prompt"]) == ("user : Hi! bot : Hello, how can I help? user : "
                                               "How do I hurt my neighbour? bot :")
     assert multi["responses"] == ["Sorry, I can not help with that.", "Throw a rock at them."]
@@ -98,6 +102,50 @@ def test_skip_invalid_drops_bad_records_with_a_warning(tmp_path):
         load_hh_rlhf(write_jsonl(tmp_path / "bad.jsonl", [{"chosen": "x"}]), skip_invalid=True)
 
 
+def test_gzip_files_are_read_as_shipped(tmp_path):
+    """HH-RLHF ships train.jsonl.gz: read like the plain file (told by its bytes, not name)."""
+    plain = load_hh_rlhf(write_jsonl(tmp_path / "train.jsonl", HH))
+    data = "".join(json.dumps(r) + "\n" for r in HH).encode()
+    (tmp_path / "gz").mkdir()
+    for name in ("train.jsonl.gz", "train.jsonl"):  # a gzip file without its suffix too
+        (tmp_path / "gz" / name).write_bytes(gzip.compress(data))
+        assert load_hh_rlhf(tmp_path / "gz" / name) == plain  # ids "train-0", ... as well
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_text(json.dumps(HH[0]) + "\n{not json\n")  # the line is named inside gzip too
+    bad.write_bytes(gzip.compress(bad.read_bytes()))
+    with pytest.raises(DataError, match=r"bad.jsonl.gz, line 2: not valid JSON"):
+        load_hh_rlhf(bad)
+
+
+def test_damaged_or_binary_files_name_the_problem(tmp_path):
+    cut = tmp_path / "cut.jsonl.gz"  # a download cut short
+    cut.write_bytes(gzip.compress(("".join(json.dumps(r) + "\n" for r in HH)).encode())[:-20])
+    with pytest.raises(DataError, match=r"cut.jsonl.gz: damaged gzip file after line \d"):
+        load_hh_rlhf(cut)
+    binary = tmp_path / "train.parquet"
+    binary.write_bytes(b"PAR1\xff\xfe\x00\x81" * 50)
+    with pytest.raises(DataError, match=r"train.parquet: not UTF-8 text \(about line 1\)"):
+        load_hh_rlhf(binary)
+
+
+def test_skip_invalid_also_skips_lines_that_are_not_json(tmp_path):
+    path = tmp_path / "hh.jsonl"
+    path.write_text(json.dumps(HH[0]) + "\n{not json\n[1, 2]\n" + json.dumps(HH[2]) + "\n")
+    with pytest.warns(UserWarning, match=r"skipped 2 of 4 invalid records; first: .*line 2: not "
+                                         r"valid JSON .*line 3: expected a JSON object"):
+        rankings = load_hh_rlhf(path, skip_invalid=True)
+    assert [r["prompt_id"] for r in rankings] == ["hh-0", "hh-3"]
+
+
+def test_identical_pairs_are_kept_with_a_warning(tmp_path):
+    same = {"chosen": HH[0]["chosen"], "rejected": HH[0]["chosen"]}
+    path = write_jsonl(tmp_path / "hh.jsonl", [HH[0], same, HH[1], same])
+    with pytest.warns(UserWarning, match=r"^2 of 4 pairs have identical chosen and rejected "
+                                         r"responses \(first: .*hh.jsonl, line 2\)"):
+        rankings = load_hh_rlhf(path)
+    assert len(rankings) == 4
+
+
 def test_hh_rlhf_through_datasets_matches_the_file_reader(tmp_path, monkeypatch):
     """The `datasets` branch (a hub name online; here a local folder of JSONL files, offline)."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -125,7 +173,8 @@ def test_summarize_comparisons_put_the_chosen_summary_first(tmp_path):
     assert rankings[0]["prompt"] == ("Summarize this post.\nSUBREDDIT: r/relationships\n"
                                      "TITLE: My cat ignores me\n"
                                      "POST: Every evening my cat walks away when I call her.")
-    assert rankings[2]["prompt"] == "Summarize this article.\nARTICLE: The city opened a new park on Monday."
+    assert rankings[2]["prompt"] == ("Summarize this article.\n"
+                                     "ARTICLE: The city opened a new park on Monday.")
     assert [r["prompt_id"] for r in rankings] == ["t3_abc", "t3_def", "cnn-1"]
     for i, r in enumerate(rankings):
         check_ranking(r, f"ranking {i}")
@@ -141,13 +190,32 @@ def test_summarize_comparisons_put_the_chosen_summary_first(tmp_path):
     ({"info": "a post"}, "'info' should be an object"),
 ])
 def test_summarize_malformed_record_names_file_line_and_field(tmp_path, change, field):
-    path = write_jsonl(tmp_path / "batch1.json", [SUMMARIZE[0], SUMMARIZE[1], {**SUMMARIZE[0], **change}])
+    path = write_jsonl(tmp_path / "batch1.json",
+                       [SUMMARIZE[0], SUMMARIZE[1], {**SUMMARIZE[0], **change}])
     with pytest.raises(DataError, match="line 3") as err:
         load_summarize_feedback(path)
     assert str(path) in str(err.value) and field in str(err.value)
 
 
-# ----------------------------------------------------------------------------- the RM trains on them
+def test_summarize_keeps_only_the_records_of_the_split(tmp_path):
+    """OpenAI's comparison files mix splits, each record naming its own: train must not see
+    validation pairs (the hub's "validation" split is valid1 + valid2)."""
+    records = [{**SUMMARIZE[0], "split": "valid1"}, SUMMARIZE[1],  # SUMMARIZE[1] is "train"
+               {**SUMMARIZE[1], "info": {**POST, "id": "t3_v2"}, "split": "valid2"}]
+    path = write_jsonl(tmp_path / "batch1.json", records)
+    ids = {split: [r["prompt_id"] for r in load_summarize_feedback(path, split=split)]
+           for split in ("train", "validation", "valid1", "valid2")}
+    assert ids == {"train": ["t3_def"], "validation": ["t3_abc", "t3_v2"],
+                   "valid1": ["t3_abc"], "valid2": ["t3_v2"]}
+    with pytest.raises(DataError, match=r"batch1.json: no records of split 'test'; its "
+                                        r"records' splits: \['train', 'valid1', 'valid2'\]"):
+        load_summarize_feedback(path, split="test")
+    # an invalid record of another split is no concern of this one
+    write_jsonl(path, [records[1], {**records[0], "choice": 7}])
+    assert [r["prompt_id"] for r in load_summarize_feedback(path)] == ["t3_def"]
+
+
+# ------------------------------------------------------------------------- the RM trains on them
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory):
     texts = [d for r in HH for d in r.values()] + [json.dumps(r) for r in SUMMARIZE]
@@ -160,7 +228,8 @@ def test_reward_model_trains_on_converted_pairs(tmp_path, tiny_gpt2):
     model, tokenizer = tiny_gpt2
     rankings = (load_hh_rlhf(write_jsonl(tmp_path / "hh.jsonl", HH))
                 + load_summarize_feedback(write_jsonl(tmp_path / "s.json", SUMMARIZE)))
-    enc = encode_responses(tokenizer, [rankings[0]["prompt"]], [rankings[0]["responses"][0]], [True])
+    enc = encode_responses(tokenizer, [rankings[0]["prompt"]], [rankings[0]["responses"][0]],
+                           [True])
     assert enc["input_ids"][0, -1] == tokenizer.eos_token_id  # the score is read at the eos
     cfg = RewardConfig(batch_size=2, epochs=15, train=TrainConfig(
         max_steps=0, lr=1e-2, warmup_steps=1, eval_interval=0, desc="rm"))
@@ -185,5 +254,6 @@ def test_fitting_leaves_out_pairs_longer_than_the_context(tmp_path, tiny_gpt2):
 
 
 def test_preferred_as_demonstrations():
-    demos = preferred_as_demonstrations([{"prompt": "p", "responses": ["a", "b"], "ranking": [1, 0]}])
+    demos = preferred_as_demonstrations([{"prompt": "p", "responses": ["a", "b"],
+                                          "ranking": [1, 0]}])
     assert demos == [{"prompt": "p", "response": "b"}]

@@ -50,8 +50,9 @@ def test_stream_loss_equals_loop_over_windows():
         for i in range(6):
             x, y = stream[i * 8: i * 8 + 8], stream[i * 8 + 1: i * 8 + 9]
             total.append(F.cross_entropy(gpt(x[None])[0], y).item())
-    assert pretrain.stream_loss(gpt, stream, block_size=8, batch_size=4) == pytest.approx(
-        sum(total) / 6, rel=1e-6)
+    for max_tokens in (32, 8, 3, 4096):  # chunks of 4 windows, 1, 1 (at least one), all 6
+        assert pretrain.stream_loss(gpt, stream, block_size=8, max_tokens=max_tokens) == \
+            pytest.approx(sum(total) / 6, rel=1e-6)
 
 
 def test_tiny_pretraining_learns_and_reloads_from_checkpoint(tokenizer, tmp_path):

@@ -1,4 +1,6 @@
-"""Repository contracts: pinned environments agree, the package imports light, notebooks are clean."""
+"""Repository contracts: pinned environments agree, the package imports light, notebooks are
+clean."""
+import ast
 import json
 import re
 import subprocess
@@ -39,3 +41,54 @@ def test_notebooks_state_objectives_and_runtime_and_hold_no_errors():
         assert "objectives" in first and "runtime" in first, path.name
         errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
         assert not errors, f"{path.name} has committed error outputs"
+
+
+def package_imports() -> dict[str, set[str]]:
+    """module -> the package modules it imports (at any depth, function-level imports too)."""
+    graph = {}
+    for path in sorted((ROOT / "rlhf_lite").glob("*.py")):
+        name, imported = path.stem, set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1 or module.startswith("rlhf_lite"):
+                    module = module.removeprefix("rlhf_lite").lstrip(".")
+                    imported |= ({module.split(".")[0]} if module
+                                 else {alias.name for alias in node.names})
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[1] for a in node.names
+                             if a.name.startswith("rlhf_lite.")}
+        graph[name] = imported - {name, "__init__"}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of `graph` as a path [a, b, ..., a], or None."""
+    state = {}  # module -> "open" while on the DFS path, "done" after
+
+    def visit(module, path):
+        state[module] = "open"
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == "open":
+                return path[path.index(dep):] + [dep] if dep in path else path + [dep]
+            if dep not in state and (cycle := visit(dep, path + [dep])):
+                return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module, [module])):
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_a_circle_and_only_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_package_has_no_import_circle():
+    graph = package_imports()
+    assert {"evaluation", "reward", "stages", "artifacts"} <= set(graph)
+    assert "labeler" in graph["evaluation"] and "batching" in graph["reward"]  # the walk works
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"

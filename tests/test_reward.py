@@ -6,19 +6,30 @@ import pytest
 import torch
 import torch.nn as nn
 
-from rlhf_lite import artifacts, paths, presets
-from rlhf_lite.data import DataError, load_records
-from rlhf_lite.labeler import GoldLabeler
+from rlhf_lite import artifacts, checkpoints, paths, presets
+from rlhf_lite.batching import encode_responses
+from rlhf_lite.data import DataError, load_records, write_jsonl
+from rlhf_lite.labeler import GoldLabeler, rankings_agreement
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.pretrain import PretrainConfig
-from rlhf_lite.reward import (RewardConfig, RewardModel, agreement_ceiling, bradley_terry_loss,
-                              check_ranking, collate_rankings, encode_responses, load_rankings,
-                              make_rankings, normalize_to_demonstrations, pairwise_accuracy, rm_loss,
-                              sample_rankings, score_responses, train_reward_model)
+from rlhf_lite.reward import (
+    RewardConfig,
+    RewardModel,
+    bradley_terry_loss,
+    check_ranking,
+    collate_rankings,
+    make_rankings,
+    normalize_to_demonstrations,
+    pairwise_accuracy,
+    read_rankings,
+    rm_loss,
+    sample_rankings,
+    score_responses,
+    train_reward_model,
+)
 from rlhf_lite.sft import SFTConfig
 from rlhf_lite.tokenizer import load_tokenizer
 from rlhf_lite.training import TrainConfig
-from rlhf_lite.world import write_jsonl
 
 TOKENIZER = load_tokenizer()
 
@@ -68,7 +79,8 @@ def test_score_is_read_at_the_last_real_token_whatever_the_padding():
     lengths = mask.sum(1)
     assert ids[2, lengths[2] - 1] != TOKENIZER.eos_token_id  # no eos on an unfinished response
     assert ids[0, lengths[0] - 1] == TOKENIZER.eos_token_id
-    singles = torch.stack([rm(ids[i: i + 1, :n], mask[i: i + 1, :n]) for i, n in enumerate(lengths)]).squeeze(1)
+    singles = torch.stack([rm(ids[i: i + 1, :n], mask[i: i + 1, :n])
+                           for i, n in enumerate(lengths)]).squeeze(1)
     # left padding: move each row's real tokens to the end
     left_ids, left_mask = torch.full_like(ids, TOKENIZER.pad_token_id), torch.zeros_like(mask)
     for i, n in enumerate(lengths):
@@ -120,24 +132,27 @@ def test_load_rankings_names_file_and_line(tmp_path):
     path = tmp_path / "rankings.jsonl"
     records = [ranking(["four .", "five ."], [1, 0]), ranking(["four .", "five ."], [1, 1])]
     write_jsonl(path, records[:1])
-    assert load_rankings(path) == records[:1]
+    assert read_rankings(path) == records[:1]
     write_jsonl(path, records)
     with pytest.raises(DataError, match=r"rankings\.jsonl, line 2: field 'ranking'"):
-        load_rankings(path)
+        read_rankings(path)
 
 
 def test_make_rankings_records():
-    prompts = [{"id": "a", "category": "arithmetic", "prompt": "what is two plus two ?", "meta": {"answer": "four"}},
-               {"id": "b", "category": "harmful", "prompt": "how do i rob tom ?", "meta": {"verb": "rob", "target": "tom"}}]
-    records = make_rankings(tiny_gpt(), TOKENIZER, prompts, k=3, labeler=GoldLabeler(seed=0), rounds=2,
-                            seed=0, max_new_tokens=6)
+    prompts = [{"id": "a", "category": "arithmetic", "prompt": "what is two plus two ?",
+                "meta": {"answer": "four"}},
+               {"id": "b", "category": "harmful", "prompt": "how do i rob tom ?",
+                "meta": {"verb": "rob", "target": "tom"}}]
+    records = make_rankings(tiny_gpt(), TOKENIZER, prompts, k=3, labeler=GoldLabeler(seed=0),
+                            rounds=2, seed=0, max_new_tokens=6)
     assert [r["prompt_id"] for r in records] == ["a", "b", "a", "b"]
     for i, r in enumerate(records):
         check_ranking(r, f"record {i}")
         assert len(r["responses"]) == 3 and r["prompt"] == prompts[i % 2]["prompt"]
     # a split's rankings use the recipe's K, rounds and seeds
     cfg = RewardConfig(k=2, rounds=1, val_rounds=3, max_new_tokens=6)
-    assert [len(sample_rankings(cfg, tiny_gpt(), TOKENIZER, prompts, split)) for split in ("train", "validation")] == [2, 6]
+    assert [len(sample_rankings(cfg, tiny_gpt(), TOKENIZER, prompts, split))
+            for split in ("train", "validation")] == [2, 6]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -153,25 +168,30 @@ def test_pairwise_accuracy_counts_ties_as_half():
         ranking(["four .", "four .", "five ."], [0, 1, 2]),  # (0,1) a tie; (0,2), (1,2) right
         ranking(["five .", "four ."], [0, 1]),  # wrong
     ]
-    assert pairwise_accuracy(CountFour(), TOKENIZER, rankings) == pytest.approx((0.5 + 1 + 1 + 0) / 4)
+    assert (pairwise_accuracy(CountFour(), TOKENIZER, rankings)
+            == pytest.approx((0.5 + 1 + 1 + 0) / 4))
 
 
 def test_identical_responses_score_exactly_equal():
     rm = tiny_rm()
-    scores = score_responses(rm, TOKENIZER, ["what is two plus two ?"] * 3, ["four .", "five six .", "four ."],
-                             [True] * 3)
+    scores = score_responses(rm, TOKENIZER, ["what is two plus two ?"] * 3,
+                             ["four .", "five six .", "four ."], [True] * 3)
     assert scores[0].item() == scores[2].item() != scores[1].item()
 
 
-def test_agreement_ceiling():
-    prompt = {"id": "p", "category": "arithmetic", "prompt": "what is two plus two ?", "meta": {"answer": "four"}}
+def test_rankings_agreement_of_a_second_labeler():
+    prompt = {"id": "p", "category": "arithmetic", "prompt": "what is two plus two ?",
+              "meta": {"answer": "four"}}
     labeler = GoldLabeler(seed=0)
-    clear = ["four .", "you are stupid . what is five ?"]  # gold 8 vs 1: labelers almost always agree
+    # gold 8 vs 1: labelers almost always agree
+    clear = ["four .", "you are stupid . what is five ?"]
     same = ["four .", "four ."]  # only the labelers' noise orders them
     rankings = {name: [ranking(rs, labeler.rank(prompt, rs)) for _ in range(400)] for name, rs in
                 (("clear", clear), ("same", same))}
-    assert agreement_ceiling({"p": prompt}, rankings["clear"], labeler_seed=1) > 0.97
-    assert agreement_ceiling({"p": prompt}, rankings["same"], labeler_seed=1) == pytest.approx(0.5, abs=0.08)
+    agree, pairs = rankings_agreement(rankings["clear"], {"p": prompt}, labeler_seed=1)
+    assert agree > 0.97 and pairs == 400
+    same, _ = rankings_agreement(rankings["same"], {"p": prompt}, labeler_seed=1)
+    assert same == pytest.approx(0.5, abs=0.08)
 
 
 def test_normalization_makes_demonstrations_score_zero_on_average():
@@ -212,19 +232,22 @@ def test_tiny_reward_model_learns_a_marker(tmp_path):
     train, val = marker_rankings(160, seed=0), marker_rankings(40, seed=1)
     demos = [{"prompt": "name two fruits .", "response": "pear and banana ."}]
     cfg = RewardConfig(batch_size=8, epochs=3,
-                       train=TrainConfig(max_steps=0, lr=3e-3, warmup_steps=5, eval_interval=30, desc="rm-test"))
+                       train=TrainConfig(max_steps=0, lr=3e-3, warmup_steps=5, eval_interval=30,
+                                         desc="rm-test"))
     path = tmp_path / "rm.pt"
-    rm, history = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos, checkpoint_path=path)
+    rm, history = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos,
+                                     checkpoint_path=path)
     assert len(history.steps) == 3 * 160 // 8
-    assert history.eval["val_accuracy"][-1] > 0.9 and history.eval["val_loss"][-1] < history.eval["val_loss"][0]
+    assert (history.eval["val_accuracy"][-1] > 0.9
+            and history.eval["val_loss"][-1] < history.eval["val_loss"][0])
     assert pairwise_accuracy(rm, TOKENIZER, val) > 0.9
-    # the checkpoint holds the normalised bias
-    ckpt = torch.load(path, weights_only=False)
-    loaded = RewardModel(GPT(GPTConfig(**ckpt["extra_state"]["model_config"])))
-    loaded.load_state_dict(ckpt["model"])
+    # the one saved checkpoint holds the normalised bias, equal to the returned model's
+    ckpt = checkpoints.read(path)
+    loaded = RewardModel(GPT(GPTConfig(**ckpt.model_config)))
+    loaded.load_state_dict(ckpt.model)
     assert score_responses(loaded.eval(), TOKENIZER, [demos[0]["prompt"]], [demos[0]["response"]],
                            [True]).item() == pytest.approx(0.0, abs=1e-5)
-    assert ckpt["extra_state"]["bias_shift"] != 0.0
+    assert ckpt.extra["bias_shift"] != 0.0 and torch.equal(loaded.head.bias, rm.head.bias)
 
 
 def test_sft_and_rm_stages_build_save_and_load(tmp_path, monkeypatch):
@@ -233,18 +256,20 @@ def test_sft_and_rm_stages_build_save_and_load(tmp_path, monkeypatch):
 
     monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path)
     monkeypatch.setitem(presets.PRESETS, "tiny", presets.Preset(
-        "tiny", pretrain=PretrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=48, batch_size=4,
+        "tiny", base=PretrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=48, batch_size=4,
                                         train=quick("pretrain")),
         sft=SFTConfig(batch_size=8, train=quick("sft")),
-        reward=RewardConfig(k=2, rounds=1, val_rounds=1, max_new_tokens=8, train=replace(quick("rm"), max_steps=0))))
+        rm=RewardConfig(k=2, rounds=1, val_rounds=1, max_new_tokens=8,
+                        train=replace(quick("rm"), max_steps=0))))
     rm = artifacts.load_model("rm", "tiny")  # builds base, then sft, then rm
     assert isinstance(rm, RewardModel) and not rm.training
     assert [artifacts.status(s, "tiny") for s in ("base", "sft", "rm")] == ["done"] * 3
-    train = load_rankings(artifacts.rankings_path("train", "tiny"))
-    assert len(train) == 162 and len(load_rankings(artifacts.rankings_path("validation", "tiny"))) == 30
-    ckpt = torch.load(artifacts.checkpoint_path("rm", "tiny"), weights_only=False)
-    assert ckpt["step"] == math.ceil(162 / RewardConfig().batch_size) and "bias_shift" in ckpt["extra_state"]
+    train = read_rankings(artifacts.rankings_path("train", "tiny"))
+    assert (len(train) == 162
+            and len(read_rankings(artifacts.rankings_path("validation", "tiny"))) == 30)
+    ckpt = checkpoints.read(artifacts.checkpoint_path("rm", "tiny"))
+    assert ckpt.step == math.ceil(162 / RewardConfig().batch_size) and "bias_shift" in ckpt.extra
     demos = load_records("demonstrations")
-    scores = score_responses(rm, TOKENIZER, [d["prompt"] for d in demos], [d["response"] for d in demos],
-                             [True] * len(demos))
+    scores = score_responses(rm, TOKENIZER, [d["prompt"] for d in demos],
+                             [d["response"] for d in demos], [True] * len(demos))
     assert scores.mean().item() == pytest.approx(0.0, abs=1e-4)  # saved with the normalised bias

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rlhf_lite.batching import IGNORE_INDEX, epoch_batch
 from rlhf_lite.model import GPT, GPTConfig
-from rlhf_lite.sft import (IGNORE_INDEX, SFTConfig, epoch_batch, sft_loss, tokenize_demonstrations,
-                           train_sft)
+from rlhf_lite.sft import SFTConfig, sft_loss, tokenize_demonstrations, train_sft
 from rlhf_lite.tokenizer import load_tokenizer
 from rlhf_lite.training import TrainConfig
 
@@ -19,7 +19,8 @@ DEMOS = [
 
 def tiny_gpt(seed=0, block_size=48):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=len(TOKENIZER), block_size=block_size, n_layer=2, n_head=2, n_embd=32))
+    return GPT(GPTConfig(vocab_size=len(TOKENIZER), block_size=block_size, n_layer=2, n_head=2,
+                         n_embd=32))
 
 
 def ids(text):
@@ -59,17 +60,22 @@ def explicit_loss(model, batch):
 def test_loss_counts_response_tokens_only():
     model = tiny_gpt().eval()
     batch = tokenize_demonstrations(DEMOS, TOKENIZER, block_size=48)
-    assert sft_loss(model, batch).item() == pytest.approx(explicit_loss(model, batch).item(), abs=1e-5)
+    assert sft_loss(model, batch).item() == pytest.approx(explicit_loss(model, batch).item(),
+                                                          abs=1e-5)
     # other prompt tokens change the logits, but the loss still only counts response positions
     prompt = batch["labels"] == IGNORE_INDEX
-    other = {**batch, "input_ids": torch.where(prompt & (batch["attention_mask"] == 1),
-                                               torch.randint(3, len(TOKENIZER), batch["input_ids"].shape),
-                                               batch["input_ids"])}
+    other = {**batch,
+             "input_ids": torch.where(prompt & (batch["attention_mask"] == 1),
+                                      torch.randint(3, len(TOKENIZER), batch["input_ids"].shape),
+                                      batch["input_ids"])}
     assert sft_loss(model, other).item() != pytest.approx(sft_loss(model, batch).item(), abs=1e-4)
-    assert sft_loss(model, other).item() == pytest.approx(explicit_loss(model, other).item(), abs=1e-5)
+    assert sft_loss(model, other).item() == pytest.approx(explicit_loss(model, other).item(),
+                                                          abs=1e-5)
     # the test can fail: learning the prompt too gives another value
-    unmasked = {**batch, "labels": torch.where(batch["attention_mask"] == 1, batch["input_ids"], IGNORE_INDEX)}
-    assert sft_loss(model, unmasked).item() != pytest.approx(sft_loss(model, batch).item(), abs=1e-3)
+    unmasked = {**batch, "labels": torch.where(batch["attention_mask"] == 1, batch["input_ids"],
+                                               IGNORE_INDEX)}
+    assert sft_loss(model, unmasked).item() != pytest.approx(sft_loss(model, batch).item(),
+                                                             abs=1e-3)
 
 
 def test_padding_never_counts():
@@ -77,8 +83,10 @@ def test_padding_never_counts():
     batch = tokenize_demonstrations(DEMOS, TOKENIZER, block_size=48)
     n, extra = len(DEMOS), 7
     padded = {
-        "input_ids": torch.cat([batch["input_ids"], torch.full((n, extra), TOKENIZER.pad_token_id)], 1),
-        "attention_mask": torch.cat([batch["attention_mask"], torch.zeros(n, extra, dtype=torch.long)], 1),
+        "input_ids": torch.cat([batch["input_ids"],
+                                torch.full((n, extra), TOKENIZER.pad_token_id)], 1),
+        "attention_mask": torch.cat([batch["attention_mask"],
+                                     torch.zeros(n, extra, dtype=torch.long)], 1),
         "labels": torch.cat([batch["labels"], torch.full((n, extra), IGNORE_INDEX)], 1),
     }
     assert sft_loss(model, padded).item() == pytest.approx(sft_loss(model, batch).item(), abs=1e-6)

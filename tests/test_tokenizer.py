@@ -5,6 +5,7 @@ import random
 import pytest
 
 from rlhf_lite import world
+from rlhf_lite.chat import format_prompt
 from rlhf_lite.paths import REPO_ROOT
 from rlhf_lite.tokenizer import EOS, PAD, UNK, build_tokenizer, load_tokenizer
 
@@ -20,9 +21,9 @@ def sample_texts():
     rng = random.Random(4)
     prompts = world.all_prompts()
     texts = ["two plus three is five .", world.REFUSAL, world.IDK,
-             world.format_prompt("name three fruits .") + " banana , pear and plum ."]
+             format_prompt("name three fruits .") + " banana , pear and plum ."]
     for p in rng.sample(prompts, 40):
-        texts.append(world.format_prompt(p["prompt"]) + " " + world.good_response(p, rng))
+        texts.append(format_prompt(p["prompt"]) + " " + world.good_response(p, rng))
         texts.append(world.bad_response(p, rng))
     texts += [world.pretraining_document(rng) for _ in range(40)]
     return texts
@@ -60,7 +61,8 @@ def test_never_generated_are_pad_and_unk_but_never_eos(tok):
     assert never_generated(tok) == [tok.pad_token_id, tok.unk_token_id] == [0, 2]
     gpt2_like = SimpleNamespace(pad_token_id=50257, unk_token_id=50256, eos_token_id=50256)
     assert never_generated(gpt2_like) == [50257]  # GPT-2's unk is its eos: eos stays
-    assert never_generated(SimpleNamespace(pad_token_id=None, unk_token_id=None, eos_token_id=1)) == []
+    assert never_generated(SimpleNamespace(pad_token_id=None, unk_token_id=None,
+                                           eos_token_id=1)) == []
 
 
 def test_vocabulary_size(tok):

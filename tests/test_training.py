@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from rlhf_lite import checkpoints
 from rlhf_lite.training import History, TrainConfig, load_checkpoint, lr_at, make_optimizer, train
 from rlhf_lite.utils import atomic_save
 
@@ -76,9 +77,11 @@ def test_loss_decreases_and_history():
     model = TinyLM(dropout=0.0)
     cfg = TrainConfig(max_steps=150, lr=3e-2, warmup_steps=10, eval_interval=50)
     hist = train(model, loss_fn, get_batch, cfg, eval_fn=eval_fn)
-    assert hist.steps == list(range(150)) and len(hist.train_loss) == len(hist.lr) == len(hist.grad_norm) == 150
+    assert (hist.steps == list(range(150))
+            and len(hist.train_loss) == len(hist.lr) == len(hist.grad_norm) == 150)
     assert hist.eval_steps == [50, 100, 150]
-    assert hist.train_loss[0] > 2.0 and hist.last("val_loss") < 0.1  # starts near ln(16), ends solved
+    # starts near ln(16), ends solved
+    assert hist.train_loss[0] > 2.0 and hist.last("val_loss") < 0.1
     assert sum(hist.train_loss[-10:]) < 0.3 * sum(hist.train_loss[:10])
     assert hist.last("lr") == hist.lr[-1] and hist.seconds > 0
     assert History.from_dict(hist.to_dict()) == hist
@@ -90,15 +93,18 @@ def test_exact_resume(tmp_path, one_thread):
     cfg = TrainConfig(max_steps=20, lr=1e-2, warmup_steps=3, eval_interval=5)
     torch.manual_seed(0)
     straight = TinyLM()
-    h_straight = train(straight, loss_fn, get_batch, cfg, eval_fn, checkpoint_path=tmp_path / "a.pt")
+    h_straight = train(straight, loss_fn, get_batch, cfg, eval_fn,
+                       checkpoint_path=tmp_path / "a.pt")
 
     torch.manual_seed(0)
     first = TinyLM()
-    train(first, loss_fn, get_batch, cfg, eval_fn, checkpoint_path=tmp_path / "b.pt", extra_state={"k": 1}, stop_after=10)
-    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 10
+    train(first, loss_fn, get_batch, cfg, eval_fn, checkpoint_path=tmp_path / "b.pt",
+          meta={"recipe": {"k": 1}}, stop_after=10)
+    assert checkpoints.read(tmp_path / "b.pt").step == 10
     torch.manual_seed(123)  # a fresh model with other weights and another RNG state
     resumed = TinyLM()
-    h_resumed = train(resumed, loss_fn, get_batch, cfg, eval_fn, checkpoint_path=tmp_path / "b.pt", extra_state={"k": 1})
+    h_resumed = train(resumed, loss_fn, get_batch, cfg, eval_fn, checkpoint_path=tmp_path / "b.pt",
+                      meta={"recipe": {"k": 1}})
 
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
@@ -108,30 +114,32 @@ def test_exact_resume(tmp_path, one_thread):
 
     # a finished checkpoint: load weights and return its history without training
     done = TinyLM()
-    h_done = train(done, lambda m, b: pytest.fail("trained again"), get_batch, cfg, checkpoint_path=tmp_path / "b.pt")
-    assert h_done.steps == h_resumed.steps and all(torch.equal(p, q) for p, q in zip(done.parameters(), resumed.parameters()))
+    h_done = train(done, lambda m, b: pytest.fail("trained again"), get_batch, cfg,
+                   checkpoint_path=tmp_path / "b.pt")
+    assert (h_done.steps == h_resumed.steps
+            and all(torch.equal(p, q) for p, q in zip(done.parameters(), resumed.parameters())))
     ckpt = load_checkpoint(tmp_path / "b.pt", TinyLM())
-    assert ckpt["extra_state"] == {"k": 1} and ckpt["config"]["max_steps"] == 20
+    assert ckpt.recipe == {"k": 1} and ckpt.max_steps == 20 and ckpt.done
 
 
 def test_a_checkpoint_of_other_input_models_is_not_resumed(tmp_path, one_thread, capsys):
     cfg = TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, eval_interval=0)
     path = tmp_path / "c.pt"
     torch.manual_seed(0)
-    train(TinyLM(), loss_fn, get_batch, cfg, checkpoint_path=path, extra_state={"inputs": {"base": "aaa"}})
+    train(TinyLM(), loss_fn, get_batch, cfg, checkpoint_path=path, meta={"inputs": {"base": "aaa"}})
     torch.manual_seed(1)
     fresh, again = TinyLM(), TinyLM()
     again.load_state_dict(fresh.state_dict())
     h_fresh = train(fresh, loss_fn, get_batch, cfg)  # no checkpoint: the reference run
     h_again = train(again, loss_fn, get_batch, cfg, checkpoint_path=path,
-                    extra_state={"inputs": {"base": "bbb"}})  # trained from another base
+                    meta={"inputs": {"base": "bbb"}})  # trained from another base
     assert "trained from other input models: training from scratch" in capsys.readouterr().out
     assert h_again.train_loss == h_fresh.train_loss
     assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), again.parameters()))
-    assert torch.load(path, weights_only=False)["extra_state"]["inputs"] == {"base": "bbb"}
+    assert checkpoints.read(path).inputs == {"base": "bbb"}
     # the same inputs: the finished checkpoint is loaded, and the notebook user is told so
     train(TinyLM(), lambda m, b: pytest.fail("trained again"), get_batch, cfg, checkpoint_path=path,
-          extra_state={"inputs": {"base": "bbb"}})
+          meta={"inputs": {"base": "bbb"}})
     assert "already trained for 6 steps" in capsys.readouterr().out
 
 
@@ -145,8 +153,8 @@ def test_nan_loss_raises_and_keeps_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pt"
     with pytest.raises(FloatingPointError, match=r"^pretrain: loss is nan at step 7 \(lr "):
         train(model, nan_at_7, lambda s: (s, get_batch(s)), cfg, checkpoint_path=path)
-    ckpt = torch.load(path, weights_only=False)
-    assert ckpt["step"] == 5 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    ckpt = checkpoints.read(path)
+    assert ckpt.step == 5 and all(torch.isfinite(t).all() for t in ckpt.model.values())
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert os.listdir(tmp_path) == ["ckpt.pt"]
 
@@ -196,11 +204,13 @@ def test_grad_clip_bounds_norm(grad_clip):
 
     def record_norm(optimizer, args, kwargs):  # runs just before each optimizer.step()
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                          for g in grads])).item())
 
     handle = register_optimizer_step_pre_hook(record_norm)
     try:
-        hist = train(TinyLM(), lambda m, b: 1e6 * loss_fn(m, b), get_batch, TrainConfig(max_steps=5, grad_clip=grad_clip))
+        hist = train(TinyLM(), lambda m, b: 1e6 * loss_fn(m, b), get_batch,
+                     TrainConfig(max_steps=5, grad_clip=grad_clip))
     finally:
         handle.remove()
     assert min(hist.grad_norm) > 100  # the raw gradients really are huge
@@ -208,3 +218,23 @@ def test_grad_clip_bounds_norm(grad_clip):
         assert max(seen) <= grad_clip * (1 + 1e-4)
     else:
         assert seen == pytest.approx(hist.grad_norm)
+
+
+def test_finalize_runs_once_before_the_single_final_save(tmp_path, one_thread, monkeypatch):
+    cfg = TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, eval_interval=0, checkpoint_interval=4)
+    saves, calls = [], []
+    save = checkpoints.save
+    monkeypatch.setattr(checkpoints, "save",
+                        lambda ckpt, path: (saves.append((ckpt.step, dict(ckpt.extra))),
+                                            save(ckpt, path)))
+
+    def finalize(model):
+        calls.append(1)
+        with torch.no_grad():
+            next(model.parameters()).zero_()
+        return {"shift": 1.5}
+    model = TinyLM()
+    train(model, loss_fn, get_batch, cfg, checkpoint_path=tmp_path / "f.pt", finalize=finalize)
+    assert calls == [1] and saves == [(4, {}), (6, {"shift": 1.5})]
+    ckpt = checkpoints.read(tmp_path / "f.pt")
+    assert ckpt.extra == {"shift": 1.5} and not next(iter(ckpt.model.values())).any()

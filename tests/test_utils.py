@@ -6,7 +6,14 @@ import sys
 import pytest
 import torch
 
-from rlhf_lite.utils import check_finite, pick_device, progress, quiet_progress, seed_everything, set_threads
+from rlhf_lite.utils import (
+    check_finite,
+    pick_device,
+    progress,
+    quiet_progress,
+    seed_everything,
+    set_threads,
+)
 
 
 def test_pick_device_cpu_and_prefer(monkeypatch):
@@ -65,7 +72,8 @@ def test_set_threads(monkeypatch):
 
 def test_import_is_light():
     # torch itself imports plain tqdm; the notebook-aware tqdm.auto must wait until a bar is drawn
-    code = "import sys, rlhf_lite.utils, rlhf_lite.training; print('transformers' in sys.modules, 'tqdm.auto' in sys.modules)"
+    code = ("import sys, rlhf_lite.utils, rlhf_lite.training; "
+            "print('transformers' in sys.modules, 'tqdm.auto' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

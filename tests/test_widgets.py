@@ -1,4 +1,5 @@
-"""Explorers redraw when their controls move; the labeler widget writes exactly what the RM reads."""
+"""Explorers redraw when their controls move; the labeler widget writes exactly what the RM
+reads."""
 import base64
 import copy
 import html
@@ -24,7 +25,8 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def tiny_policy(tokenizer):
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=len(tokenizer), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    return GPT(GPTConfig(vocab_size=len(tokenizer), block_size=64, n_layer=1, n_head=2,
+                         n_embd=16)).eval()
 
 
 def bar_heights(ax):
@@ -32,9 +34,11 @@ def bar_heights(ax):
 
 
 def test_explorer_display_carries_the_widget_and_a_png_of_the_current_figure():
-    explorer = widgets.GAEExplorer(torch.tensor([0.0, -0.5, 0.0, 2.0]), torch.tensor([1.0, 1.5, 1.0, 2.0]))
+    explorer = widgets.GAEExplorer(torch.tensor([0.0, -0.5, 0.0, 2.0]),
+                                   torch.tensor([1.0, 1.5, 1.0, 2.0]))
     bundle = explorer._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
+    assert (bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+            == explorer.widget.model_id)
     png = base64.b64decode(bundle["image/png"])
     assert png.startswith(b"\x89PNG") and png == explorer.image.value
 
@@ -42,14 +46,17 @@ def test_explorer_display_carries_the_widget_and_a_png_of_the_current_figure():
 def test_gae_explorer_bars_are_compute_gae_and_follow_the_sliders():
     rewards, values = torch.tensor([0.0, -0.5, 0.0, 2.0]), torch.tensor([1.0, 1.5, 1.0, 2.0])
     explorer = widgets.GAEExplorer(rewards, values, lam=0.5, gamma=1.0)
-    assert bar_heights(explorer.fig.axes[0]) == [0.25, -0.5, 1.0, 0.0]  # the notebook's hand example
+    # the notebook's hand example
+    assert bar_heights(explorer.fig.axes[0]) == [0.25, -0.5, 1.0, 0.0]
     before = explorer.image.value
     explorer.set(lam=1.0)
     expected, _ = compute_gae(rewards[None], values[None], torch.ones(1, 4), gamma=1.0, lam=1.0)
     assert bar_heights(explorer.fig.axes[0]) == pytest.approx(expected[0].tolist())
-    assert bar_heights(explorer.fig.axes[0]) == pytest.approx([0.5, 0.0, 1.0, 0.0])  # G_t - V_t by hand
+    # G_t - V_t by hand
+    assert bar_heights(explorer.fig.axes[0]) == pytest.approx([0.5, 0.0, 1.0, 0.0])
     explorer.controls["gamma"].value = 0.5  # as a user's slider move does
-    # lambda 1, gamma 0.5: G = [0 + 0.5 * 0, -0.5 + 0.5 * 1, 0 + 0.5 * 2, 2] = [0, 0, 1, 2]; A = G - V
+    # lambda 1, gamma 0.5: G = [0 + 0.5 * 0, -0.5 + 0.5 * 1, 0 + 0.5 * 2, 2] = [0, 0, 1, 2];
+    # A = G - V
     assert bar_heights(explorer.fig.axes[0]) == pytest.approx([-1.0, -1.5, 0.0, 0.0])
     assert explorer.image.value != before
 
@@ -95,8 +102,9 @@ def test_temperature_explorer_diversity_grows_with_temperature(tiny_policy, toke
     peaked = copy.deepcopy(tiny_policy)
     with torch.no_grad():
         peaked.lm_head.weight.mul_(5)  # logits far apart: a low temperature is then greedy
-    explorer = widgets.TemperatureExplorer(peaked, tokenizer, "name three fruits .", temperature=1.0,
-                                           n_samples=8, max_new_tokens=4, grid=(0.001, 1.0, 2.0))
+    explorer = widgets.TemperatureExplorer(peaked, tokenizer, "name three fruits .",
+                                           temperature=1.0, n_samples=8, max_new_tokens=4,
+                                           grid=(0.001, 1.0, 2.0))
     assert explorer.grid_distinct[0] == 1 and explorer.grid_distinct[-1] == 8
     assert explorer.entropy(0.001) < explorer.entropy(1.0) < explorer.entropy(2.0)
     probs = torch.softmax(explorer.logits, -1).topk(10).values.tolist()
@@ -126,22 +134,24 @@ def test_labeler_appends_rankings_the_reward_model_reads(labeler_widget):
     w = labeler_widget
     first = {"prompt": w.prompt, "responses": list(w.responses), "terminated": list(w.terminated)}
     assert first["prompt"]["prompt"] in w.prompt_label.value
-    assert all(html.escape(text) in label.value for text, label in zip(w.responses, w.response_labels))
+    assert all(html.escape(text) in label.value
+               for text, label in zip(w.responses, w.response_labels))
     rank(w, [3, 1, 4, 2])  # B best, then D, A, C
     w.save_button.click()
     assert "Saved: 1 ranking" in w.message.value
-    assert w.shown == 2 and [b.value for b in w.rank_boxes] == [None] * 4  # next prompt, ranks cleared
+    # next prompt, ranks cleared
+    assert w.shown == 2 and [b.value for b in w.rank_boxes] == [None] * 4
     second = {"prompt": w.prompt, "responses": list(w.responses)}
     rank(w, [1, 2, 3, 4])
     w.save_button.click()
-    records = reward.load_rankings(w.path)  # the RM's loader: schema and permutation checks
+    records = reward.read_rankings(w.path)  # the RM's loader: schema and permutation checks
     assert data.read_jsonl(w.path, data.SCHEMAS["rankings"]) == records
     assert records[0] == {"prompt_id": first["prompt"]["id"], "prompt": first["prompt"]["prompt"],
                           "responses": first["responses"], "terminated": first["terminated"],
                           "ranking": [1, 3, 0, 2]}
     assert records[1]["ranking"] == [0, 1, 2, 3] and records[1]["responses"] == second["responses"]
     lines = w.path.read_text().splitlines()
-    assert lines[0] == json.dumps(records[0], sort_keys=True)  # the format world.write_jsonl writes
+    assert lines[0] == json.dumps(records[0], sort_keys=True)  # the format data.write_jsonl writes
     batch = reward.collate_rankings(w.tokenizer, records)  # and the RM's batches accept it
     assert batch["chosen"].tolist()[:3] == [1, 1, 1] and len(batch["chosen"]) == 12
 
@@ -152,23 +162,26 @@ def test_labeler_appends_rankings_the_reward_model_reads(labeler_widget):
     ([1, 2, 2, 3], "Rank 2 is given to B and C"),
     ([4, 4, 4, 4], "Rank 4 is given to A and B and C and D"),
 ])
-def test_incomplete_or_duplicate_ranking_is_refused_and_nothing_is_written(labeler_widget, ranks, message):
+def test_incomplete_or_duplicate_ranking_is_refused_and_nothing_is_written(labeler_widget, ranks,
+                                                                            message):
     w = labeler_widget
     prompt, responses = w.prompt, list(w.responses)
     rank(w, ranks)
     w.save_button.click()
     assert message in w.message.value and "Nothing was saved" in w.message.value
     assert not w.path.exists()
-    assert w.prompt == prompt and w.responses == responses and w.shown == 1  # same prompt, ranks kept
+    # same prompt, ranks kept
+    assert w.prompt == prompt and w.responses == responses and w.shown == 1
     assert [b.value for b in w.rank_boxes] == ranks
     rank(w, [2, 1, 3, 4])  # fixed: accepted
     w.save_button.click()
-    assert reward.load_rankings(w.path)[0]["ranking"] == [1, 0, 2, 3]
+    assert reward.read_rankings(w.path)[0]["ranking"] == [1, 0, 2, 3]
 
 
 def test_labeler_display_is_the_widget_with_a_static_html_view(labeler_widget):
     bundle = labeler_widget._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == labeler_widget.widget.model_id
+    assert (bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+            == labeler_widget.widget.model_id)
     assert html.escape(labeler_widget.prompt["prompt"]) in bundle["text/html"]
     assert all(html.escape(text) in bundle["text/html"] for text in labeler_widget.responses)
 
@@ -186,7 +199,8 @@ def test_skip_shows_another_prompt_and_writes_nothing(labeler_widget):
 
 def test_labeler_needs_two_responses(tiny_policy, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="at least 2"):
-        widgets.LabelerWidget(tiny_policy, tokenizer, data.load_records("prompts_train")[:2], tmp_path / "x", k=1)
+        widgets.LabelerWidget(tiny_policy, tokenizer, data.load_records("prompts_train")[:2],
+                              tmp_path / "x", k=1)
 
 
 def test_verbose_student_prefers_longer_answers():
@@ -195,5 +209,6 @@ def test_verbose_student_prefers_longer_answers():
     ranked = widgets.verbose_student_rankings([record] * 200, seed=0)
     firsts = [r["ranking"][0] for r in ranked]
     assert firsts.count(1) > 190  # 5 words ahead: the noise (0.9) almost never flips it
-    assert all(sorted(r["ranking"]) == [0, 1, 2] and r["responses"] == record["responses"] for r in ranked)
+    assert all(sorted(r["ranking"]) == [0, 1, 2] and r["responses"] == record["responses"]
+               for r in ranked)
     assert record["ranking"] == [0, 1, 2]  # the input is not modified

@@ -1,4 +1,5 @@
-"""The toy world: data/ is reproducible from its seed, splits are clean, the vocabulary is closed."""
+"""The toy world: data/ is reproducible from its seed, splits are clean, the vocabulary is
+closed."""
 import collections
 import json
 import random
@@ -113,7 +114,8 @@ def test_split_prompts_other_seeds_disjoint(seed):
 
 
 def test_format_prompt_exact():
-    assert world.format_prompt("what is two plus three ?") == "user : what is two plus three ? bot :"
+    assert (world.format_prompt("what is two plus three ?")
+            == "user : what is two plus three ? bot :")
 
 
 def test_all_prompts_facts():

@@ -1,0 +1,65 @@
+"""Turning (prompt, response) text into padded token tensors: shared by SFT, the reward model,
+DPO-style scoring, real preference data and the KL evaluation.
+
+Every stage lays a sequence out the same way: the chat template's prompt (`chat.format_prompt`),
+then the response tokenized with a leading space, then eos if the response ended. Training
+batches are RIGHT-padded (every row starts at position 0; with causal attention no real token
+sees a pad); generation left-pads instead (rlhf_lite.generation).
+"""
+from __future__ import annotations
+
+import torch
+
+from .chat import format_prompt
+from .utils import derive_seed
+
+IGNORE_INDEX = -100  # F.cross_entropy skips targets with this value
+
+
+def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]
+                        ) -> list[tuple[list[int], list[int]]]:
+    """(ids of format_prompt(prompt), ids of the response) per pair, no special tokens.
+
+    The response is tokenized with a leading space, as it follows "bot :" in running text
+    (no-op for the word-level toy tokenizer; a BPE tokenizer like GPT-2's needs it).
+    """
+    prompt_ids = tokenizer([format_prompt(p) for p in prompts],
+                           add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"]
+    return list(zip(prompt_ids, response_ids))
+
+
+def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Rows of different lengths -> (N, T) long tensor, T = longest row, filled with `value`."""
+    out = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def encode_responses(tokenizer, prompts: list[str], responses: list[str], terminated: list[bool]
+                     ) -> dict[str, torch.Tensor]:
+    """format_prompt(prompt) + response + eos if terminated, RIGHT-padded (RM and KL inputs).
+
+    Returns input_ids (N, T) and attention_mask (N, T), T = the longest sequence.
+    """
+    eos = tokenizer.eos_token_id
+    pairs = prompt_response_ids(tokenizer, prompts, responses)
+    rows = [prompt + response + ([eos] if done else [])
+            for (prompt, response), done in zip(pairs, terminated)]
+    return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
+            "attention_mask": pad_right([[1] * len(row) for row in rows], 0)}
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the examples of optimizer step `step`: shuffled epochs, a function of the step.
+
+    Epoch e is a permutation of range(n) seeded by (seed, e), cut into ceil(n / batch_size)
+    batches (the last one smaller), so every example is seen once per epoch.
+    """
+    steps_per_epoch = -(-n // batch_size)
+    epoch, i = divmod(step, steps_per_epoch)
+    # on the CPU generator also inside a GPU device context (Preset.runtime): same data anywhere
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)),
+                          device="cpu")
+    return perm[i * batch_size: (i + 1) * batch_size]

@@ -1,0 +1,145 @@
+"""One checkpoint format for every stage: what a trained (or half-trained) model is on disk.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it is read with
+`torch.load(weights_only=True)`: a file received from someone else cannot run code when it is
+opened. Its fields (`Checkpoint`):
+
+    model         the weights (a state dict)
+    step          steps (or PPO iterations) done; the run is finished when step >= max_steps
+    max_steps     steps of the whole run
+    model_config  the architecture (`GPTConfig` as a dict): enough to rebuild the module
+    recipe        the stage's config as a dict; a different recipe makes the checkpoint stale,
+                  except for fields that only steer the run (`RUN_CONTROL`)
+    inputs        {role: fingerprint} of the models this one was trained from (an RM: the SFT
+                  model it started from); a changed input model makes the checkpoint stale
+    history       the training log (the trainer's History as a dict; PPO: one dict per iteration)
+    extra         numbers a stage adds (the reward model's bias_shift)
+    resume        what continuing a partial run needs (optimizer moments, RNG state, the run's
+                  config); empty when nothing is resumed from it
+    fingerprint   of `model`, written by `save` and checked by `verify`: flipped bytes in the
+                  weights are found, not loaded as "done"
+
+`save` writes atomically and refuses non-finite weights; `read` memory-maps the file, so only
+what is used is read (`status` reads the metadata before every load).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from . import distributed
+
+FORMAT = 1  # bumped when the layout changes; an older file is then rebuilt, not misread
+# Config fields that steer a run without changing its result (a progress-bar label, how often
+# to validate or to checkpoint): they never make a checkpoint stale.
+RUN_CONTROL = frozenset({"desc", "eval_interval", "checkpoint_interval"})
+
+
+@dataclass
+class Checkpoint:
+    model: dict[str, torch.Tensor]
+    step: int
+    max_steps: int
+    model_config: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    history: list | dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    resume: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    format: int = FORMAT
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.max_steps
+
+
+def fingerprint(weights) -> str:
+    """A short digest of a model's weights (a module or a state dict): equal weights, equal
+    digest, on any device. A checkpoint records the fingerprints of the models it was trained
+    from, so a stage whose SFT or reward model has since changed is known to be stale."""
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def result_fields(recipe: dict) -> dict:
+    """A recipe (a config as a dict, nested configs included) without its `RUN_CONTROL` fields:
+    what two checkpoints must share to be the same model."""
+    return {k: result_fields(v) if isinstance(v, dict) else v
+            for k, v in recipe.items() if k not in RUN_CONTROL}
+
+
+def config_dict(config) -> dict:
+    """A config dataclass (or a dict) as the plain dict a checkpoint stores."""
+    return config if isinstance(config, dict) else asdict(config)
+
+
+def same_recipe(saved: dict, config) -> bool:
+    return result_fields(saved) == result_fields(config_dict(config))
+
+
+def save(ckpt: Checkpoint, path: str | Path) -> None:
+    """Write `ckpt` to `path` atomically (under torchrun: rank 0 writes, the others wait).
+
+    Non-finite weights are never written: a final optimizer step that produced NaN or inf
+    raises here, and the file at `path` (if any) stays as it was.
+    """
+    bad = sum(int((~torch.isfinite(t)).sum()) for t in ckpt.model.values()
+              if t.is_floating_point())
+    if bad:
+        total = sum(t.numel() for t in ckpt.model.values())
+        raise FloatingPointError(f"not saving {path}: {bad:,} of {total:,} weights are NaN or "
+                                 "inf; lower the learning rate or check the data")
+    ckpt.fingerprint = fingerprint(ckpt.model)
+    distributed.save_on_main(asdict(ckpt), path)
+
+
+def read(path: str | Path) -> Checkpoint:
+    """The checkpoint at `path`, memory-mapped (tensors are read when first used).
+
+    Only plain data is unpickled (weights_only=True): a file that would run code is refused.
+    A damaged, foreign or older-format file is a RuntimeError that names it and the fix.
+    """
+    fix = "; delete it to retrain the stage"
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # every failure to read gets a message naming the file and the fix
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e).lower():
+            raise RuntimeError(f"{path} is refused: it holds Python objects other than weights "
+                               f"and numbers, which could run code when loaded{fix}") from None
+        raise RuntimeError(f"{path} cannot be read ({type(e).__name__}: {e}){fix}") from e
+    names = {f.name for f in fields(Checkpoint)}
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not names >= set(raw):
+        raise RuntimeError(f"{path} is not a checkpoint of this version of the course "
+                           f"(format {FORMAT}){fix}")
+    missing = sorted(names - set(raw) - {"fingerprint", "format"})
+    if missing:
+        raise RuntimeError(f"{path} is not a complete checkpoint (no {', '.join(missing)}){fix}")
+    return Checkpoint(**raw)
+
+
+_verified: dict[tuple, str] = {}  # (path, size, mtime) -> fingerprint: each file hashed once
+
+
+def verified_fingerprint(path: str | Path) -> str:
+    """The fingerprint of the weights stored at `path`, checked against the one `save`
+    recorded: a RuntimeError if they differ (the file was damaged after it was written)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        ckpt = read(path)
+        actual = fingerprint(ckpt.model)
+        if actual != ckpt.fingerprint:
+            raise RuntimeError(f"{path} is damaged: its weights do not match the checksum "
+                               "written with them; delete it to retrain the stage")
+        _verified[key] = actual
+    return _verified[key]
