@@ -73,7 +73,8 @@ def stages_of(preset: str | Preset) -> list[str]:
 def _state(path: Path, stage: str, p: Preset, root: Path | None) -> str:
     """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
     ckpt = checkpoints.read(path)
-    if not checkpoints.same_recipe(ckpt.recipe, p.recipe(stage)):
+    if (not checkpoints.same_recipe(ckpt.recipe, p.recipe(stage))
+            or ckpt.data != checkpoints.data_fingerprint()):
         return "stale"
     expected = {}
     for role in get_stage(stage).inputs:

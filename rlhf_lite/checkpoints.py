@@ -12,6 +12,9 @@ opened. Its fields (`Checkpoint`):
                   except for fields that only steer the run (`RUN_CONTROL`)
     inputs        {role: fingerprint} of the models this one was trained from (an RM: the SFT
                   model it started from); a changed input model makes the checkpoint stale
+    data          fingerprint of the data files and tokenizer under data/ when it was saved
+                  (`data_fingerprint`): a swapped token id or deleted demonstrations make the
+                  checkpoint stale
     history       the training log (the trainer's History as a dict; PPO: one dict per iteration)
     extra         numbers a stage adds (the reward model's bias_shift)
     resume        what continuing a partial run needs (optimizer moments, RNG state, the run's
@@ -32,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import distributed, paths
+from .data import CHECKSUM_FILE, checksums
 
 FORMAT = 1  # bumped when the layout changes; an older file is then rebuilt, not misread
 # Config fields that steer a run without changing its result (a progress-bar label, how often
@@ -51,6 +55,7 @@ class Checkpoint:
     history: list | dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     resume: dict = field(default_factory=dict)
+    data: str = ""
     fingerprint: str = ""
     format: int = FORMAT
 
@@ -100,6 +105,7 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
         raise FloatingPointError(f"not saving {path}: {bad:,} of {total:,} weights are NaN or "
                                  "inf; lower the learning rate or check the data")
     ckpt.fingerprint = fingerprint(ckpt.model)
+    ckpt.data = ckpt.data or data_fingerprint()  # the data of the run that is saving
     distributed.save_on_main(asdict(ckpt), path)
 
 
@@ -121,10 +127,25 @@ def read(path: str | Path) -> Checkpoint:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or not names >= set(raw):
         raise RuntimeError(f"{path} is not a checkpoint of this version of the course "
                            f"(format {FORMAT}){fix}")
-    missing = sorted(names - set(raw) - {"fingerprint", "format"})
+    missing = sorted(names - set(raw) - {"fingerprint", "format", "data"})
     if missing:
         raise RuntimeError(f"{path} is not a complete checkpoint (no {', '.join(missing)}){fix}")
     return Checkpoint(**raw)
+
+
+_data_digests: dict[tuple, str] = {}  # (file, size, mtime) of every data file -> digest
+
+
+def data_fingerprint(data_dir: str | Path | None = None) -> str:
+    """A short digest of every file under data/ but its manifest: the world's texts, prompts,
+    demonstrations and the tokenizer. Hashed once per version of the files."""
+    root = Path(data_dir or paths.DATA_DIR)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+    key = tuple((p.as_posix(), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()])
+    if key not in _data_digests:
+        listing = "".join(f"{name}:{digest};" for name, digest in checksums(root).items())
+        _data_digests[key] = hashlib.sha256(listing.encode()).hexdigest()[:16]
+    return _data_digests[key]
 
 
 _verified: dict[tuple, str] = {}  # (path, size, mtime) -> fingerprint: each file hashed once

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from . import distributed
 from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
 from .checkpoints import fingerprint
-from .data import load_records
+from .data import load_records, locate
 from .model import GPT
+from .tokenizer import check_vocabulary
 from .training import History, TrainConfig, train
 from .utils import check_config, integer
 
@@ -57,24 +58,37 @@ def tokenize_demonstrations(records: list[dict], tokenizer,
 
     Returns input_ids (N, T), attention_mask (N, T) and labels (N, T): the input id on response
     tokens and eos, IGNORE_INDEX on prompt and pad positions. A sequence longer than
-    `block_size` raises (truncating it would silently drop the end of the answer and its eos).
+    `block_size` raises (truncating it would silently drop the end of the answer and its eos),
+    and so does a word the word-level tokenizer does not know (it would become <unk>); both
+    errors name the file and line of a record read by `rlhf_lite.data`.
     """
     eos = tokenizer.eos_token_id
     ids, labels = [], []
+    sources = [demonstration_source(r) for r in records]
+    check_vocabulary(tokenizer, [r[f] for r in records for f in ("prompt", "response")],
+                     [f"{s}, field '{f}'" for s in sources for f in ("prompt", "response")])
     pairs = prompt_response_ids(tokenizer, [r["prompt"] for r in records],
                                 [r["response"] for r in records])
-    for record, (prompt, response) in zip(records, pairs):
+    for source, (prompt, response) in zip(sources, pairs):
         row = prompt + response + [eos]
         if len(row) > block_size:
-            raise ValueError(f"demonstration {record.get('id', '?')!r} is {len(row)} tokens long "
-                             f"(prompt {len(prompt)} + response {len(response)} + eos), more than "
-                             f"the model's block_size {block_size}")
+            raise ValueError(f"{source} is {len(row)} tokens long (prompt {len(prompt)} + "
+                             f"response {len(response)} + eos), more than the model's "
+                             f"block_size {block_size}")
         ids.append(row)
         labels.append([IGNORE_INDEX] * len(prompt) + response + [eos])
     input_ids = pad_right(ids, tokenizer.pad_token_id)  # (N, T)
     attention_mask = pad_right([[1] * len(row) for row in ids], 0)  # (N, T)
     return {"input_ids": input_ids, "attention_mask": attention_mask,
             "labels": pad_right(labels, IGNORE_INDEX)}
+
+
+def demonstration_source(record: dict) -> str:
+    """"demonstration 'demo-0007'", preceded by its file and line when it was read from one
+    (records carry no file field: `datasets` tables would grow a column)."""
+    name = f"demonstration {record.get('id', '?')!r}"
+    where = locate(record)
+    return f"{where}: {name}" if where else name
 
 
 def sft_loss(model: GPT, batch: dict[str, torch.Tensor]) -> torch.Tensor:

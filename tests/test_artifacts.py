@@ -97,6 +97,13 @@ def test_a_failed_rebuild_keeps_the_good_checkpoint(tiny_preset, monkeypatch):
         assert final.read_bytes() == before  # the last good checkpoint is really kept
 
 
+def test_changed_data_makes_every_stage_stale(tiny_preset, monkeypatch):
+    artifacts.load_model("sft", tiny_preset)
+    monkeypatch.setattr(checkpoints, "data_fingerprint", lambda data_dir=None: "other data")
+    assert artifacts.status("base", tiny_preset) == "stale"
+    assert artifacts.status("sft", tiny_preset) == "stale"
+
+
 def test_flipped_bytes_in_the_weights_are_found(tiny_preset):
     artifacts.load_model("base", tiny_preset)
     path = artifacts.checkpoint_path("base", tiny_preset)

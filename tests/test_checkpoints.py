@@ -1,11 +1,12 @@
 """The one checkpoint format: round trip, what makes it stale, and what it refuses to do."""
 import dataclasses
 import errno
+import shutil
 
 import pytest
 import torch
 
-from rlhf_lite import checkpoints, utils
+from rlhf_lite import checkpoints, paths, utils
 from rlhf_lite.checkpoints import Checkpoint
 from rlhf_lite.training import TrainConfig
 
@@ -96,3 +97,21 @@ def test_text_files_are_written_atomically(tmp_path, monkeypatch):
         utils.atomic_write_text(path, "new\n" * 1000)
     monkeypatch.undo()
     assert path.read_text() == "old\n" and list(tmp_path.iterdir()) == [path]
+
+
+def test_the_data_fingerprint_changes_with_any_data_file(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(paths.DATA_DIR, data)
+    before = checkpoints.data_fingerprint(data)
+    assert before == checkpoints.data_fingerprint(paths.DATA_DIR)
+    demos = data / "demonstrations.jsonl"
+    demos.write_text("".join(demos.read_text().splitlines(keepends=True)[:-1]))  # one deleted
+    assert checkpoints.data_fingerprint(data) != before
+    shutil.copy(paths.DATA_DIR / "demonstrations.jsonl", demos)
+    assert checkpoints.data_fingerprint(data) == before
+    vocab = data / "tokenizer" / "tokenizer.json"
+    vocab.write_text(vocab.read_text().replace('"four"', '"fuor"'))  # a swapped token
+    assert checkpoints.data_fingerprint(data) != before
+    saved = Checkpoint(weights(), step=1, max_steps=1)
+    checkpoints.save(saved, tmp_path / "x.pt")
+    assert checkpoints.read(tmp_path / "x.pt").data == checkpoints.data_fingerprint()

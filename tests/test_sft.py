@@ -1,9 +1,14 @@
+import json
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rlhf_lite.batching import IGNORE_INDEX, epoch_batch
+from rlhf_lite.data import DataError, load_records
 from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.paths import REPO_ROOT
 from rlhf_lite.sft import SFTConfig, sft_loss, tokenize_demonstrations, train_sft
 from rlhf_lite.tokenizer import load_tokenizer
 from rlhf_lite.training import TrainConfig
@@ -44,8 +49,51 @@ def test_labels_layout_on_a_hand_example():
 
 
 def test_overflow_raises_naming_the_record():
-    with pytest.raises(ValueError, match=r"'d2' is 20 tokens long.*block_size 16"):
+    with pytest.raises(ValueError, match=r"^demonstration 'd2' is 20 tokens long.*block_size 16"):
         tokenize_demonstrations(DEMOS, TOKENIZER, block_size=16)
+
+
+def demonstrations_with(tmp_path, line_no, response):
+    """The committed demonstrations (and the prompts they answer) under tmp_path, with the
+    response on line `line_no` replaced; loaded through rlhf_lite.data."""
+    for name in ("demonstrations", "prompts_train", "prompts_validation"):
+        shutil.copy(REPO_ROOT / "data" / f"{name}.jsonl", tmp_path)
+    path = tmp_path / "demonstrations.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[line_no - 1] = json.dumps({**json.loads(lines[line_no - 1]), "response": response})
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return load_records("demonstrations", tmp_path), path
+
+
+def test_overflow_of_a_loaded_demonstration_names_its_file_and_line(tmp_path):
+    demos, path = demonstrations_with(tmp_path, 7, " ".join(["two ."] * 30))
+    with pytest.raises(ValueError) as err:
+        tokenize_demonstrations(demos, TOKENIZER, block_size=64)
+    assert str(err.value) == (f"{path}, line 7: demonstration 'demo-0006' is 71 tokens long "
+                              "(prompt 10 + response 60 + eos), more than the model's "
+                              "block_size 64")
+
+
+def test_unknown_word_of_a_loaded_demonstration_names_its_file_line_and_field(tmp_path):
+    """Before, the word silently became <unk> and SFT taught the model to write <unk>."""
+    demos, path = demonstrations_with(tmp_path, 7, "a xylophone is blue .")
+    with pytest.raises(DataError) as err:
+        tokenize_demonstrations(demos, TOKENIZER, block_size=64)
+    assert str(err.value) == (f"{path}, line 7: demonstration 'demo-0006', field 'response': "
+                              "words outside the tokenizer's vocabulary: 'xylophone'")
+
+
+def test_unknown_word_of_a_record_built_in_code_names_its_id():
+    demos = [*DEMOS, {"id": "d4", "prompt": "what is two plus zorpy ?", "response": "two ."}]
+    with pytest.raises(DataError, match=r"^demonstration 'd4', field 'prompt': words outside "
+                                        r"the tokenizer's vocabulary: 'zorpy'$"):
+        tokenize_demonstrations(demos, TOKENIZER, block_size=48)
+
+
+def test_committed_demonstrations_tokenize():
+    batch = tokenize_demonstrations(load_records("demonstrations"), TOKENIZER, block_size=64)
+    assert batch["input_ids"].shape[0] == 384
+    assert not (batch["input_ids"] == TOKENIZER.unk_token_id).any()
 
 
 def explicit_loss(model, batch):

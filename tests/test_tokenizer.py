@@ -1,13 +1,23 @@
 """The word-level tokenizer in data/tokenizer, loaded through transformers' AutoTokenizer."""
 import json
 import random
+import shutil
 
 import pytest
 
 from rlhf_lite import world
 from rlhf_lite.chat import format_prompt
+from rlhf_lite.data import DataError
 from rlhf_lite.paths import REPO_ROOT
-from rlhf_lite.tokenizer import EOS, PAD, UNK, build_tokenizer, load_tokenizer
+from rlhf_lite.tokenizer import (
+    EOS,
+    PAD,
+    UNK,
+    build_tokenizer,
+    check_vocabulary,
+    is_word_level,
+    load_tokenizer,
+)
 
 TOKENIZER_DIR = REPO_ROOT / "data" / "tokenizer"
 
@@ -116,3 +126,54 @@ def test_build_tokenizer_small_vocab():
                                  "meow": 6, ".": 7}
     assert small("a dog says meow .")["input_ids"] == [3, 2, 5, 6, 7]
     assert small.padding_side == "left"
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path):
+    """Without tokenizer_config.json pad and eos load as None, and SFT failed much later with
+    a TypeError while padding."""
+    shutil.copy(TOKENIZER_DIR / "tokenizer.json", tmp_path)
+    with pytest.raises(DataError) as err:
+        load_tokenizer(tmp_path)
+    assert str(err.value) == (
+        f"the tokenizer at {tmp_path} has no pad and no eos token ({tmp_path}/"
+        "tokenizer_config.json is missing); rebuild it with `python -m rlhf_lite.world`")
+
+
+def test_config_without_eos_is_a_clear_error(tmp_path):
+    shutil.copy(TOKENIZER_DIR / "tokenizer.json", tmp_path)
+    config = json.loads((TOKENIZER_DIR / "tokenizer_config.json").read_text())
+    del config["eos_token"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match=r"has no eos token \(.*tokenizer_config.json names none"
+                                        r"\); rebuild it with `python -m rlhf_lite.world`"):
+        load_tokenizer(tmp_path)
+
+
+def test_check_vocabulary_names_the_place_and_each_unknown_word_once(tok):
+    texts = ["what color is a pear ?", "a xylophone is Blue . a xylophone <eos> ."]
+    check_vocabulary(tok, texts[:1], ["f.jsonl, line 1"])  # known words: no error
+    with pytest.raises(DataError) as err:
+        check_vocabulary(tok, texts, ["f.jsonl, line 1", "f.jsonl, line 2, field 'response'"])
+    assert str(err.value) == ("f.jsonl, line 2, field 'response': words outside the tokenizer's "
+                              "vocabulary: 'xylophone', 'Blue', '<eos>'")
+
+
+def test_check_vocabulary_skips_a_subword_tokenizer(tok):
+    """A BPE tokenizer (GPT-2's) spells any text: it has no unknown words to report."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(
+        vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")])))
+    assert is_word_level(tok) and not is_word_level(bpe)
+    check_vocabulary(bpe, ["xylophone"], ["f.jsonl, line 1"])
+
+
+def test_the_worlds_data_is_in_the_vocabulary(tok):
+    from rlhf_lite.data import load_records
+
+    for name in ("prompts_train", "prompts_validation", "prompts_heldout", "demonstrations"):
+        records = load_records(name)
+        check_vocabulary(tok, [r["prompt"] for r in records], [name] * len(records))
+    demos = load_records("demonstrations")
+    check_vocabulary(tok, [r["response"] for r in demos], ["demonstrations"] * len(demos))
