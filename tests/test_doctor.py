@@ -90,6 +90,15 @@ def test_unreadable_checkpoint_fails_missing_one_does_not(tmp_path, monkeypatch)
     assert "rm.pt" not in check.detail
 
 
+def test_leftover_files_of_interrupted_saves_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts.paths, "ARTIFACTS_DIR", tmp_path)
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "sft.pt.k2j4.tmp").write_bytes(b"half a checkpoint")
+    check = doctor.check_artifacts("toy")
+    assert check.ok and check.warning
+    assert "leftover files of interrupted saves, safe to delete: sft.pt.k2j4.tmp" in check.detail
+
+
 def test_a_preset_that_borrows_a_reward_model_says_whose(tmp_path, monkeypatch):
     monkeypatch.setattr(artifacts.paths, "ARTIFACTS_DIR", tmp_path)
     detail = doctor.check_artifacts("tiny").detail

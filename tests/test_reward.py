@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from rlhf_lite import artifacts, checkpoints, paths, presets
+from rlhf_lite import artifacts, checkpoints, paths, presets, reward
 from rlhf_lite.batching import encode_responses
 from rlhf_lite.data import DataError, load_records, write_jsonl
 from rlhf_lite.labeler import GoldLabeler, rankings_agreement
@@ -273,3 +273,34 @@ def test_sft_and_rm_stages_build_save_and_load(tmp_path, monkeypatch):
     scores = score_responses(rm, TOKENIZER, [d["prompt"] for d in demos],
                              [d["response"] for d in demos], [True] * len(demos))
     assert scores.mean().item() == pytest.approx(0.0, abs=1e-4)  # saved with the normalised bias
+
+
+def test_a_killed_reward_model_run_resumes_to_the_same_normalised_model(tmp_path, monkeypatch):
+    """Killed between two checkpoints, the run resumes from the last one; the finished model,
+    bias normalisation included, equals an uninterrupted run's bit for bit."""
+    train, val = marker_rankings(48, seed=0), marker_rankings(8, seed=1)
+    demos = [{"prompt": "name two fruits .", "response": "pear and banana ."}]
+    cfg = RewardConfig(batch_size=8, epochs=2, train=TrainConfig(
+        max_steps=0, lr=3e-3, warmup_steps=2, eval_interval=4, checkpoint_interval=4,
+        desc="rm-test"))
+    straight, _ = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos,
+                                     checkpoint_path=tmp_path / "a.pt")
+    calls, loss = [], reward.rm_loss
+
+    def killed_at_step_6(rm, batch):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt  # 6 steps done, the last checkpoint at step 4
+        return loss(rm, batch)
+    monkeypatch.setattr(reward, "rm_loss", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos,
+                           checkpoint_path=tmp_path / "b.pt")
+    assert checkpoints.read(tmp_path / "b.pt").step == 4
+    monkeypatch.setattr(reward, "rm_loss", loss)
+    resumed, history = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos,
+                                          checkpoint_path=tmp_path / "b.pt")
+    assert history.steps == list(range(12))
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 resumed.state_dict().values()))
+    assert checkpoints.read(tmp_path / "b.pt").extra == checkpoints.read(tmp_path / "a.pt").extra

@@ -2,6 +2,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -98,3 +99,46 @@ def test_run_in_processes_returns_in_order_and_leaves_no_leaked_semaphores(tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[1, 4, 9]"
     assert "leaked semaphore" not in done.stderr, done.stderr
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A killed kernel or pipeline must not leave workers that go on training and write
+    checkpoints after it: each worker watches its parent and exits when it is gone."""
+    (tmp_path / "jobs.py").write_text(
+        "import os, pathlib, time\n"
+        "def slow(folder):\n"
+        "    pathlib.Path(folder, f'{os.getpid()}.started').touch()\n"
+        "    time.sleep(30)\n"
+        "    pathlib.Path(folder, 'finished').touch()  # what a checkpoint write would be\n")
+    script = ("from rlhf_lite.utils import run_in_processes\n"
+              "import jobs, sys\n"
+              "if __name__ == '__main__':\n"
+              "    run_in_processes(jobs.slow, [(sys.argv[1],), (sys.argv[1],)])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("*.started"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = [int(p.stem) for p in tmp_path.glob("*.started")]
+    assert len(workers) == 2, "the workers did not start"
+    parent.kill()  # SIGKILL: the parent cannot clean up
+    parent.wait()
+    time.sleep(3)  # a watcher polls every 0.5 s
+    assert not [pid for pid in workers if running(pid)]
+    assert not (tmp_path / "finished").exists()
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not yet reaped, does not)."""
+    stat = f"/proc/{pid}/stat"
+    if os.path.exists("/proc"):
+        try:
+            with open(stat) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
