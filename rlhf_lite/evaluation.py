@@ -8,6 +8,9 @@ behaviour metrics) live beside the judge in `rlhf_lite.labeler`.
 """
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import torch
 
 from .batching import encode_responses
@@ -83,3 +86,35 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
                 for model in (policy, reference)]
         per_response.append(((logp[0] - logp[1]) * mask[rows]).sum(1))  # (b,)
     return torch.cat(per_response).mean().item()
+
+
+# ----------------------------------------------------------------------------- best-of-n
+def best_of_n(candidates: list[list[Completion]], scores: list[list[float]]) -> list[Completion]:
+    """For each prompt, the candidate with the highest score (the first of equal ones): best-of-n
+    sampling against a reward model, or against the gold score (the oracle)."""
+    if [len(c) for c in candidates] != [len(s) for s in scores]:
+        raise ValueError("best_of_n: every prompt needs one score per candidate")
+    return [cands[max(range(len(s)), key=s.__getitem__)] for cands, s in zip(candidates, scores)]
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """KL(best-of-n || policy) = log n - (n - 1) / n in nats when no two samples tie (the usual
+    formula; an upper bound otherwise, Beirami et al. 2024)."""
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_kl(pool_scores: list[float], n: int) -> float:
+    """KL(best-of-n || policy) of one prompt, with the policy's distribution estimated by a
+    pool of its samples' scores: responses of equal score are one outcome (identical texts
+    score alike). Over the pool's distinct scores s (probability p(s), cumulative F(s) and
+    F-(s) = F(s) - p(s)), best-of-n picks s with probability q(s) = F(s)^n - F-(s)^n, and
+    KL = sum q(s) log(q(s) / p(s)). With all scores distinct and a large pool it approaches
+    `best_of_n_kl_bound`; repeated samples make it smaller, one repeated answer makes it 0."""
+    counts = Counter(pool_scores)
+    total, below, kl = len(pool_scores), 0, 0.0
+    for count in (counts[level] for level in sorted(counts)):
+        p = count / total
+        q = ((below + count) / total) ** n - (below / total) ** n
+        kl += q * math.log(q / p) if q > 0 else 0.0
+        below += count
+    return kl

@@ -97,6 +97,33 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor,
     return compute_gae(rewards, torch.zeros_like(rewards), mask, gamma=gamma, lam=1.0)[0]
 
 
+GROUP_BASELINES = ("rloo", "grpo")
+
+
+def group_advantages(returns: torch.Tensor, group_size: int, kind: str) -> torch.Tensor:
+    """Critic-free advantages (B,) of B = n * group_size sequence returns, each group being
+    `group_size` consecutive samples of one prompt: the other samples are the baseline.
+
+        rloo: A_i = R_i - mean of the group's other returns (leave-one-out, Ahmadian et al.
+              2024, "Back to basics": unbiased, since R_i is not in its own baseline)
+        grpo: A_i = (R_i - group mean) / (group std + 1e-6) (population std, Shao et al. 2024)
+
+    A group of equal returns gets zero advantages: nothing in it is better than the rest.
+    """
+    if returns.dim() != 1 or len(returns) % group_size or group_size < 2:
+        raise ValueError(f"group_advantages: {tuple(returns.shape)} returns must be 1-D and "
+                         f"split into groups of group_size >= 2, got {group_size}")
+    groups = returns.view(-1, group_size)  # (n, k)
+    if kind == "rloo":
+        others = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+        return (groups - others).reshape(-1)
+    if kind == "grpo":
+        centred = groups - groups.mean(1, keepdim=True)
+        return (centred / (groups.std(1, unbiased=False, keepdim=True) + 1e-6)).reshape(-1)
+    raise ValueError(f"group_advantages: unknown kind {kind!r}, expected one of "
+                     f"{GROUP_BASELINES}")
+
+
 @torch.no_grad()
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var[returns - values] / Var[returns] over valid tokens: a PPO value-head diagnostic.

@@ -276,3 +276,14 @@ class GPT(nn.Module):
     def forward(self, input_ids, attention_mask=None, position_ids=None, kv_cache=None):
         """Next-token logits (B, T, V); arguments as in `hidden_states`."""
         return self.lm_head(self.hidden_states(input_ids, attention_mask, position_ids, kv_cache))
+
+
+def without_dropout(model: nn.Module) -> nn.Module:
+    """`model` with every dropout off, also the rate attention passes to fused SDPA (RL and
+    DPO: a log-prob ratio must move only when the weights move, not with dropout masks)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if isinstance(m, CausalSelfAttention):
+            m.dropout = 0.0
+    return model

@@ -13,7 +13,10 @@ the numbers below mark the steps in the code):
        r_T += RM(prompt, response)          at the last real token (eos),
    where KL_t is a per-token estimate of KL(pi || pi_SFT) (`rlhf_lite.kl`). A response that
    never emits eos is cut at max_new_tokens and its score is lowered by `missing_eos_penalty`.
-4. Advantages with GAE (gamma = 1 as in the paper), whitened over valid tokens.
+4. Advantages with GAE (gamma = 1 as in the paper), whitened over valid tokens. Or, with
+   `advantage` "rloo" or "grpo", a critic-free baseline: `group_size` samples of each prompt,
+   each response's total reward (score - beta * KL) against its group's
+   (`gae.group_advantages`), the same advantage on every token, and no value model.
 5. Several epochs of shuffled minibatches of the clipped surrogate plus a clipped value loss.
 6. PPO-ptx (sec 3.5, eq. 2), when `ptx_coef` > 0: each minibatch's policy loss also gets
    ptx_coef * (next-token loss on a batch of pretraining text), which pulls the policy back
@@ -46,10 +49,18 @@ from . import checkpoints, distributed, precision
 from .chat import format_prompt
 from .checkpoints import Checkpoint, fingerprint
 from .data import load_records
-from .gae import compute_gae, explained_variance, masked_mean, whiten
+from .gae import (
+    GROUP_BASELINES,
+    compute_gae,
+    explained_variance,
+    group_advantages,
+    masked_mean,
+    whiten,
+)
 from .generation import generate, logprobs_from_logits, response_mask, suppress_tokens
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
 from .labeler import gold_score
+from .model import without_dropout
 from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
 from .utils import (
@@ -96,6 +107,10 @@ class PPOConfig:
     # iterations between checkpoints when training into a file (`PPOTrainer.train`); 0 = only
     # at the end. Steers the run only: it never makes a checkpoint stale.
     checkpoint_interval: int = 10
+    # "gae": the value model and GAE (InstructGPT); "rloo" or "grpo": a critic-free baseline
+    # over the group_size samples of each prompt (gae.group_advantages), no value model
+    advantage: str = "gae"
+    group_size: int = 1  # samples per prompt in a rollout; a group baseline needs 2 or more
 
     def __post_init__(self):
         # grad_clip > 0: clip_grad_norm_ to 0 zeroes every gradient (no learning, no error);
@@ -109,7 +124,12 @@ class PPOConfig:
             "kl_target": positive, "kl_horizon": integer(1), "kl_estimator": one_of(KINDS),
             "missing_eos_penalty": number(0), "grad_clip": positive, "ptx_coef": number(0),
             "checkpoint_interval": integer(0), "ptx_block_size": optional(integer(1)),
+            "advantage": one_of(("gae",) + GROUP_BASELINES), "group_size": integer(1),
             "ptx_batch_size": integer(1)})
+        if self.advantage != "gae" and (self.group_size < 2 or self.batch_size % self.group_size):
+            raise ValueError(f"PPOConfig.group_size must be >= 2 and divide batch_size "
+                             f"({self.batch_size}) for advantage {self.advantage!r}, got "
+                             f"{self.group_size}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -208,14 +228,15 @@ class PPOTrainer:
         self.policy = copy.deepcopy(sft_model).train()
         self.reference = copy.deepcopy(sft_model).eval().requires_grad_(False)
         self.reward_model = copy.deepcopy(reward_model).eval().requires_grad_(False)
-        self.value_model = ValueModel(reward_model).train()
+        # the critic: trained alongside the policy under GAE; a group baseline has none
+        self.value_model = ValueModel(reward_model).train() if cfg.advantage == "gae" else None
+        self.trained = [m for m in (self.policy, self.value_model) if m is not None]
         for model in (self.policy, self.reference, self.reward_model, self.value_model):
-            for m in model.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.p = 0.0  # dropout off: the ratio must move only when weights move
+            if model is not None:  # dropout off: the ratio must move only when weights move
+                without_dropout(model)
         self.optimizer = torch.optim.AdamW(
-            [{"params": self.policy.parameters(), "lr": cfg.lr},
-             {"params": self.value_model.parameters(), "lr": cfg.value_lr}], weight_decay=0.0)
+            [{"params": m.parameters(), "lr": lr}
+             for m, lr in zip(self.trained, (cfg.lr, cfg.value_lr))], weight_decay=0.0)
         self.scaler = precision.grad_scaler()  # loss scaling under fp16 autocast; else a no-op
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
                        if cfg.adaptive_kl else FixedKLController(cfg.beta))
@@ -224,7 +245,7 @@ class PPOTrainer:
         self.local_minibatch_size = distributed.per_process(cfg.minibatch_size,
                                                             "PPOConfig.minibatch_size")
         self.ddp_policy = distributed.wrap(self.policy)  # the models themselves in one process
-        self.ddp_value_model = distributed.wrap(self.value_model)
+        self.ddp_value_model = self.value_model and distributed.wrap(self.value_model)
         self.generator = torch.Generator().manual_seed(distributed.seed_for_rank(cfg.seed))
         self.iteration = 0
         self.ptx_batches = 0  # pretraining batches drawn so far (PPO-ptx)
@@ -257,16 +278,23 @@ class PPOTrainer:
         logprobs, entropy = (torch.cat(parts) for parts in zip(*chunks))
         ref_logprobs, _ = response_logprobs(self.reference, sequences, attention_mask, P,
                                             cfg.temperature, self.suppressed)
-        values = self.value_model(sequences, attention_mask)[:, P - 1: -1]  # (B, N)
+        values = (self.value_model(sequences, attention_mask)[:, P - 1: -1]  # (B, N)
+                  if self.value_model is not None else torch.zeros_like(logprobs))
         scores = self.reward_model(sequences, attention_mask)  # (B,) read at the last real token
         scores = scores - cfg.missing_eos_penalty * (~terminated).float()
 
         # 3. per-token reward: -beta * KL_t on every token, the score added at eos
         rewards, _ = penalised_rewards(logprobs, ref_logprobs, mask, scores, self.kl_ctl.beta,
                                        cfg.kl_estimator)
-        # 4. GAE advantages and returns (A + V), advantages whitened over valid tokens
-        advantages, returns = compute_gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
-        advantages = whiten(advantages, mask)
+        # 4. GAE advantages and returns (A + V), advantages whitened over valid tokens; or
+        # the group baseline's advantage of each response's total reward, on all its tokens
+        if cfg.advantage == "gae":
+            advantages, returns = compute_gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
+            advantages = whiten(advantages, mask)
+        else:
+            returns = rewards.sum(1, keepdim=True) * mask  # (B, N) no value targets: for logs
+            advantages = group_advantages(rewards.sum(1), cfg.group_size,
+                                          cfg.advantage)[:, None] * mask  # (B, N)
         texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
                  for row, m in zip(response, mask)]
         return Rollout(prompts, sequences, attention_mask, mask, logprobs, ref_logprobs,
@@ -292,10 +320,13 @@ class PPOTrainer:
                                                 self.suppressed)
                 pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx],
                                                         r.advantages[idx], mask, cfg.clip_eps)
-                values = self.ddp_value_model(seq, att)[:, P - 1: -1]
-                vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
-                                             cfg.value_clip_eps)
-                loss = pg_loss + vf_loss  # separate models: the sum just trains both
+                loss, losses = pg_loss, {"policy_loss": pg_loss.item()}
+                if self.value_model is not None:
+                    values = self.ddp_value_model(seq, att)[:, P - 1: -1]
+                    vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
+                                                 cfg.value_clip_eps)
+                    loss = pg_loss + vf_loss  # separate models: the sum just trains both
+                    losses["value_loss"] = vf_loss.item()
                 if cfg.ptx_coef > 0:
                     ptx_loss = self.pretraining_loss()
                     loss = loss + cfg.ptx_coef * ptx_loss
@@ -304,13 +335,12 @@ class PPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients
-                for model in (self.policy, self.value_model):
+                for model in self.trained:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 precision.optimizer_step(self.scaler, self.optimizer)
                 if epoch == 0 and start == 0:
                     stats.setdefault("first_ratio_max", []).append(pg_stats["ratio_max"])
-                for k, v in {**pg_stats, "policy_loss": pg_loss.item(),
-                             "value_loss": vf_loss.item()}.items():
+                for k, v in {**pg_stats, **losses}.items():
                     stats.setdefault(k, []).append(v)
         return {k: (max(v) if k.endswith("max") else sum(v) / len(v)) for k, v in stats.items()}
 
@@ -326,9 +356,11 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         """One rollout + update; returns (and appends to history) the iteration's metrics."""
         cfg = self.cfg
-        pick = torch.randint(len(self.prompts), (self.local_batch_size,), generator=self.generator,
+        k = cfg.group_size  # each picked prompt is sampled k times, in consecutive rows
+        pick = torch.randint(len(self.prompts), (self.local_batch_size // k,),
+                             generator=self.generator,
                              device="cpu")  # CPU generator, also inside Preset.runtime on a GPU
-        r = self.rollout([self.prompts[i] for i in pick.tolist()])
+        r = self.rollout([self.prompts[i] for i in pick.tolist() for _ in range(k)])
         kl_per_response = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean()
         metrics = {
             "iteration": self.iteration,
@@ -338,8 +370,9 @@ class PPOTrainer:
             "entropy": masked_mean(r.entropy, r.mask).item(),  # per token, nats
             "response_length": r.mask.sum(1).mean().item(),  # tokens incl. eos
             "terminated": r.terminated.float().mean().item(),
-            "explained_variance": explained_variance(r.values, r.returns, r.mask),
         }
+        if self.value_model is not None:  # how well the critic predicts the returns
+            metrics["explained_variance"] = explained_variance(r.values, r.returns, r.mask)
         if self.gold_judge is not None:  # evaluation only: PPO never sees it
             metrics["gold_score"] = sum(self.gold_judge(p, t, bool(e)) for p, t, e in
                                         zip(r.prompts, r.texts, r.terminated)) / len(r.texts)
@@ -371,7 +404,7 @@ class PPOTrainer:
     def state(self) -> dict:
         """What continuing this run exactly needs besides the policy weights: the value model,
         the optimizer moments, beta, the sampling generator, the PPO-ptx batch counter."""
-        return {"value_model": self.value_model.state_dict(),
+        return {"value_model": self.value_model.state_dict() if self.value_model else {},
                 "optimizer": self.optimizer.state_dict(), "beta": self.kl_ctl.beta,
                 "generator": self.generator.get_state(), "ptx_batches": self.ptx_batches}
 
@@ -383,7 +416,8 @@ class PPOTrainer:
             print(f"{path} was trained from other input models: training from scratch")
             return
         self.policy.load_state_dict(ckpt.model)
-        self.value_model.load_state_dict(ckpt.resume["value_model"])
+        if self.value_model is not None:
+            self.value_model.load_state_dict(ckpt.resume["value_model"])
         self.optimizer.load_state_dict(ckpt.resume["optimizer"])
         self.kl_ctl.beta = ckpt.resume["beta"]
         self.generator.set_state(ckpt.resume["generator"])

@@ -1,4 +1,6 @@
 """Evaluation helpers: completions cut at eos, judgement tables, win rates and their intervals."""
+import math
+
 import pytest
 import torch
 
@@ -42,3 +44,26 @@ def test_complete_cuts_at_eos_and_reports_termination():
     assert out == generation.complete(model, tokenizer, [ARITH] * 5, max_new_tokens=8, seed=0)
     table = evaluation.judge_all([ARITH] * 5, out)
     assert list(table.columns[:3]) == ["category", "prompt", "response"] and len(table) == 5
+
+
+def test_best_of_n_picks_the_highest_score_per_prompt():
+    a, b, c = (generation.Completion(t, True) for t in ("a", "b", "c"))
+    assert evaluation.best_of_n([[a, b, c], [a, b]], [[0.1, 0.9, 0.5], [2.0, 2.0]]) == [b, a]
+    with pytest.raises(ValueError, match="one score per candidate"):
+        evaluation.best_of_n([[a, b]], [[1.0]])
+
+
+def test_best_of_n_kl_against_its_bound_and_a_hand_computed_case():
+    assert evaluation.best_of_n_kl_bound(1) == 0.0
+    assert evaluation.best_of_n_kl_bound(16) == pytest.approx(math.log(16) - 15 / 16)
+    # a large pool of distinct scores: the estimate approaches the formula
+    pool = [i / 10_000 for i in range(10_000)]
+    for n in (2, 4, 16):
+        assert evaluation.best_of_n_kl(pool, n) == pytest.approx(
+            evaluation.best_of_n_kl_bound(n), abs=1e-3)
+    # two outcomes of probability 1/2 and n = 2: best-of-2 picks the better one with
+    # probability 3/4, so KL = 3/4 log(3/2) + 1/4 log(1/2), below the bound 0.193
+    kl = evaluation.best_of_n_kl([0.0, 0.0, 1.0, 1.0], 2)
+    assert kl == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    assert kl < evaluation.best_of_n_kl_bound(2)
+    assert evaluation.best_of_n_kl([3.0] * 8, 16) == 0.0  # one answer: nothing to pick

@@ -4,6 +4,7 @@ import random
 import pytest
 import torch
 
+from rlhf_lite import gae
 from rlhf_lite.gae import compute_gae, discounted_returns, explained_variance, whiten
 
 
@@ -169,3 +170,34 @@ def test_explained_variance():
     mask = torch.tensor([[1, 1, 1, 1, 0]])
     assert explained_variance(values, returns, mask) == pytest.approx(0.4)
     assert math.isnan(explained_variance(values, torch.ones_like(returns), mask))
+
+
+# ---------------------------------------------------------------- critic-free group baselines
+def test_group_advantages_match_a_loop():
+    torch.manual_seed(0)
+    returns, k = torch.randn(12), 4
+    rloo = gae.group_advantages(returns, k, "rloo")
+    grpo = gae.group_advantages(returns, k, "grpo")
+    for g in range(0, 12, k):
+        group = returns[g: g + k].tolist()
+        mean = sum(group) / k
+        std = (sum((x - mean) ** 2 for x in group) / k) ** 0.5
+        for i, r in enumerate(group):
+            others = [x for j, x in enumerate(group) if j != i]
+            assert rloo[g + i].item() == pytest.approx(r - sum(others) / (k - 1), abs=1e-6)
+            assert grpo[g + i].item() == pytest.approx((r - mean) / (std + 1e-6), abs=1e-5)
+
+
+def test_equal_rewards_give_zero_group_advantages():
+    returns = torch.tensor([2.0, 2.0, 2.0, -1.0, -1.0, -1.0])
+    for kind in gae.GROUP_BASELINES:
+        assert torch.equal(gae.group_advantages(returns, 3, kind), torch.zeros(6))
+
+
+def test_rloo_advantages_of_a_group_sum_to_zero_and_bad_input_is_refused():
+    adv = gae.group_advantages(torch.tensor([1.0, 0.0, 0.0, 3.0]), 2, "rloo")
+    assert adv.tolist() == [1.0, -1.0, -3.0, 3.0]
+    with pytest.raises(ValueError, match="groups of group_size >= 2"):
+        gae.group_advantages(torch.zeros(5), 2, "rloo")
+    with pytest.raises(ValueError, match="unknown kind 'ppo'"):
+        gae.group_advantages(torch.zeros(4), 2, "ppo")

@@ -309,3 +309,41 @@ def test_a_checkpoint_of_other_input_models_is_not_resumed(tokenizer, tmp_path, 
     other.train(checkpoint_path=path)
     assert "trained from other input models" in capsys.readouterr().out
     assert other.iteration == 1 and len(other.history) == 1
+
+
+# ---------------------------------------------------------------- critic-free group baselines
+@pytest.mark.parametrize("kind", ["rloo", "grpo"])
+def test_a_group_baseline_samples_groups_and_trains_without_a_value_model(tokenizer, kind):
+    from rlhf_lite.gae import group_advantages
+
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2,
+                    advantage=kind, group_size=4)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    assert trainer.value_model is None and len(trainer.optimizer.param_groups) == 1
+    picked = [prompts[i] for i in torch.randint(len(prompts), (2,), generator=torch.Generator()
+                                                .manual_seed(cfg.seed)).tolist()]
+    r = trainer.rollout([p for p in picked for _ in range(4)])
+    assert [p["id"] for p in r.prompts] == [p["id"] for p in picked for _ in range(4)]
+    expected = group_advantages(r.rewards.sum(1), 4, kind)[:, None] * r.mask
+    assert torch.equal(r.advantages, expected)  # one advantage per response, on every token
+    seen, rollout = [], trainer.rollout
+    trainer.rollout = lambda batch: (seen.append([p["id"] for p in batch]), rollout(batch))[1]
+    metrics = trainer.step()
+    groups = [seen[0][i: i + 4] for i in range(0, 8, 4)]
+    assert all(len(set(group)) == 1 for group in groups)  # each prompt sampled 4 times
+    assert metrics["first_ratio_max"] == 1.0
+    assert "value_loss" not in metrics and "explained_variance" not in metrics
+    with pytest.raises(ValueError, match="group_size must be >= 2 and divide batch_size"):
+        PPOConfig(advantage=kind)
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        PPOConfig(advantage="a2c", group_size=4)
+
+
+def test_rloo_increases_a_simple_reward(tokenizer):
+    cfg = PPOConfig(batch_size=32, minibatch_size=8, max_new_tokens=6, ppo_epochs=4, lr=3e-3,
+                    beta=0.0, missing_eos_penalty=0.0, advantage="rloo", group_size=4)
+    trainer, _ = make_trainer(tokenizer, cfg, token="five")
+    history = trainer.train(iterations=25)
+    first = sum(h["rm_score"] for h in history[:3]) / 3
+    last = sum(h["rm_score"] for h in history[-3:]) / 3
+    assert last > first + 0.2, (first, last)

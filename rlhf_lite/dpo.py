@@ -1,0 +1,275 @@
+"""Stage 3, without RL: Direct Preference Optimization (DPO) on the reward model's rankings.
+
+Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward
+Model" (sec 4; the loss is their eq. 7). Derivation, from the objective PPO maximises
+(notebook 6), per prompt x:
+
+    max_pi  E_{y ~ pi}[r(x, y)] - beta KL(pi(.|x) || pi_ref(.|x))
+          = -beta E_{y ~ pi}[log pi(y|x) - log pi_ref(y|x) - r(x, y) / beta]
+          = -beta KL(pi(.|x) || pi*(.|x)) + beta log Z(x),
+
+    pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x),
+    Z(x) = sum_y pi_ref(y|x) exp(r(x, y) / beta)   (normalises pi* to a distribution).
+
+Z(x) does not depend on pi and a KL is >= 0, 0 only at pi*: pi* is the optimum. Solved for
+the reward, r(x, y) = beta log(pi*(y|x) / pi_ref(y|x)) + beta log Z(x). The Bradley-Terry
+model of the labelers (rlhf_lite.reward) only sees the difference of the rewards of two
+responses to the same prompt, so Z(x) cancels; writing the policy pi_theta for pi* and
+taking the negative log-likelihood of the comparisons (y_w preferred to y_l):
+
+    loss = -log sigmoid(beta * ((log pi - log pi_ref)(y_w) - (log pi - log pi_ref)(y_l)))
+
+No reward model, no sampling, no value model: one supervised loss. The policy is its own
+reward model, with the implicit reward r_hat(x, y) = beta (log pi(y|x) - log pi_ref(y|x))
+(the true one up to beta log Z(x), equal for all responses to x, so it ranks them). The
+gradient is -beta sigmoid(r_hat(y_l) - r_hat(y_w)) (grad log pi(y_w) - grad log pi(y_l)):
+pairs the implicit reward orders wrongly weigh most.
+
+Here:
+- The data are the "rm" stage's rankings (K samples of the SFT policy each, ranked by the
+  labeler), with all C(K, 2) pairs of a ranking in its ranking's batch, as the RM trains;
+  the samples come from pi_ref = SFT, the setting the paper's derivation assumes.
+- log pi(y|x) is the sum of the log-probs of the response tokens, and of eos when the
+  response ended (prompt and pad masked), under the distribution the policy samples from:
+  temperature 1 with pad and unk suppressed (`generation.suppress_tokens`), as in
+  `evaluation.kl_to_reference`.
+- The reference is a frozen copy of the SFT model; its log-probs are constants of the loss,
+  computed once before training. Dropout is off in both models (a log-ratio that moves
+  because of dropout is noise).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import distributed
+from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
+from .checkpoints import fingerprint
+from .generation import logprobs_from_logits, suppress_tokens
+from .model import GPT, without_dropout
+from .reward import (
+    accuracy_from_scores,
+    check_ranking,
+    flatten_rankings,
+    rankings_file,
+    read_rankings,
+)
+from .tokenizer import never_generated
+from .training import History, TrainConfig, train
+from .utils import check_config, eval_mode, integer, number
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1  # the KL coefficient of the objective DPO solves (paper: 0.1)
+    batch_size: int = 16  # rankings per step; all C(K, 2) pairs of a ranking share its step
+    epochs: int = 1  # passes over the rankings (as the RM: one)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=0,  # unused: train_dpo sets it to epochs * ceil(rankings / batch_size)
+        # a starting point, not tuned on the full toy run; no weight decay: it would pull the
+        # weights towards 0, not towards the reference (PPO's policy has none either)
+        lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50, desc="dpo"))
+
+    def __post_init__(self):
+        # beta > 0: at 0 every implicit reward is 0 and the loss is log 2 whatever the policy
+        check_config(self, {"beta": number(0, low_open=True), "batch_size": integer(1),
+                            "epochs": integer(1)})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- log-probs
+def encode_scored(tokenizer, prompts: list[str], responses: list[str], terminated: list[bool]
+                  ) -> dict[str, torch.Tensor]:
+    """`batching.encode_responses`'s right-padded rows, with labels to score them.
+
+    Returns input_ids, attention_mask and labels (N, T): labels hold the response tokens and
+    the eos of a terminated response, IGNORE_INDEX on prompt and pad positions (sft's layout).
+    """
+    eos = tokenizer.eos_token_id
+    rows, labels = [], []
+    for (prompt, response), done in zip(prompt_response_ids(tokenizer, prompts, responses),
+                                        terminated):
+        scored = response + ([eos] if done else [])
+        rows.append(prompt + scored)
+        labels.append([IGNORE_INDEX] * len(prompt) + scored)
+    return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
+            "attention_mask": pad_right([[1] * len(row) for row in rows], 0),
+            "labels": pad_right(labels, IGNORE_INDEX)}
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor], suppress_token_ids=()
+                      ) -> torch.Tensor:
+    """log pi(y|x) (B,): the summed log-probs of the labelled tokens of an `encode_scored`
+    batch (response and eos), with `suppress_token_ids` (the never-sampled tokens) removed
+    from the distribution as when sampling. Logits at t predict token t + 1."""
+    logits = model(batch["input_ids"], batch["attention_mask"])[:, :-1]  # (B, T-1, V)
+    logits = suppress_tokens(logits, suppress_token_ids)
+    targets = batch["labels"][:, 1:]  # (B, T-1)
+    scored = targets != IGNORE_INDEX  # (B, T-1)
+    logp = logprobs_from_logits(logits, targets.clamp(min=0))  # (B, T-1); 0 is a stand-in id
+    return torch.where(scored, logp, torch.zeros_like(logp)).sum(-1)  # (B,)
+
+
+@torch.no_grad()
+def logprobs_of_responses(model, tokenizer, prompts: list[str], responses: list[str],
+                      terminated: list[bool], batch_size: int = 64) -> torch.Tensor:
+    """log pi(y|x) (N,) without gradients, in eval mode. Each distinct (prompt, response,
+    terminated) is scored once, so identical responses get exactly equal log-probs (a tie),
+    whatever batch row they would have sat in (as `reward.score_responses`). `batch_size`
+    rows at a time: their logits take batch_size x T x vocabulary floats."""
+    keys = list(zip(prompts, responses, terminated))
+    unique = list(dict.fromkeys(keys))
+    suppressed, scores = never_generated(tokenizer), []
+    with eval_mode(model):
+        for i in range(0, len(unique), batch_size):
+            enc = encode_scored(tokenizer, *zip(*unique[i: i + batch_size]))
+            scores.append(sequence_logprobs(model, enc, suppressed))
+    logp_of = dict(zip(unique, torch.cat(scores).tolist()))
+    return torch.tensor([logp_of[key] for key in keys])
+
+
+def rankings_logprobs(model, tokenizer, rankings: list[dict]) -> torch.Tensor:
+    """log pi(y|x) (M,) of every response of `rankings`, in `reward.flatten_rankings` order."""
+    prompts, responses, terminated, _, _ = flatten_rankings(rankings)
+    return logprobs_of_responses(model, tokenizer, prompts, responses, terminated)
+
+
+# ----------------------------------------------------------------------------- the loss
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over pairs of -log sigmoid(beta * ((pi - ref)(y_w) - (pi - ref)(y_l))), all (P,)
+    sequence log-probs; logsigmoid keeps it finite for any margin (see bradley_terry_loss).
+
+    Returns (loss, stats) with stats of the implicit rewards r_hat = beta (log pi - log pi_ref):
+    reward_accuracy (share of pairs with r_hat(y_w) > r_hat(y_l), ties 1/2), reward_margin
+    (mean r_hat(y_w) - r_hat(y_l)), chosen_reward and rejected_reward (means).
+    """
+    chosen = beta * (policy_chosen - ref_chosen)  # (P,) r_hat(x, y_w)
+    rejected = beta * (policy_rejected - ref_rejected)  # (P,) r_hat(x, y_l)
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    with torch.no_grad():
+        stats = {"reward_accuracy": accuracy_from_scores(chosen, rejected),
+                 "reward_margin": (chosen - rejected).mean().item(),
+                 "chosen_reward": chosen.mean().item(), "rejected_reward": rejected.mean().item()}
+    return loss, stats
+
+
+def implicit_rewards(policy, reference, tokenizer, rankings: list[dict], beta: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """r_hat of the chosen and rejected response of every pair of `rankings`: two (P,) tensors."""
+    *_, chosen, rejected = flatten_rankings(rankings)
+    r_hat = beta * (rankings_logprobs(policy, tokenizer, rankings)
+                    - rankings_logprobs(reference, tokenizer, rankings))  # (M,)
+    return r_hat[chosen], r_hat[rejected]
+
+
+def implicit_reward_accuracy(policy, reference, tokenizer, rankings: list[dict],
+                             beta: float) -> float:
+    """Share of the rankings' pairs whose preferred response the policy's implicit reward
+    scores higher (ties 1/2): DPO's counterpart of the RM's `pairwise_accuracy`."""
+    return accuracy_from_scores(*implicit_rewards(policy, reference, tokenizer, rankings, beta))
+
+
+# ----------------------------------------------------------------------------- training
+def frozen_reference(sft_model: GPT) -> GPT:
+    """pi_ref: a copy of the SFT model in eval mode, no gradients, no dropout."""
+    return without_dropout(copy.deepcopy(sft_model)).eval().requires_grad_(False)
+
+
+def collate_pairs(tokenizer, rankings: list[dict], ref_logprobs: list[torch.Tensor]
+                  ) -> dict[str, torch.Tensor]:
+    """A training batch: input_ids, attention_mask, labels (M, T), the reference's log-probs
+    ref_logprobs (M,) (`ref_logprobs[i]`: those of ranking i's K responses) and chosen,
+    rejected (P,): the rows of every pair of every ranking (`reward.flatten_rankings`)."""
+    prompts, responses, terminated, chosen, rejected = flatten_rankings(rankings)
+    return {**encode_scored(tokenizer, prompts, responses, terminated),
+            "ref_logprobs": torch.cat(ref_logprobs), "chosen": chosen, "rejected": rejected}
+
+
+def batch_loss(policy, batch: dict[str, torch.Tensor], beta: float, suppress_token_ids=()
+               ) -> torch.Tensor:
+    """DPO loss averaged over all pairs of a `collate_pairs` batch."""
+    logp = sequence_logprobs(policy, batch, suppress_token_ids)  # (M,)
+    ref, chosen, rejected = batch["ref_logprobs"], batch["chosen"], batch["rejected"]
+    return dpo_loss(logp[chosen], logp[rejected], ref[chosen], ref[rejected], beta)[0]
+
+
+def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[dict],
+              val_rankings: list[dict], checkpoint_path=None, stop_after: int | None = None,
+              extra_inputs: dict[str, str] | None = None) -> tuple[GPT, History]:
+    """Train a policy from a copy of `sft_model` against a frozen copy; return it and its history.
+
+    One step = cfg.batch_size rankings; cfg.epochs passes over `train_rankings`. History eval
+    metrics on `val_rankings`: "val_loss", "val_accuracy" (implicit-reward accuracy, ties 1/2)
+    and "val_margin". `stop_after`: as `training.train` (stop and checkpoint; call again to
+    resume). `extra_inputs`: more {role: fingerprint} for the checkpoint's inputs (e.g. the
+    "rm" stage that wrote the rankings). Under torchrun each process takes its shard of every
+    batch's rankings, and the loss is the mean over all the batch's pairs.
+    """
+    for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
+        for i, record in enumerate(rankings):
+            check_ranking(record, f"{name} ranking {i}")
+    policy, reference = without_dropout(copy.deepcopy(sft_model)), frozen_reference(sft_model)
+    suppressed = never_generated(tokenizer)
+    # the reference's log-probs are constants of the loss: computed once, per ranking
+    sizes = [len(r["responses"]) for r in train_rankings]
+    ref_train = list(rankings_logprobs(reference, tokenizer, train_rankings).split(sizes))
+    ref_val = rankings_logprobs(reference, tokenizer, val_rankings)  # (M_val,)
+    *_, val_chosen, val_rejected = flatten_rankings(val_rankings)
+    n = len(train_rankings)
+    train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
+
+    def get_batch(step: int) -> dict[str, torch.Tensor]:
+        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed)).tolist()
+        return collate_pairs(tokenizer, [train_rankings[i] for i in idx],
+                             [ref_train[i] for i in idx])
+
+    def loss_fn(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch_loss(model, batch, cfg.beta, suppressed)
+
+    def eval_fn(m: GPT) -> dict[str, float]:
+        logp = rankings_logprobs(m, tokenizer, val_rankings)  # (M_val,)
+        loss, stats = dpo_loss(logp[val_chosen], logp[val_rejected], ref_val[val_chosen],
+                               ref_val[val_rejected], cfg.beta)
+        return {"val_loss": loss.item(), "val_accuracy": stats["reward_accuracy"],
+                "val_margin": stats["reward_margin"]}
+
+    history = train(policy, loss_fn, get_batch, train_cfg, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path, stop_after=stop_after,
+                    loss_weight=lambda b: len(b["chosen"]),
+                    meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
+                          "inputs": {"sft": fingerprint(sft_model), **(extra_inputs or {})}})
+    policy.eval()
+    return policy, history
+
+
+def stage_rankings(folder: str | Path) -> dict[str, list[dict]]:
+    """{split: rankings} the "rm" stage saved in `folder`; a clear error if it has not run."""
+    files = {split: rankings_file(folder, split) for split in ("train", "validation")}
+    missing = [str(path) for path in files.values() if not path.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"DPO trains on the rankings the 'rm' stage saves beside its checkpoint, and "
+            f"{', '.join(missing)} is missing: build the 'rm' stage of this preset first "
+            "(artifacts.load_model('rm', preset))")
+    return {split: read_rankings(path) for split, path in files.items()}
+
+
+def build(cfg: DPOConfig, tokenizer, inputs: dict, path) -> None:
+    """The "dpo" stage (rlhf_lite.stages): DPO from the SFT model on the rankings the "rm"
+    stage saved beside `path` (train rankings train it, validation ones measure its
+    implicit-reward accuracy), into `path`. With inputs["rm"] (the stage registered with
+    inputs=("sft", "rm")) the checkpoint also records the reward model's fingerprint, so
+    new rankings (a rebuilt rm stage) make it stale."""
+    rankings = stage_rankings(Path(path).parent)
+    extra = {"rm": fingerprint(inputs["rm"])} if "rm" in inputs else {}
+    train_dpo(cfg, inputs["sft"], tokenizer, rankings["train"], rankings["validation"],
+              checkpoint_path=path, extra_inputs=extra)

@@ -1,0 +1,259 @@
+"""DPO (rlhf_lite.dpo): the loss by hand and by loop, the implicit reward's sign, sequence
+log-probs that padding does not change, a frozen reference, learning a marker, exact resume."""
+import math
+import random
+
+import pytest
+import torch
+
+from rlhf_lite import checkpoints, dpo, reward, training
+from rlhf_lite.batching import IGNORE_INDEX, encode_responses
+from rlhf_lite.dpo import (
+    DPOConfig,
+    dpo_loss,
+    encode_scored,
+    implicit_reward_accuracy,
+    implicit_rewards,
+    sequence_logprobs,
+    train_dpo,
+)
+from rlhf_lite.generation import suppress_tokens
+from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.tokenizer import load_tokenizer, never_generated
+from rlhf_lite.training import TrainConfig
+
+TOKENIZER = load_tokenizer()
+SUPPRESSED = never_generated(TOKENIZER)
+
+
+def tiny_gpt(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=len(TOKENIZER), block_size=48, n_layer=2, n_head=2,
+                         n_embd=32)).eval()
+
+
+def ranking(responses, order, terminated=None, prompt="name two fruits ."):
+    return {"prompt_id": "p", "prompt": prompt, "responses": responses,
+            "terminated": terminated or [True] * len(responses), "ranking": order}
+
+
+def marker_rankings(n, seed):
+    """Rankings of 4 responses holding 0..3 "banana" markers: more markers rank higher."""
+    rng = random.Random(seed)
+    words = ["red", "green", "cat", "dog", "two", "three", "tom", "ann", "kind", "pear"]
+    records = []
+    for _ in range(n):
+        counts = rng.sample(range(4), 4)  # response i holds counts[i] markers
+        responses = []
+        for c in counts:
+            tokens = rng.choices(words, k=rng.randint(2, 4))
+            for _ in range(c):
+                tokens.insert(rng.randrange(len(tokens) + 1), "banana")
+            responses.append(" ".join(tokens) + " .")
+        records.append(ranking(responses, sorted(range(4), key=lambda i: -counts[i])))
+    return records
+
+
+def quick_config(epochs=2, **train):
+    return DPOConfig(beta=0.1, batch_size=8, epochs=epochs, train=TrainConfig(
+        **{"max_steps": 0, "lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.0,
+           "eval_interval": 0, "desc": "dpo-test", **train}))
+
+
+# ----------------------------------------------------------------------------- the loss
+def test_loss_against_hand_computed_values():
+    # log-ratios (pi - ref): chosen 1.0 and 0.2, rejected -0.6 and 1.0; beta 0.5
+    policy_w, ref_w = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -5.2])
+    policy_l, ref_l = torch.tensor([-6.6, -2.0]), torch.tensor([-6.0, -3.0])
+    loss, stats = dpo_loss(policy_w, policy_l, ref_w, ref_l, beta=0.5)
+    z = [0.5 * (1.0 - -0.6), 0.5 * (0.2 - 1.0)]  # 0.8 and -0.4
+    by_hand = sum(-math.log(1 / (1 + math.exp(-v))) for v in z) / 2  # -log sigmoid
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    assert stats["reward_accuracy"] == 0.5
+    assert stats["reward_margin"] == pytest.approx((0.8 - 0.4) / 2, abs=1e-6)
+    assert stats["chosen_reward"] == pytest.approx(0.5 * (1.0 + 0.2) / 2, abs=1e-6)
+    assert stats["rejected_reward"] == pytest.approx(0.5 * (-0.6 + 1.0) / 2, abs=1e-6)
+    zero = torch.zeros(3)
+    assert dpo_loss(zero, zero, zero, zero, 0.1)[0].item() == pytest.approx(math.log(2))
+
+
+def test_loss_against_a_loop_over_pairs():
+    g = torch.Generator().manual_seed(0)
+    pw, pl, rw, rl = (torch.randn(7, generator=g, dtype=torch.float64) * 3 for _ in range(4))
+    pl[0], rl[0], pw[0], rw[0] = 1.0, 2.0, 1.0, 2.0  # a tie counts 1/2
+    beta = 0.3
+    loss, stats = dpo_loss(pw, pl, rw, rl, beta)
+    terms, correct = [], 0.0
+    for i in range(7):
+        margin = beta * ((pw[i].item() - rw[i].item()) - (pl[i].item() - rl[i].item()))
+        terms.append(math.log1p(math.exp(-margin)))
+        correct += 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
+    assert loss.item() == pytest.approx(sum(terms) / 7, rel=1e-12)
+    assert stats["reward_accuracy"] == pytest.approx(correct / 7)
+
+
+def test_loss_is_finite_for_huge_margins():
+    big, zero = torch.tensor([1e4]), torch.tensor([0.0])
+    assert dpo_loss(big, zero, zero, zero, 1.0)[0].item() == pytest.approx(0.0, abs=1e-6)
+    chosen = torch.tensor([0.0], requires_grad=True)
+    loss, _ = dpo_loss(chosen, big, zero, zero, 1.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(1e4) and chosen.grad.item() == pytest.approx(-1.0)
+
+
+def test_config_rejects_a_zero_beta():
+    with pytest.raises(ValueError, match=r"DPOConfig.beta must be a finite number > 0"):
+        DPOConfig(beta=0.0)
+
+
+# ----------------------------------------------------------------------------- log-probs
+PROMPTS = ["what is two plus two ?", "name two fruits .", "say something nice about tom ."]
+RESPONSES = ["four .", "pear and lime . i hope this helps .", "tom is"]
+TERMINATED = [True, True, False]
+
+
+def test_rows_are_encode_responses_rows_with_response_and_eos_labelled():
+    enc = encode_scored(TOKENIZER, PROMPTS, RESPONSES, TERMINATED)
+    plain = encode_responses(TOKENIZER, PROMPTS, RESPONSES, TERMINATED)
+    assert torch.equal(enc["input_ids"], plain["input_ids"])
+    assert torch.equal(enc["attention_mask"], plain["attention_mask"])
+    for row, labels, response, done in zip(enc["input_ids"], enc["labels"], RESPONSES,
+                                           TERMINATED):
+        scored = labels[labels != IGNORE_INDEX].tolist()
+        expected = TOKENIZER(" " + response, add_special_tokens=False)["input_ids"]
+        assert scored == expected + ([TOKENIZER.eos_token_id] if done else [])
+        assert torch.equal(row[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX])
+
+
+def test_sequence_logprobs_sum_the_response_tokens_by_hand():
+    model = tiny_gpt()
+    enc = encode_scored(TOKENIZER, PROMPTS[:1], RESPONSES[:1], TERMINATED[:1])
+    with torch.no_grad():
+        got = sequence_logprobs(model, enc, SUPPRESSED)
+        logits = suppress_tokens(model(enc["input_ids"])[0], SUPPRESSED)  # (T, V)
+    ids = enc["input_ids"][0].tolist()
+    start = (enc["labels"][0] != IGNORE_INDEX).nonzero()[0].item()  # first response token
+    by_hand = sum(torch.log_softmax(logits[t - 1], -1)[ids[t]].item()
+                  for t in range(start, len(ids)))
+    assert got.item() == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_sequence_logprobs_do_not_depend_on_padding():
+    model = tiny_gpt()
+    with torch.no_grad():
+        batch = sequence_logprobs(model, encode_scored(TOKENIZER, PROMPTS, RESPONSES, TERMINATED),
+                                  SUPPRESSED)
+        for i in range(3):
+            alone = sequence_logprobs(model, encode_scored(
+                TOKENIZER, PROMPTS[i:i + 1], RESPONSES[i:i + 1], TERMINATED[i:i + 1]), SUPPRESSED)
+            assert alone.item() == pytest.approx(batch[i].item(), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- implicit reward
+def test_a_policy_that_raised_the_chosen_response_has_a_positive_margin():
+    reference = tiny_gpt()
+    record = ranking(["pear and banana .", "tom is kind ."], [0, 1])
+    assert implicit_reward_accuracy(reference, reference, TOKENIZER, [record], 0.1) == 0.5  # tie
+    policy = tiny_gpt()
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    chosen = encode_scored(TOKENIZER, [record["prompt"]], record["responses"][:1], [True])
+    for _ in range(5):  # raise log pi(chosen) only
+        optimizer.zero_grad()
+        (-sequence_logprobs(policy, chosen, SUPPRESSED).sum()).backward()
+        optimizer.step()
+    r_chosen, r_rejected = implicit_rewards(policy, reference, TOKENIZER, [record], 0.1)
+    assert r_chosen.item() > 0 and r_chosen.item() > r_rejected.item()
+    assert implicit_reward_accuracy(policy, reference, TOKENIZER, [record], 0.1) == 1.0
+    same = ranking(["pear .", "pear ."], [1, 0])  # identical responses tie exactly
+    assert implicit_reward_accuracy(policy, reference, TOKENIZER, [same], 0.1) == 0.5
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def trained():
+    """One short DPO run on marker rankings, recording the reference and the optimizer."""
+    train, val = marker_rankings(48, seed=0), marker_rankings(16, seed=1)
+    sft = tiny_gpt()
+    sft_weights = {k: v.clone() for k, v in sft.state_dict().items()}
+    seen = {}
+
+    def frozen_reference(model):
+        seen["reference"] = reference_of(model)
+        return seen["reference"]
+
+    def make_optimizer(model, cfg):
+        seen["optimizer"] = optimizer_of(model, cfg)
+        return seen["optimizer"]
+
+    reference_of, optimizer_of = dpo.frozen_reference, training.make_optimizer
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dpo, "frozen_reference", frozen_reference)
+        mp.setattr(training, "make_optimizer", make_optimizer)
+        before = implicit_reward_accuracy(sft, reference_of(sft), TOKENIZER, val, 0.1)
+        policy, history = train_dpo(quick_config(epochs=2), sft, TOKENIZER, train, val)
+    return {"sft": sft, "sft_weights": sft_weights, "policy": policy, "history": history,
+            "val": val, "before": before, **seen}
+
+
+def test_tiny_policy_learns_a_marker(trained):
+    history, val = trained["history"], trained["val"]
+    assert trained["before"] == 0.5  # policy = reference: every pair a tie
+    assert len(history.steps) == 2 * 48 // 8
+    # step 0: policy = reference, so the precomputed reference log-probs give a loss of log 2
+    assert history.train_loss[0] == pytest.approx(math.log(2), abs=1e-5)
+    assert history.eval["val_accuracy"][-1] > 0.8
+    assert history.eval["val_margin"][-1] > 0 and history.eval["val_loss"][-1] < math.log(2)
+    assert implicit_reward_accuracy(trained["policy"], trained["reference"], TOKENIZER, val,
+                                    0.1) == pytest.approx(history.eval["val_accuracy"][-1])
+    assert not trained["policy"].training
+
+
+def test_the_reference_stays_frozen(trained):
+    reference, policy = trained["reference"], trained["policy"]
+    assert not reference.training and not any(p.requires_grad for p in reference.parameters())
+    assert all(torch.equal(trained["sft_weights"][k], v)
+               for k, v in reference.state_dict().items())
+    assert all(torch.equal(trained["sft_weights"][k], v)
+               for k, v in trained["sft"].state_dict().items())  # the caller's SFT model too
+    optimized = {id(p) for group in trained["optimizer"].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in policy.parameters()}
+    assert not optimized & {id(p) for p in reference.parameters()}
+    assert any(not torch.equal(trained["sft_weights"][k], v)
+               for k, v in policy.state_dict().items())
+
+
+def test_a_stopped_run_resumes_to_the_same_policy(tmp_path):
+    train, val = marker_rankings(24, seed=0), marker_rankings(4, seed=1)
+    cfg = quick_config(epochs=2, eval_interval=2, checkpoint_interval=2)
+    straight, _ = train_dpo(cfg, tiny_gpt(), TOKENIZER, train, val,
+                            checkpoint_path=tmp_path / "a.pt")
+    _, partial = train_dpo(cfg, tiny_gpt(), TOKENIZER, train, val,
+                           checkpoint_path=tmp_path / "b.pt", stop_after=4)
+    ckpt = checkpoints.read(tmp_path / "b.pt")
+    assert partial.steps == list(range(4)) and ckpt.step == 4 and not ckpt.done
+    assert ckpt.inputs == {"sft": checkpoints.fingerprint(tiny_gpt())}
+    resumed, history = train_dpo(cfg, tiny_gpt(), TOKENIZER, train, val,
+                                 checkpoint_path=tmp_path / "b.pt")
+    assert history.steps == list(range(6))
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 resumed.state_dict().values()))
+    loaded = GPT(GPTConfig(**checkpoints.read(tmp_path / "b.pt").model_config))
+    loaded.load_state_dict(checkpoints.read(tmp_path / "b.pt").model)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 loaded.state_dict().values()))
+
+
+# ----------------------------------------------------------------------------- the stage
+def test_build_trains_on_the_rm_stage_rankings_and_needs_them(tmp_path):
+    path = tmp_path / "dpo.partial.pt"
+    cfg = quick_config(epochs=1)
+    with pytest.raises(FileNotFoundError, match="build the 'rm' stage"):
+        dpo.build(cfg, TOKENIZER, {"sft": tiny_gpt()}, path)
+    reward.save_rankings({"train": marker_rankings(8, 0), "validation": marker_rankings(2, 1)},
+                         tmp_path)
+    rm = reward.RewardModel(tiny_gpt(1))
+    dpo.build(cfg, TOKENIZER, {"sft": tiny_gpt(), "rm": rm}, path)
+    ckpt = checkpoints.read(path)
+    assert ckpt.done and ckpt.step == 1 and ckpt.recipe == cfg.as_dict()
+    assert ckpt.inputs == {"sft": checkpoints.fingerprint(tiny_gpt()),
+                           "rm": checkpoints.fingerprint(rm)}
