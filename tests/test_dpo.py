@@ -1,10 +1,10 @@
 """DPO (rlhf_lite.dpo): the loss by hand and by loop, the implicit reward's sign, sequence
 log-probs that padding does not change, a frozen reference, learning a marker, exact resume."""
 import math
-import random
 
 import pytest
 import torch
+from synthetic import marker_rankings, ranking
 
 from rlhf_lite import checkpoints, dpo, reward, training
 from rlhf_lite.batching import IGNORE_INDEX, encode_responses
@@ -32,26 +32,6 @@ def tiny_gpt(seed=0):
                          n_embd=32)).eval()
 
 
-def ranking(responses, order, terminated=None, prompt="name two fruits ."):
-    return {"prompt_id": "p", "prompt": prompt, "responses": responses,
-            "terminated": terminated or [True] * len(responses), "ranking": order}
-
-
-def marker_rankings(n, seed):
-    """Rankings of 4 responses holding 0..3 "banana" markers: more markers rank higher."""
-    rng = random.Random(seed)
-    words = ["red", "green", "cat", "dog", "two", "three", "tom", "ann", "kind", "pear"]
-    records = []
-    for _ in range(n):
-        counts = rng.sample(range(4), 4)  # response i holds counts[i] markers
-        responses = []
-        for c in counts:
-            tokens = rng.choices(words, k=rng.randint(2, 4))
-            for _ in range(c):
-                tokens.insert(rng.randrange(len(tokens) + 1), "banana")
-            responses.append(" ".join(tokens) + " .")
-        records.append(ranking(responses, sorted(range(4), key=lambda i: -counts[i])))
-    return records
 
 
 def quick_config(epochs=2, **train):
@@ -152,7 +132,7 @@ def test_sequence_logprobs_do_not_depend_on_padding():
 # ----------------------------------------------------------------------------- implicit reward
 def test_a_policy_that_raised_the_chosen_response_has_a_positive_margin():
     reference = tiny_gpt()
-    record = ranking(["pear and banana .", "tom is kind ."], [0, 1])
+    record = ranking(["pear and banana .", "tom is kind ."], [0, 1], prompt="name two fruits .")
     assert implicit_reward_accuracy(reference, reference, TOKENIZER, [record], 0.1) == 0.5  # tie
     policy = tiny_gpt()
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
@@ -164,7 +144,7 @@ def test_a_policy_that_raised_the_chosen_response_has_a_positive_margin():
     r_chosen, r_rejected = implicit_rewards(policy, reference, TOKENIZER, [record], 0.1)
     assert r_chosen.item() > 0 and r_chosen.item() > r_rejected.item()
     assert implicit_reward_accuracy(policy, reference, TOKENIZER, [record], 0.1) == 1.0
-    same = ranking(["pear .", "pear ."], [1, 0])  # identical responses tie exactly
+    same = ranking(["pear .", "pear ."], [1, 0], prompt="name two fruits .")  # tie exactly
     assert implicit_reward_accuracy(policy, reference, TOKENIZER, [same], 0.1) == 0.5
 
 

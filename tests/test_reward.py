@@ -1,10 +1,10 @@
 import math
-import random
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn as nn
+from synthetic import marker_rankings, ranking
 
 from rlhf_lite import artifacts, checkpoints, paths, presets, reward
 from rlhf_lite.batching import encode_responses
@@ -43,11 +43,6 @@ def tiny_rm(seed=0):
     rm = RewardModel(tiny_gpt(seed))
     nn.init.normal_(rm.head.weight)  # the zero init would score everything 0
     return rm.eval()
-
-
-def ranking(responses, order, terminated=None, prompt="what is two plus two ?"):
-    return {"prompt_id": "p", "prompt": prompt, "responses": responses,
-            "terminated": terminated or [True] * len(responses), "ranking": order}
 
 
 # ----------------------------------------------------------------------------- loss
@@ -210,22 +205,6 @@ def test_normalization_makes_demonstrations_score_zero_on_average():
 
 
 # ----------------------------------------------------------------------------- training
-def marker_rankings(n, seed):
-    """Rankings of 4 responses holding 0..3 "banana" markers: more markers rank higher."""
-    rng = random.Random(seed)
-    words = ["red", "green", "cat", "dog", "two", "three", "tom", "ann", "kind", "pear"]
-    records = []
-    for _ in range(n):
-        counts = rng.sample(range(4), 4)  # response i holds counts[i] markers
-        responses = []
-        for c in counts:
-            tokens = rng.choices(words, k=rng.randint(2, 4))
-            for _ in range(c):
-                tokens.insert(rng.randrange(len(tokens) + 1), "banana")
-            responses.append(" ".join(tokens) + " .")
-        order = sorted(range(4), key=lambda i: -counts[i])
-        records.append(ranking(responses, order, prompt="name two fruits ."))
-    return records
 
 
 def test_tiny_reward_model_learns_a_marker(tmp_path):
