@@ -119,6 +119,29 @@ def run_cases(name: str, student: Callable, cases: list[Case], hint: str,
     return True
 
 
+def _check_gradient(name: str, student: Callable, reference: Callable, args: tuple, hint: str
+                   ) -> bool:
+    """The gradient of the student's loss with respect to args[0] equals the package's: a loss
+    can have the right value and no gradient (a detached ratio, `.item()`), and then PPO does
+    not learn. Raises ExerciseError naming what differs."""
+    grads = []
+    for fn in (student, reference):
+        x = args[0].clone().requires_grad_(True)
+        loss = fn(x, *args[1:])
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
+            raise ExerciseError(f"{name}: the value is right, but it carries no gradient to "
+                                f"the log-probs.\n  Hint: {hint}")
+        loss.backward()
+        grads.append(x.grad)
+    problem = _difference(grads[0], grads[1], 1e-5, 1e-4)
+    if problem:
+        raise ExerciseError(f"{name}: the value is right, but its gradient is not: {problem}."
+                            f"\n  Hint: {hint}")
+    print(f"{name}: its gradient equals the package's too.")
+    return True
+
+
 def _tiny_gpt(vocab_size: int, seed: int):
     torch.manual_seed(seed)
     return GPT(GPTConfig(vocab_size=vocab_size, block_size=16, n_layer=1, n_head=2,
@@ -288,11 +311,19 @@ def check_clipped_policy_loss(student: Callable) -> bool | None:
         cases.append(Case(f"{B}x{T} ragged, eps {eps}, log-ratios ~ {spread} * N(0, 1)",
                           (new, old, adv, mask, eps),
                           clipped_policy_loss(new, old, adv, mask, eps)[0]))
-    return run_cases("clipped_policy_loss", student, cases,
+    done = run_cases("clipped_policy_loss", student, cases,
                      "ratio = exp(logprobs - old_logprobs); per token take the max of "
                      "-A * ratio and -A * clamp(ratio, 1 - eps, 1 + eps) (the negated min of the "
                      "paper's objective), then average over valid tokens only: "
                      "(x * mask).sum() / mask.sum().")
+    if not done:
+        return done
+    new, old, mask = _ppo_batch(g, 6, 9, 0.5)  # log-ratios wide enough to clip some tokens
+    return _check_gradient("clipped_policy_loss", student, clipped_policy_loss,
+                          (new, old, torch.randn(6, 9, generator=g), mask, 0.2),
+                          "keep the ratio a tensor of the graph: no .item(), .detach() or "
+                          "torch.no_grad() on the way from logprobs to the loss; only the old "
+                          "log-probs are constants.")
 
 
 def check_clipped_value_loss(student: Callable) -> bool | None:

@@ -67,12 +67,11 @@ def whiten(x, mask):
 
 
 def clipped_policy_loss(logp, old, adv, mask, eps):
-    terms = []
-    for lp, o, a in zip(logp[mask.bool()].tolist(), old[mask.bool()].tolist(),
-                        adv[mask.bool()].tolist()):
-        ratio = math.exp(lp - o)
-        terms.append(-min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a))
-    return sum(terms) / len(terms)
+    terms = []  # a loop over valid tokens that keeps the graph: the checker also wants gradients
+    for b, t in mask.nonzero().tolist():
+        ratio, a = torch.exp(logp[b, t] - old[b, t]), adv[b, t]
+        terms.append(-torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a))
+    return torch.stack(terms).mean()
 
 
 def clipped_value_loss(values, old, returns, mask, eps):
@@ -191,6 +190,21 @@ def test_a_usual_mistake_fails_with_the_case_and_a_hint(name, wrong, names_the_c
     message = str(info.value)
     assert name.removeprefix("check_") in message and "Hint:" in message
     assert names_the_case in message, message
+
+
+def test_a_detached_ratio_has_the_right_value_and_fails_on_its_gradient(capsys):
+    def detached(logp, old, adv, mask, eps):
+        return clipped_policy_loss(logp.detach(), old, adv, mask, eps)  # no gradient to logp
+
+    def half_gradient(logp, old, adv, mask, eps):  # right value, gradient halved
+        loss = clipped_policy_loss(logp, old, adv, mask, eps)
+        return 0.5 * loss + 0.5 * loss.detach()
+    with pytest.raises(ExerciseError, match="(?s)carries no gradient to the log-probs.*Hint: keep"):
+        exercises.check_clipped_policy_loss(detached)
+    with pytest.raises(ExerciseError, match="the value is right, but its gradient is not"):
+        exercises.check_clipped_policy_loss(half_gradient)
+    assert exercises.check_clipped_policy_loss(clipped_policy_loss) is True
+    assert "its gradient equals the package's too" in capsys.readouterr().out
 
 
 def test_messages_say_what_differs():
