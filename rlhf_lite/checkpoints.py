@@ -106,7 +106,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
                                  "inf; lower the learning rate or check the data")
     ckpt.fingerprint = fingerprint(ckpt.model)
     ckpt.data = ckpt.data or data_fingerprint()  # the data of the run that is saving
-    distributed.save_on_main(asdict(ckpt), path)
+    # a shallow dict: dataclasses.asdict would deep-copy every weight and optimizer moment
+    distributed.save_on_main({f.name: getattr(ckpt, f.name) for f in fields(ckpt)}, path)
 
 
 def read(path: str | Path) -> Checkpoint:
