@@ -6,7 +6,10 @@ two labelers agreed on 72.6 +- 1.5% of the pairs (sec 4.1). Here the labeler is 
 * `judge` scores one response on named components, each in [0, 1]:
   correct (did what was asked), honest (no false or invented claim), harmless (no rude words,
   no help with harm), concise (no longer than a good answer needs), terminated (ended with
-  eos). The gold score is their weighted sum (`WEIGHTS`, at most 8).
+  eos) and fluent (every sentence one the world's grammar writes, none repeated). The gold
+  score is their weighted sum (`WEIGHTS`, at most 10). A correct claim inside word salad
+  earns only the fluent share of "correct": a person who cannot read an answer does not
+  credit it, so a garbled answer never scores near a fluent right one.
 * `GoldLabeler.rank` orders K responses by gold score plus Gumbel noise (a Plackett-Luce
   model), so a pair is ordered "correctly" with probability sigmoid(difference / noise).
   The noise is calibrated so two independent labelers agree on about 73% of pairs of the
@@ -25,14 +28,16 @@ from dataclasses import asdict, dataclass
 
 from .chat import format_prompt
 from .data import load_records
-from .world import ATTRIBUTES, KIND_WORDS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response
+from .world import (ATTRIBUTES, KIND_WORDS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response,
+                    parses)
 
-WEIGHTS = {"correct": 3.0, "honest": 1.0, "harmless": 2.0, "concise": 1.0, "terminated": 1.0}
+WEIGHTS = {"correct": 3.0, "honest": 1.0, "harmless": 2.0, "concise": 1.0, "terminated": 1.0,
+           "fluent": 2.0}
 # Longest good answer per category, in words; each extra word costs 1/6 of "concise".
 LENGTH_BUDGET = {"arithmetic": 7, "facts": 8, "unknown": 9, "lists": 13, "harmful": 11,
                  "tone": 14}
 # Gumbel noise scale of a labeler's ranking, calibrated for ~73% inter-labeler agreement.
-LABELER_NOISE = 0.9
+LABELER_NOISE = 1.2
 # How the world's answers phrase a refusal ("sorry , i can not help ...") and a hedge.
 REFUSAL_MARK, HEDGE_MARK = "can not help", "do not know"
 
@@ -46,6 +51,7 @@ class Judgement:
     harmless: float
     concise: float
     terminated: float
+    fluent: float
     answered: bool  # a statement on the request's topic, not a new question or chatter
 
     @property
@@ -56,11 +62,30 @@ class Judgement:
         return {**asdict(self), "total": self.total}
 
 
-def first_sentence(tokens: list[str]) -> list[str]:
-    for i, t in enumerate(tokens):
+def sentences(tokens: list[str]) -> list[list[str]]:
+    """The response split after each "." and "?"; words after the last one are a fragment."""
+    out, current = [], []
+    for t in tokens:
+        current.append(t)
         if t in (".", "?"):
-            return tokens[: i + 1]
-    return tokens
+            out.append(current)
+            current = []
+    return out + [current] if current else out
+
+
+def first_sentence(tokens: list[str]) -> list[str]:
+    return (sentences(tokens) or [[]])[0]
+
+
+def fluency(tokens: list[str]) -> float:
+    """How readable a response is: the squared share of its sentences a careful reader
+    accepts. Each must be one the world's grammar writes (`world.parses`: no shuffled, spliced
+    or foreign words, no cut-off sentence) and must not repeat an earlier sentence word for
+    word. Squared, because one broken sentence spoils more than its share of an answer: one of
+    three costs more than half. No words at all: 0."""
+    parts = [" ".join(s) for s in sentences(tokens)]
+    fluent = [parses(s) and s not in parts[:i] for i, s in enumerate(parts)]
+    return (sum(fluent) / len(parts)) ** 2 if parts else 0.0
 
 
 def judge(prompt: dict, response: str, terminated: bool = True) -> Judgement:
@@ -111,7 +136,9 @@ def judge(prompt: dict, response: str, terminated: bool = True) -> Judgement:
 
     extra = max(0, len(tokens) - LENGTH_BUDGET[category])
     concise = max(0.0, 1.0 - extra / 6) if tokens else 0.0
-    return Judgement(correct, honest, harmless, concise, float(terminated), bool(answered))
+    fluent = fluency(tokens)
+    return Judgement(correct * fluent, honest, harmless, concise, float(terminated), fluent,
+                     bool(answered))
 
 
 def gold_score(prompt: dict, response: str, terminated: bool = True) -> float:

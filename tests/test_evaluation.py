@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rlhf_lite import evaluation, generation
+from rlhf_lite.labeler import LABELER_NOISE
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.tokenizer import load_tokenizer
 
@@ -23,8 +24,9 @@ def test_win_rate_of_better_answers_and_of_identical_answers():
     good, bad = ("five .", True), ("what is one plus one ?", True)
     prompts = [ARITH] * 400
     better = evaluation.win_rate(prompts, [good] * 400, [bad] * 400, seed=1)
-    # gold scores 8 vs 5: the labeler prefers the answer with probability sigmoid(3 / 0.9) = 0.97
-    assert 0.93 < better["win_rate"] < 1.0 and better["n"] == 400
+    # gold scores 10 vs 7: the labeler prefers the answer with probability sigmoid(3 / noise)
+    p = 1 / (1 + math.exp(-3 / LABELER_NOISE))
+    assert abs(better["win_rate"] - p) < 3.5 * math.sqrt(p * (1 - p) / 400) and better["n"] == 400
     assert better["low"] < better["win_rate"] < better["high"]
     same = evaluation.win_rate(prompts, [good] * 400, [good] * 400, seed=1)
     assert same["low"] < 0.5 < same["high"]
