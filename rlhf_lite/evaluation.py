@@ -48,11 +48,35 @@ def preferences(prompts: list[dict], ours: list[Completion],
 def win_rate(prompts: list[dict], ours: list[Completion], theirs: list[Completion],
              seed: int = 0) -> dict:
     """How often a gold labeler prefers `ours` to `theirs` (`preferences`): the rate, the
-    number of comparisons and a 95% Wilson confidence interval for the rate."""
-    wins = sum(preferences(prompts, ours, theirs, seed))
-    n = len(prompts)
-    low, high = wilson_interval(wins, n)
-    return {"win_rate": wins / n, "n": n, "low": low, "high": high}
+    number of comparisons and a 95% confidence interval from a prompt-level bootstrap
+    (`bootstrap_interval`: several samples of one prompt are not independent comparisons)."""
+    wins = preferences(prompts, ours, theirs, seed)
+    low, high = bootstrap_interval(wins, [p["id"] for p in prompts], seed)
+    return {"win_rate": sum(wins) / len(wins), "n": len(wins), "low": low, "high": high}
+
+
+def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
+                       resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile interval of the mean of `outcomes`, resampling whole groups.
+
+    The 3 samples of one prompt share its difficulty, so they are not 3 independent
+    comparisons; treating them as such (a binomial interval over all of them) makes the
+    interval too narrow. Resampling prompts with replacement keeps each prompt's samples
+    together. Seeded: the same call gives the same interval.
+    """
+    if len(outcomes) != len(groups) or not outcomes:
+        raise ValueError(f"need one group per outcome: {len(outcomes)} outcomes, "
+                         f"{len(groups)} groups")
+    index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    sums, counts = torch.zeros(len(index), dtype=torch.float64), torch.zeros(len(index))
+    for value, group in zip(outcomes, groups):
+        sums[index[group]] += float(value)
+        counts[index[group]] += 1
+    draw = torch.randint(len(index), (resamples, len(index)),
+                         generator=torch.Generator().manual_seed(seed))  # (resamples, groups)
+    means = sums[draw].sum(1) / counts[draw].sum(1).double()  # (resamples,)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return low.item(), high.item()
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -199,6 +199,26 @@ def rankings_agreement(rankings: list[dict], prompts_by_id: dict, labeler_seed: 
     return agree / total, total
 
 
+def oracle_accuracy(rankings: list[dict], prompts_by_id: dict) -> tuple[float, int]:
+    """Share of the pairs of `rankings` that an oracle ranking by the gold score gets right
+    (a tie in gold counts 1/2: the oracle has no reason to prefer either), and the number of
+    pairs.
+
+    This is the ceiling of a reward model trained and judged on one labeler's rankings: no
+    scorer predicts the labeler's noise, and the best it can do is to order by the gold score.
+    With shared gold and independent noise the oracle beats two labelers' agreement, because
+    the oracle adds no noise of its own.
+    """
+    right = total = 0.0
+    for record in rankings:
+        prompt = prompts_by_id[record["prompt_id"]]
+        gold = [gold_score(prompt, r, t) for r, t in zip(record["responses"], record["terminated"])]
+        for chosen, rejected in ranking_to_pairs(record["ranking"]):
+            right += 1.0 if gold[chosen] > gold[rejected] else 0.5 * (gold[chosen] == gold[rejected])
+            total += 1
+    return right / total, int(total)
+
+
 def pairwise_agreement(prompts: list[dict], response_sets: list[list[tuple[str, bool]]],
                        noise: float = LABELER_NOISE, seed: int = 0) -> tuple[float, int]:
     """Share of pairs on which two independent labelers (seeds `seed`, `seed + 1`) agree when

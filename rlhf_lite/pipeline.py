@@ -22,9 +22,9 @@ from pathlib import Path
 
 from . import artifacts, distributed, paths
 from .data import load_records
-from .evaluation import judge_all, kl_to_reference, preferences, wilson_interval
+from .evaluation import bootstrap_interval, judge_all, kl_to_reference, preferences
 from .generation import complete
-from .labeler import behaviour, few_shot_prefix, rankings_agreement
+from .labeler import behaviour, few_shot_prefix, oracle_accuracy, rankings_agreement
 from .presets import PRESETS, get_preset
 from .pretrain import stream_loss, token_stream
 from .reward import pairwise_accuracy
@@ -82,7 +82,8 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         wins = int(table.win.sum())
         results["params"][name] = sum(p.numel() for p in model.parameters())
         results["win_rate_vs_sft"][name] = wins / len(prompts)
-        results["win_rate_ci"][name] = list(wilson_interval(wins, len(prompts)))
+        results["win_rate_ci"][name] = list(bootstrap_interval(table.win.tolist(),
+                                                                [p["id"] for p in prompts], seed))
         results["win_rate_by_category"][name] = table.groupby("category").win.mean().to_dict()
         results["mean_gold"][name] = float(table.total.mean())
         results["pretrain_val_loss"][name] = stream_loss(model, val_stream,
@@ -98,6 +99,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     prompts_by_id = {p["id"]: p for p in load_records("prompts_validation")}
     results["labeler_agreement"], _ = rankings_agreement(
         rankings, prompts_by_id, get_preset(source).rm.ceiling_labeler_seed)
+    results["rm_oracle"], _ = oracle_accuracy(rankings, prompts_by_id)
     return results
 
 
@@ -117,6 +119,7 @@ def report_markdown(results: dict) -> str:
                      f"{results['pretrain_val_loss'][name]:.3f} | "
                      f"{'n/a' if kl is None else f'{kl:.2f}'} |")
     lines += ["", f"Reward model accuracy on validation comparisons: {results['rm_accuracy']:.1%}; "
+              f"its ceiling, an oracle ranking by the gold score: {results['rm_oracle']:.1%}; "
               f"agreement of two labelers on the same pairs: {results['labeler_agreement']:.1%}."]
     if "stage_seconds" in results:
         lines += ["", "Stage times (s, 0 = loaded): " + ", ".join(

@@ -249,26 +249,6 @@ def pairwise_accuracy(rm: RewardModel, tokenizer, rankings: list[dict]) -> float
     return accuracy_from_scores(*pair_scores(rm, tokenizer, rankings))
 
 
-def agreement_ceiling(prompts_by_id: dict[str, dict], rankings: list[dict],
-                      labeler_seed: int) -> float:
-    """Share of the rankings' pairs on which a second, independent labeler agrees.
-
-    The RM learns from noisy labels, so agreement between two labelers is the natural
-    yardstick for its accuracy (the paper: labelers agree 72.6%, the RM 72.4%). Identical
-    responses are ordered by the labelers' noise, so they agree on them half of the time.
-    """
-    labeler = GoldLabeler(seed=labeler_seed)
-    agree = total = 0
-    for record in rankings:
-        prompt = prompts_by_id[record["prompt_id"]]
-        position = {idx: pos for pos, idx in enumerate(
-            labeler.rank(prompt, record["responses"], record["terminated"]))}
-        for c, r in ranking_to_pairs(record["ranking"]):
-            agree += position[c] < position[r]
-            total += 1
-    return agree / total
-
-
 def normalize_to_demonstrations(rm: RewardModel, tokenizer, demos: list[dict]) -> float:
     """Shift the head's bias so the demonstrations (prompt + response + eos) score 0 on
     average (paper sec 3.5); returns the shift. Pairwise losses and accuracies are unchanged."""

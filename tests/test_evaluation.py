@@ -22,7 +22,7 @@ def test_wilson_interval_hand_values():
 
 def test_win_rate_of_better_answers_and_of_identical_answers():
     good, bad = ("five .", True), ("what is one plus one ?", True)
-    prompts = [ARITH] * 400
+    prompts = [{**ARITH, "id": f"a{i}"} for i in range(400)]  # 400 prompts, one sample each
     better = evaluation.win_rate(prompts, [good] * 400, [bad] * 400, seed=1)
     # gold scores 10 vs 7: the labeler prefers the answer with probability sigmoid(3 / noise)
     p = 1 / (1 + math.exp(-3 / LABELER_NOISE))
@@ -32,6 +32,25 @@ def test_win_rate_of_better_answers_and_of_identical_answers():
     assert same["low"] < 0.5 < same["high"]
     with pytest.raises(ValueError, match="lengths differ"):
         evaluation.win_rate(prompts, [good], [bad])
+
+
+def test_bootstrap_interval_resamples_whole_prompts():
+    # every outcome the same: no uncertainty left to resample
+    assert evaluation.bootstrap_interval([1] * 30, list(range(30))) == (1.0, 1.0)
+    # 60 independent coin-like outcomes: close to the binomial (Wilson) interval
+    outcomes = [i % 2 for i in range(60)]
+    low, high = evaluation.bootstrap_interval(outcomes, list(range(60)), seed=3)
+    w_low, w_high = evaluation.wilson_interval(30, 60)
+    assert abs(low - w_low) < 0.04 and abs(high - w_high) < 0.04, (low, high, w_low, w_high)
+    # the same 60 outcomes as 20 prompts x 3 identical samples: really only 20 comparisons,
+    # so the interval is wider (about sqrt 3 times) than one treating them as 60
+    tripled = [i % 2 for i in range(20) for _ in range(3)]
+    groups = [i for i in range(20) for _ in range(3)]
+    t_low, t_high = evaluation.bootstrap_interval(tripled, groups, seed=3)
+    assert (t_high - t_low) > 1.4 * (high - low), (t_low, t_high, low, high)
+    assert evaluation.bootstrap_interval(tripled, groups, seed=3) == (t_low, t_high)  # seeded
+    with pytest.raises(ValueError, match="one group per outcome"):
+        evaluation.bootstrap_interval([1, 0], [0])
 
 
 def test_complete_cuts_at_eos_and_reports_termination():

@@ -348,3 +348,29 @@ def test_fluency_counts_broken_and_repeated_sentences():
     assert labeler.fluency("i am sorry . tom is kind . be be kind .".split()) == pytest.approx(4 / 9)
     assert labeler.fluency("user : what is one plus one ?".split()) == 1.0  # a chat turn
     assert not world.parses("tom is kind")  # no full stop: not a sentence
+
+
+# ----------------------------------------------------------------------------- the RM's ceiling
+def test_oracle_accuracy_by_hand():
+    # gold: "five ." 10, "two plus three is six ." 6, "what is one plus one ?" 7, "ten ." 6
+    record = {"prompt_id": "a", "responses": ["five .", "two plus three is six .",
+                                              "what is one plus one ?", "ten ."],
+              "terminated": [True] * 4, "ranking": [2, 0, 1, 3]}
+    # pairs (2,0) wrong, (2,1) right, (2,3) right, (0,1) right, (0,3) right, (1,3) tie: 1/2
+    share, pairs = labeler.oracle_accuracy([record], {"a": ARITH})
+    assert (share, pairs) == (4.5 / 6, 6)
+
+
+def test_oracle_beats_two_labelers_agreement():
+    """Shared gold, independent noise: the oracle adds no noise, so it agrees with a labeler
+    more often than a second labeler does (the reward model's ceiling is the oracle)."""
+    prompts, sets = candidate_sets(300)
+    first = GoldLabeler(seed=0)
+    rankings = [{"prompt_id": i, "responses": [r for r, _ in s], "terminated": [t for _, t in s],
+                 "ranking": first.rank(p, [r for r, _ in s], [t for _, t in s])}
+                for i, (p, s) in enumerate(zip(prompts, sets))]
+    by_id = dict(enumerate(prompts))
+    oracle, n = labeler.oracle_accuracy(rankings, by_id)
+    agreement, m = labeler.rankings_agreement(rankings, by_id, labeler_seed=1)
+    assert n == m == 6 * len(prompts)
+    assert oracle > agreement + 0.05, (oracle, agreement)
