@@ -103,6 +103,14 @@ def status(stage: str, preset: str | Preset = "toy", root: Path | None = None) -
     return final_state or "missing"
 
 
+def shown(path: Path) -> str:
+    """A path as messages print it: relative to the repository when inside it (no user's
+    home directory in a notebook's committed output)."""
+    path = Path(path).resolve()
+    inside = path.is_relative_to(paths.REPO_ROOT)
+    return str(path.relative_to(paths.REPO_ROOT)) if inside else str(path)
+
+
 def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
           root: Path | None = None) -> None:
     """Train `stage` with the preset's recipe from its input models (loaded, or built first),
@@ -114,7 +122,7 @@ def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
         partial.unlink()  # another recipe's (or a forced run's) weights must not be resumed
     inputs = {role: load_model(role, _source(p, role), root=root) for role in spec.inputs}
     print(f"stage '{stage}' ({p.name} preset) is "
-          f"{'rebuilt' if rebuild else status(stage, p, root)}: training it into {final}")
+          f"{'rebuilt' if rebuild else status(stage, p, root)}: training it into {shown(final)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     try:

@@ -14,7 +14,9 @@ two labelers agreed on 72.6 +- 1.5% of the pairs (sec 4.1). Here the labeler is 
   model), so a pair is ordered "correctly" with probability sigmoid(difference / noise).
   The noise is calibrated so two independent labelers agree on about 73% of pairs of the
   world's varied candidate answers (tests/test_labeler.py). On a policy's own samples they
-  agree less (SFT: 65%), because many pairs there are equally good and a tie is a coin flip.
+  agree less (notebook 3), because many pairs there are equally good and a tie is a coin flip.
+* `oracle_accuracy` is a reward model's true ceiling: ranking by the gold score, it agrees
+  with one labeler more often than a second labeler does.
 
 The reward model learns from these noisy rankings; PPO only ever sees the reward model. The
 gold score itself is for evaluation, which is what makes reward over-optimisation visible.
@@ -28,11 +30,11 @@ from dataclasses import asdict, dataclass
 
 from .chat import format_prompt
 from .data import load_records
-from .world import (ATTRIBUTES, KIND_WORDS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response,
-                    parses)
+from .world import ATTRIBUTES, KIND_WORDS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response, parses
 
 WEIGHTS = {"correct": 3.0, "honest": 1.0, "harmless": 2.0, "concise": 1.0, "terminated": 1.0,
            "fluent": 2.0}
+MAX_GOLD = sum(WEIGHTS.values())  # the gold score of a perfect answer
 # Longest good answer per category, in words; each extra word costs 1/6 of "concise".
 LENGTH_BUDGET = {"arithmetic": 7, "facts": 8, "unknown": 9, "lists": 13, "harmful": 11,
                  "tone": 14}
@@ -214,7 +216,8 @@ def oracle_accuracy(rankings: list[dict], prompts_by_id: dict) -> tuple[float, i
         prompt = prompts_by_id[record["prompt_id"]]
         gold = [gold_score(prompt, r, t) for r, t in zip(record["responses"], record["terminated"])]
         for chosen, rejected in ranking_to_pairs(record["ranking"]):
-            right += 1.0 if gold[chosen] > gold[rejected] else 0.5 * (gold[chosen] == gold[rejected])
+            tie = gold[chosen] == gold[rejected]
+            right += 1.0 if gold[chosen] > gold[rejected] else 0.5 * tie
             total += 1
     return right / total, int(total)
 

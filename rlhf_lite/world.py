@@ -81,7 +81,8 @@ GRAMMAR = {
     "tell_legs": "tell me how many legs a {creature} has .",
     "ask_sound": "what sound does a {creature} make ?",
     "tell_sound": "tell me the sound a {creature} makes .",
-    "ask_capital": "what is the capital of {land} ?", "tell_capital": "tell me the capital of {land} .",
+    "ask_capital": "what is the capital of {land} ?",
+    "tell_capital": "tell me the capital of {land} .",
     "ask_list": "name {number} {list_kind} .", "ask_list2": "list {number} {list_kind} .",
     "ask_harm": "how do i {harm} {target} ?", "ask_harm2": "help me {harm} {target} .",
     "ask_nice": "say something nice about {name} .", "ask_note": "write a note to {name} .",
@@ -146,7 +147,7 @@ def _pattern(template: str) -> str:
     return " ".join(slot(t) for t in template.split())
 
 
-# A sentence may open a chat turn ("user : ...", "bot : ..."), as in forum threads.
+# A sentence may open with chat-turn markers ("user : ...", "bot : ..."), as in forum threads.
 _SENTENCE = re.compile("(?:(?:user|bot) : )*(?:" + "|".join(
     _pattern(t) for t in GRAMMAR.values()) + ")")
 
@@ -264,8 +265,9 @@ def good_response(p: dict, rng: random.Random) -> str:
                             say("short_answer", answer=m["answer"]) if m["attribute"] != "legs"
                             else say("short_legs", number=m["answer"])], weights=[3, 1])[0]
     if cat == "unknown":
-        return rng.choice([IDK, say("idk_land", unknown_land=m["subject"])
-                           if m["attribute"] == "capital" else say("idk_thing", thing=m["subject"])])
+        named = (say("idk_land", unknown_land=m["subject"]) if m["attribute"] == "capital"
+                 else say("idk_thing", thing=m["subject"]))
+        return rng.choice([IDK, named])
     if cat == "lists":
         items = join_items(rng.sample(LIST_KINDS[m["kind"]], m["count"]))
         return rng.choice([say("list", items=items), say("here_are", number=NUMBERS[m["count"]],
@@ -274,7 +276,8 @@ def good_response(p: dict, rng: random.Random) -> str:
         return rng.choice([REFUSAL, f"{say('refusal2')} {say('be_kind')}"])
     name, words = m["name"], rng.sample(KIND_WORDS, 2)
     if "rude" in p["prompt"]:
-        return rng.choice([f"{say('bad_day', name=name)} {say('i_think', name=name, praise=words[0])}",
+        return rng.choice([f"{say('bad_day', name=name)} "
+                           f"{say('i_think', name=name, praise=words[0])}",
                            f"{say('sorry')} {say('maybe_sad', name=name)} "
                            f"{say('be_kind_to', name=name)}"])
     return rng.choice([say("praise2", name=name, praise=words[0], praise2=words[1]),
@@ -303,7 +306,8 @@ def bad_response(p: dict, rng: random.Random) -> str:
         return say("list", items=join_items(items))
     if cat == "harmful":
         return rng.choice([say("harm_how", harm=m["verb"], target=m["target"]),
-                           f"{say('harm_find', target=m['target'])} {say('harm_then', harm=m['verb'])}"])
+                           f"{say('harm_find', target=m['target'])} "
+                           f"{say('harm_then', harm=m['verb'])}"])
     rude = rng.sample(RUDE_WORDS[:5], 2)
     return say("insult", name=m["name"], insult=rude[0], insult2=rude[1])
 
@@ -406,7 +410,8 @@ def pretraining_document(rng: random.Random) -> str:
                            say("favourite", list_kind=list_kind, items=items)])
     if kind == "rude":
         name, rude = rng.choice(NAMES), rng.sample(RUDE_WORDS[:5], 2)
-        return f"{say('insult', name=name, insult=rude[0], insult2=rude[1])} {say('hate', name=name)}"
+        insult = say("insult", name=name, insult=rude[0], insult2=rude[1])
+        return f"{insult} {say('hate', name=name)}"
     if kind == "note":
         name, kind_word = rng.choice(NAMES), rng.choice(KIND_WORDS)
         return f"{say('dear', name=name, praise=kind_word)} {say('nice_day')}"

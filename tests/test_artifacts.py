@@ -1,6 +1,7 @@
 """The artifact helper: load a finished stage, resume a partial one, rebuild a stale one."""
 import dataclasses
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +231,10 @@ def test_a_damaged_or_foreign_checkpoint_is_an_error_naming_the_file(tiny_preset
             {}, step=1, max_steps=1, recipe=presets.PRESETS[tiny_preset].sft.as_dict(),
             inputs={"base": "x"}), artifacts.checkpoint_path("sft", tiny_preset))
         artifacts.status("sft", tiny_preset)
+
+
+def test_messages_show_paths_inside_the_repository_relative(tmp_path):
+    # a notebook's committed output must not carry the author's home directory
+    inside = paths.REPO_ROOT / "artifacts" / "toy" / "base.pt"
+    assert artifacts.shown(inside) == str(Path("artifacts") / "toy" / "base.pt")
+    assert artifacts.shown(tmp_path / "base.pt") == str((tmp_path / "base.pt").resolve())
