@@ -64,10 +64,12 @@ def rankings_path(split: str, preset: str | Preset = "toy", root: Path | None = 
 
 
 def stages_of(preset: str | Preset) -> list[str]:
-    """The stages a preset trains itself: all, but the reward model only when it does not
-    borrow another preset's (`Preset.reward_preset`)."""
+    """The stages a preset trains itself: those it has a recipe for (a `None` field: not
+    trained), and the reward model only when it does not borrow another preset's
+    (`Preset.reward_preset`)."""
     p = _preset(preset)
-    return [stage for stage in STAGES if p.source_of(stage) == p.name]
+    return [stage for stage in STAGES
+            if p.source_of(stage) == p.name and p.recipe(stage) is not None]
 
 
 def _state(path: Path, stage: str, p: Preset, root: Path | None) -> str:
@@ -152,13 +154,14 @@ def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
 
 def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild: bool = False,
                        root: Path | None = None) -> None:
-    """Build independent stages (PPO and PPO-ptx) at once, one process each, when the CPU has a
-    core for each; each is the same model bit for bit as built alone (its own thread count).
-    On a GPU or under torchrun they are built one after the other."""
+    """Build independent single-threaded stages (the PPO stages, DPO) in processes of their
+    own, as many at once as the CPU has cores (the others wait for a free one); each is the same
+    model bit for bit as built alone (its own thread count). Stages that use more threads, a
+    single core, a GPU or torchrun: one after the other."""
     p = _preset(preset)
     todo = [stage for stage in stages if rebuild or status(stage, p, root) != "done"]
-    cores_needed = sum(get_stage(stage).threads for stage in todo)
-    if (len(todo) < 2 or distributed.is_distributed() or cores_needed > (os.cpu_count() or 1)
+    if (len(todo) < 2 or distributed.is_distributed() or (os.cpu_count() or 1) < 2
+            or any(get_stage(stage).threads > 1 for stage in todo)
             or pick_device(p.device).type != "cpu"):
         for stage in todo:
             load_model(stage, p, rebuild, root)

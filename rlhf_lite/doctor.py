@@ -127,8 +127,10 @@ def check_artifacts(preset: str) -> Check:
 
     states, broken = [], []
     for stage in STAGES:
-        if stage not in stages_of(preset):  # the reward model of another preset
-            states.append(f"{stage} from {get_preset(preset).reward_source}")
+        if stage not in stages_of(preset):  # not trained, or the reward model of another preset
+            p = get_preset(preset)
+            states.append(f"{stage} not in this preset" if p.recipe(stage) is None
+                          else f"{stage} from {p.reward_source}")
             continue
         try:
             states.append(f"{stage} {status(stage, preset)}")

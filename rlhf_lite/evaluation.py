@@ -142,3 +142,76 @@ def best_of_n_kl(pool_scores: list[float], n: int) -> float:
         kl += q * math.log(q / p) if q > 0 else 0.0
         below += count
     return kl
+
+
+def best_of_n_expected(selector: list[float], values: list[float], n: int) -> float:
+    """The expected `values` entry of best-of-n from a pool of N samples of one prompt, picking
+    by `selector` (the reward model's score; the gold score for the oracle): the mean over all
+    C(N, n) subsets of n samples of the value of each subset's top sample, exact, with no
+    resampling noise (the estimator of Nakano et al. 2021 and Gao et al. 2022).
+
+    Sorted by selector, the samples below rank k are k - 1, so a level of equal selector scores
+    holding ranks lo+1..hi is a subset's top with probability (C(hi, n) - C(lo, n)) / C(N, n);
+    a tie picks any of its samples, so the level contributes the mean of its values.
+    """
+    if len(selector) != len(values) or not 1 <= n <= len(values):
+        raise ValueError(f"best_of_n_expected: {len(selector)} scores and {len(values)} values "
+                         f"for n = {n} (need equal lengths and 1 <= n <= pool size)")
+    levels: dict[float, list[float]] = {}
+    for s, v in zip(selector, values):
+        levels.setdefault(s, []).append(v)
+    total, below, expected = math.comb(len(values), n), 0, 0.0
+    for level in sorted(levels):
+        members = levels[level]
+        top = math.comb(below + len(members), n) - math.comb(below, n)
+        expected += top / total * sum(members) / len(members)
+        below += len(members)
+    return expected
+
+
+def best_of_n_curve(pools: list[dict], ns: list[int]) -> list[dict]:
+    """Best-of-n against the reward model and against the gold score, for each n in `ns`.
+
+    `pools` holds one record per prompt: {"rm": [N reward-model scores], "gold": [N gold scores]}
+    of N samples of the policy. Per n, the means over prompts of: the gold and RM scores of the
+    RM's pick ("gold", "rm"), the gold score of the oracle's pick ("oracle gold"), and the
+    pick's KL to the policy: `best_of_n_kl_bound` and the estimate from the RM scores
+    (`best_of_n_kl`, smaller when samples repeat).
+    """
+    def mean(per_prompt) -> float:
+        return sum(per_prompt(p) for p in pools) / len(pools)
+
+    return [{"n": n,
+             "gold": mean(lambda p: best_of_n_expected(p["rm"], p["gold"], n)),
+             "rm": mean(lambda p: best_of_n_expected(p["rm"], p["rm"], n)),
+             "oracle gold": mean(lambda p: best_of_n_expected(p["gold"], p["gold"], n)),
+             "kl bound": best_of_n_kl_bound(n),
+             "kl estimate": mean(lambda p: best_of_n_kl(p["rm"], n))} for n in ns]
+
+
+# Gao et al. (2022), "Scaling laws for reward model overoptimization": the gold reward gained
+# over the initial policy as a function of d = sqrt(KL to it), R(d) = d (alpha - beta g(d)).
+GAO_FORMS = {"best-of-n": lambda d: d,  # R = d (alpha - beta d)
+             "rl": lambda d: math.log(d) if d > 0 else 0.0}  # R = d (alpha - beta log d)
+
+
+def fit_gao(kl: list[float], gain: list[float], form: str) -> dict:
+    """Least-squares fit of Gao et al.'s functional form `form` ("best-of-n" or "rl") to gold
+    gains `gain` measured at KLs `kl` (nats). Both forms are linear in alpha and beta,
+    R = alpha d - beta d g(d), so the fit is exact linear regression without intercept (R = 0
+    at d = 0). Returns alpha, beta, their standard errors and the residual RMS."""
+    if form not in GAO_FORMS:
+        raise ValueError(f"unknown form {form!r}; choose from {sorted(GAO_FORMS)}")
+    if len(kl) != len(gain) or len(kl) < 3 or min(kl) < 0:
+        raise ValueError(f"fit_gao needs 3 or more points with KL >= 0, one gain per KL "
+                         f"(got {len(kl)} KLs, {len(gain)} gains)")
+    d = torch.tensor(kl, dtype=torch.float64).sqrt()
+    x = torch.stack([d, -d * torch.tensor([GAO_FORMS[form](v) for v in d.tolist()],
+                                           dtype=torch.float64)], dim=1)  # (m, 2)
+    y = torch.tensor(gain, dtype=torch.float64)
+    coef = torch.linalg.lstsq(x, y[:, None]).solution[:, 0]  # (2,)
+    residual = y - x @ coef
+    variance = (residual @ residual) / (len(y) - 2)
+    se = (variance * torch.linalg.inv(x.T @ x).diagonal()).sqrt()
+    return {"alpha": coef[0].item(), "beta": coef[1].item(), "alpha_se": se[0].item(),
+            "beta_se": se[1].item(), "rmse": (residual.square().mean().sqrt()).item()}

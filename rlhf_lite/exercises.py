@@ -25,7 +25,7 @@ from .batching import prompt_response_ids
 from .data import load_records
 from .evaluation import wilson_interval
 from .gae import compute_gae, whiten
-from .kl import KINDS, AdaptiveKLController, kl_estimate
+from .kl import KINDS, AdaptiveKLController, kl_estimate, penalised_rewards
 from .labeler import ranking_to_pairs
 from .model import GPT, GPTConfig
 from .ppo import clipped_policy_loss, clipped_value_loss
@@ -324,6 +324,30 @@ def check_clipped_policy_loss(student: Callable) -> bool | None:
                           "keep the ratio a tensor of the graph: no .item(), .detach() or "
                           "torch.no_grad() on the way from logprobs to the loss; only the old "
                           "log-probs are constants.")
+
+
+def check_penalised_rewards(student: Callable) -> bool | None:
+    """student(logprobs, ref_logprobs, mask (B, N), scores (B,), beta) -> PPO's per-token
+    rewards (B, N): -beta * (logprobs - ref_logprobs) on every response token, plus the RM
+    score on each row's last real token. Against the rewards of `rlhf_lite.kl.penalised_rewards`
+    (k1); the padding holds finite garbage log-probs, which must earn nothing."""
+    g = torch.Generator().manual_seed(4)
+    cases = [Case("one response of 3 tokens, beta 0.5, score 2",
+                  (torch.tensor([[-1.0, -0.2, -0.1]]), torch.tensor([[-1.5, -0.2, -0.3]]),
+                   torch.ones(1, 3), torch.tensor([2.0]), 0.5),
+                  torch.tensor([[-0.25, 0.0, -0.1 + 2.0]]))]
+    for beta, (B, N) in [(0.1, (4, 6)), (0.0, (5, 7)), (0.05, (8, 1)), (0.3, (16, 12))]:
+        mask = _ragged_mask(B, N, g)
+        logp = -torch.rand(B, N, generator=g) * 3  # garbage in the padding too: finite, nonzero
+        ref = logp + 0.3 * torch.randn(B, N, generator=g)
+        scores = torch.randn(B, generator=g)
+        label = f"ragged batch {B}x{N}, beta {beta}" + (" (only the scores)" if beta == 0 else "")
+        cases.append(Case(label, (logp, ref, mask, scores, beta),
+                          penalised_rewards(logp, ref, mask, scores, beta)[0]))
+    return run_cases("penalised_rewards", student, cases,
+                     "KL_t = logprobs - ref_logprobs (k1), times the mask so padding pays "
+                     "nothing; rewards = -beta * KL_t; then add each row's score at its LAST "
+                     "real token, index mask.sum(1) - 1, not at column -1 (rows are ragged).")
 
 
 def check_clipped_value_loss(student: Callable) -> bool | None:

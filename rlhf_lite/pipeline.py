@@ -72,7 +72,10 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
                "params": {}, "win_rate_vs_sft": {}, "win_rate_ci": {}, "mean_gold": {},
                "pretrain_val_loss": {}, "kl_to_sft": {}, "behaviour": {},
                "win_rate_by_category": {}, "tables": {}}
+    trained = artifacts.stages_of(preset)
     for name, stage in models().items():
+        if stage.name not in trained:
+            continue  # a stage this preset has no recipe for
         model = artifacts.load_model(stage.name, preset)
         prefix = few_shot_prefix() if stage.prompted else ""
         completions = sum((complete(model, tokenizer, heldout, seed=seed + s, prefix=prefix)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .dpo import DPOConfig
 from .hf import load_pretrained_tokenizer
 from .ppo import PPOConfig
 from .precision import autocast
@@ -54,6 +55,12 @@ class Preset:
     ppo: PPOConfig = field(default_factory=PPOConfig)  # stage 3: PPO against the reward model
     ppo_ptx: PPOConfig = field(  # stage 3 with pretraining gradients mixed in (notebook 7)
         default_factory=lambda: PPOConfig(ptx_coef=PTX_COEF))
+    # Beyond InstructGPT, on the same reward model and rankings; None: not trained by this
+    # preset. DPO: the policy trained directly on the rm stage's rankings, no RL.
+    dpo: DPOConfig | None = field(default_factory=DPOConfig)
+    # RLOO: PPO's loop with a leave-one-out baseline over 4 samples per prompt, no value model
+    rloo: PPOConfig | None = field(
+        default_factory=lambda: PPOConfig(advantage="rloo", group_size=4))
     # whose reward model PPO trains against: None = this preset's own; the paper used one
     # 6B reward model for policies of every size, so a smaller preset can borrow a larger one's
     reward_preset: str | None = None
@@ -100,7 +107,7 @@ PRESETS = {
     # about 12x fewer parameters than toy (68k vs 826k): the small model of notebook 8, trained
     # against toy's reward model like the paper's 1.3B policy against its 6B reward model
     "tiny": Preset("tiny", base=PretrainConfig(n_layer=2, n_head=4, n_embd=48),
-                   reward_preset="toy"),
+                   reward_preset="toy", dpo=None, rloo=None),  # no rankings of its own
     # GPT-2 (124M by default) on a GPU. Learning rates are the usual fine-tuning range for
     # 124M (SFT 3e-5, RM 1e-5, PPO 2e-6): starting points, not tuned on a GPU run.
     "gpt2": Preset(
@@ -118,6 +125,9 @@ PRESETS = {
         ppo=PPOConfig(max_new_tokens=32, lr=2e-6, value_lr=1e-5, beta=0.05),
         ppo_ptx=PPOConfig(max_new_tokens=32, lr=2e-6, value_lr=1e-5, beta=0.05,
                           ptx_coef=PTX_COEF, ptx_block_size=256),
+        dpo=DPOConfig(train=TrainConfig(max_steps=0, lr=1e-6, warmup_steps=10, weight_decay=0.0,
+                                        eval_interval=50, desc="dpo")),
+        rloo=PPOConfig(max_new_tokens=32, lr=2e-6, beta=0.05, advantage="rloo", group_size=4),
         device=None, precision="auto"),
 }
 

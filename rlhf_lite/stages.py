@@ -11,7 +11,7 @@ everything the rest of the course needs to know about it:
 
 To add a stage: write its module (a config dataclass and `build(cfg, tokenizer, inputs,
 path)`, which trains into `path` and may resume from it), add its recipe as a `Preset` field
-of the same name, and add one entry below.
+of the same name (`None` in a preset that does not train it), and add one entry below.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from . import ppo, pretrain, reward, sft
+from . import dpo, ppo, pretrain, reward, sft
 from .model import GPT, GPTConfig
 
 
@@ -49,6 +49,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("rm", reward.build, _reward_model, inputs=("sft",), group=2),
     Stage("ppo", ppo.build, inputs=("sft", "rm"), group=3, label="PPO", threads=1),
     Stage("ppo_ptx", ppo.build, inputs=("sft", "rm"), group=3, label="PPO-ptx", threads=1),
+    # beyond InstructGPT (notebook 9): no RL, and RL without a value model
+    Stage("dpo", dpo.build, inputs=("sft", "rm"), group=3, label="DPO", threads=1),
+    Stage("rloo", ppo.build, inputs=("sft", "rm"), group=3, label="RLOO", threads=1),
 )}
 
 

@@ -88,3 +88,68 @@ def test_best_of_n_kl_against_its_bound_and_a_hand_computed_case():
     assert kl == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
     assert kl < evaluation.best_of_n_kl_bound(2)
     assert evaluation.best_of_n_kl([3.0] * 8, 16) == 0.0  # one answer: nothing to pick
+
+
+def brute_force_best_of_n(selector, values, n):
+    """The mean over every n-subset of the value of its top sample (ties: their mean)."""
+    import itertools
+    picks = []
+    for subset in itertools.combinations(range(len(values)), n):
+        top = max(selector[i] for i in subset)
+        tied = [values[i] for i in subset if selector[i] == top]
+        picks.append(sum(tied) / len(tied))
+    return sum(picks) / len(picks)
+
+
+def test_best_of_n_expected_equals_enumerating_every_subset():
+    selector = [0.3, -1.0, 0.3, 2.0, 0.5, 0.5, 0.5]  # ties included
+    values = [7.0, 4.0, 9.0, 6.0, 10.0, 5.0, 8.0]
+    for n in range(1, len(values) + 1):
+        assert evaluation.best_of_n_expected(selector, values, n) == pytest.approx(
+            brute_force_best_of_n(selector, values, n)), n
+    assert evaluation.best_of_n_expected(selector, values, 1) == pytest.approx(sum(values) / 7)
+    assert evaluation.best_of_n_expected(selector, values, 7) == 6.0  # the top selector's value
+    with pytest.raises(ValueError, match="1 <= n <= pool size"):
+        evaluation.best_of_n_expected(selector, values, 8)
+
+
+def test_best_of_n_curve_oracle_bounds_the_reward_model_pick():
+    import random
+    rng = random.Random(0)
+    pools = []
+    for _ in range(20):
+        gold = [float(rng.randrange(11)) for _ in range(16)]
+        pools.append({"gold": gold, "rm": [g + rng.gauss(0, 3) for g in gold]})  # a noisy proxy
+    rows = evaluation.best_of_n_curve(pools, [1, 2, 4, 8, 16])
+    assert rows[0]["gold"] == pytest.approx(rows[0]["oracle gold"])  # n = 1: no choice made
+    for row in rows:
+        assert row["gold"] <= row["oracle gold"] + 1e-9
+        assert row["kl estimate"] <= row["kl bound"] + 1e-9
+    assert [r["rm"] for r in rows] == sorted(r["rm"] for r in rows)  # the proxy always rises
+    assert rows[-1]["oracle gold"] == pytest.approx(sum(max(p["gold"]) for p in pools) / 20)
+
+
+@pytest.mark.parametrize("form", ["best-of-n", "rl"])
+def test_fit_gao_recovers_known_coefficients_and_matches_numpy(form):
+    import numpy as np
+    kl = [0.1, 0.5, 1.0, 2.0, 4.0, 8.0]
+    d = np.sqrt(kl)
+    g = d if form == "best-of-n" else np.log(d)
+    exact = d * (1.5 - 0.4 * g)
+    fit = evaluation.fit_gao(kl, exact.tolist(), form)
+    assert (fit["alpha"], fit["beta"]) == (pytest.approx(1.5), pytest.approx(0.4))
+    assert fit["rmse"] < 1e-9
+    noisy = exact + np.array([0.05, -0.03, 0.02, -0.04, 0.01, 0.03])
+    fit = evaluation.fit_gao(kl, noisy.tolist(), form)
+    reference, *_ = np.linalg.lstsq(np.stack([d, -d * g], axis=1), noisy, rcond=None)
+    assert (fit["alpha"], fit["beta"]) == (pytest.approx(reference[0]), pytest.approx(reference[1]))
+    assert 0 < fit["alpha_se"] < 0.2 and 0 < fit["beta_se"] < 0.2
+
+
+def test_fit_gao_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown form"):
+        evaluation.fit_gao([1, 2, 3], [1, 2, 3], "dpo")
+    with pytest.raises(ValueError, match="3 or more points"):
+        evaluation.fit_gao([1, 2], [1, 2], "rl")
+    with pytest.raises(ValueError, match="KL >= 0"):
+        evaluation.fit_gao([1, -2, 3], [1, 2, 3], "rl")

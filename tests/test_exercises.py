@@ -80,6 +80,23 @@ def clipped_value_loss(values, old, returns, mask, eps):
     return 0.5 * per_token[mask.bool()].mean()
 
 
+def penalised_rewards(logp, ref_logp, mask, scores, beta):
+    rewards = torch.zeros_like(logp)  # a loop over rows and tokens: independent of the package
+    for b in range(len(logp)):
+        n = int(mask[b].sum())
+        for t in range(n):
+            rewards[b, t] = -beta * (logp[b, t] - ref_logp[b, t])
+        rewards[b, n - 1] += scores[b]
+    return rewards
+
+
+def score_at_last_column(logp, ref_logp, mask, scores, beta):
+    """A usual mistake: the score at column -1, which is padding in a shorter row."""
+    rewards = -beta * (logp - ref_logp) * mask
+    rewards[:, -1] += scores
+    return rewards
+
+
 def kl_estimate(logp, ref_logp, kind):
     log_r = (ref_logp - logp).double()  # float64: exact enough without expm1
     return {"k1": -log_r, "k2": log_r**2 / 2, "k3": log_r.exp() - 1 - log_r}[kind].float()
@@ -109,6 +126,7 @@ CHECKERS = {
     "check_bradley_terry_loss": bradley_terry_loss, "check_td_errors": td_errors,
     "check_whiten": whiten, "check_clipped_policy_loss": clipped_policy_loss,
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
+    "check_penalised_rewards": penalised_rewards,
     "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
     "check_wilson_interval": wilson_interval,
 }
@@ -165,6 +183,10 @@ MISTAKES = [
      "log-ratios ~ 0.5"),
     ("check_clipped_value_loss", lambda v, o, r, m, e: 0.5 * ((v - r) ** 2)[m.bool()].mean(),
      "beyond the clip"),
+    ("check_penalised_rewards", score_at_last_column, "ragged batch"),
+    # the penalty not masked: the padding's garbage log-probs earn rewards
+    ("check_penalised_rewards", lambda lp, ref, m, s, beta: -beta * (lp - ref)
+     + penalised_rewards(lp, ref, m, s, 0.0), "ragged batch"),
     ("check_kl_estimate", lambda lp, ref, kind: {"k1": lp - ref, "k2": (ref - lp) ** 2 / 2,
                                                  "k3": torch.exp(ref - lp) - 1 - (ref - lp)}[kind],
      "tiny log-ratios"),

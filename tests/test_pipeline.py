@@ -1,10 +1,12 @@
 """The one-command pipeline on a micro preset: every stage, results.json, report, skipping."""
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from rlhf_lite import artifacts, evaluation, labeler, paths, pipeline, presets, stages
+from rlhf_lite import artifacts, doctor, evaluation, labeler, paths, pipeline, presets, stages
+from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.ppo import PPOConfig
 from rlhf_lite.pretrain import PretrainConfig
@@ -25,7 +27,9 @@ def micro_preset() -> presets.Preset:
                                 train=steps(3, "pretrain")),
         sft=SFTConfig(batch_size=4, train=steps(2, "sft")),
         rm=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
-        ppo=ppo, ppo_ptx=PPOConfig(**{**ppo.as_dict(), "ptx_coef": 1.0, "ptx_batch_size": 2}))
+        ppo=ppo, ppo_ptx=PPOConfig(**{**ppo.as_dict(), "ptx_coef": 1.0, "ptx_batch_size": 2}),
+        dpo=DPOConfig(batch_size=64, train=steps(2, "dpo")),
+        rloo=PPOConfig(**{**ppo.as_dict(), "advantage": "rloo", "group_size": 2}))
 
 
 @pytest.fixture
@@ -167,3 +171,14 @@ def test_few_shot_prefix_leaves_room_for_the_longest_prompt_and_answer():
     assert prefix.startswith("user : ") and " bot : " in prefix
     assert (len(tokenizer(prefix)["input_ids"]) + 17 + 24
             <= presets.get_preset("toy").base.block_size)
+
+
+def test_a_preset_without_a_recipe_neither_trains_nor_evaluates_that_stage(micro, monkeypatch):
+    lean = dataclasses.replace(presets.PRESETS["micro"], name="lean", dpo=None, rloo=None)
+    monkeypatch.setitem(presets.PRESETS, "lean", lean)
+    assert artifacts.stages_of("lean") == ["base", "sft", "rm", "ppo", "ppo_ptx"]
+    assert "dpo" not in pipeline.build_stages("lean") and not artifacts.checkpoint_path(
+        "dpo", "lean").exists()
+    results = pipeline.evaluate_preset("lean", samples=1)
+    assert set(results["win_rate_vs_sft"]) == {"base (prompted)", "SFT", "PPO", "PPO-ptx"}
+    assert "dpo not in this preset" in doctor.check_artifacts("lean").detail
