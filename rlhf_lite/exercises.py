@@ -23,6 +23,7 @@ import torch
 
 from .batching import prompt_response_ids
 from .data import load_records
+from .dpo import dpo_loss
 from .evaluation import wilson_interval
 from .gae import compute_gae, whiten
 from .kl import KINDS, AdaptiveKLController, kl_estimate, penalised_rewards
@@ -440,6 +441,30 @@ def check_ptx_loss(student: Callable) -> bool | None:
 
 
 # ----------------------------------------------------------------------------- notebook 8
+# ----------------------------------------------------------------------------- notebook 9
+def check_dpo_loss(student: Callable) -> bool | None:
+    """student(policy_chosen, policy_rejected, ref_chosen, ref_rejected (P,), beta) -> the mean
+    DPO loss (a number). Against the loss of `rlhf_lite.dpo.dpo_loss`."""
+    g = torch.Generator().manual_seed(9)
+    zero = torch.zeros(3)
+    cases = [Case("policy = reference: every implicit reward is 0, the loss is log 2",
+                  (zero, zero, zero, zero, 0.1), math.log(2)),
+             Case("one pair, margin beta * ((-1 - -2) - (-3 - -2)) = 0.5 * 2 = 1",
+                  (torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]),
+                   torch.tensor([-2.0]), 0.5), math.log(1 + math.exp(-1))),
+             Case("a pair wrong by 400 nats at beta 1: log sigmoid must not be -inf",
+                  (torch.tensor([-400.0]), torch.tensor([0.0]), torch.tensor([0.0]),
+                   torch.tensor([0.0]), 1.0), 400.0)]
+    for beta, P in [(0.1, 8), (1.0, 32)]:
+        logp = [-20 * torch.rand(P, generator=g) for _ in range(4)]
+        cases.append(Case(f"{P} random pairs, beta {beta}", (*logp, beta),
+                          dpo_loss(*logp, beta)[0]))
+    return run_cases("dpo_loss", student, cases,
+                     "implicit reward r = beta * (log pi - log pi_ref) of each response; the loss "
+                     "is the mean of -log sigmoid(r_chosen - r_rejected), with F.logsigmoid "
+                     "(log(sigmoid(x)) is -inf for x = -400).")
+
+
 def check_wilson_interval(student: Callable) -> bool | None:
     """student(successes, n, z=1.96) -> (low, high), the Wilson score interval.
     Against `rlhf_lite.evaluation.wilson_interval`."""

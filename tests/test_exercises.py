@@ -97,6 +97,11 @@ def score_at_last_column(logp, ref_logp, mask, scores, beta):
     return rewards
 
 
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return torch.nn.functional.softplus(-margin).mean()  # -log sigmoid(m) = log(1 + e^-m)
+
+
 def kl_estimate(logp, ref_logp, kind):
     log_r = (ref_logp - logp).double()  # float64: exact enough without expm1
     return {"k1": -log_r, "k2": log_r**2 / 2, "k3": log_r.exp() - 1 - log_r}[kind].float()
@@ -126,7 +131,7 @@ CHECKERS = {
     "check_bradley_terry_loss": bradley_terry_loss, "check_td_errors": td_errors,
     "check_whiten": whiten, "check_clipped_policy_loss": clipped_policy_loss,
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
-    "check_penalised_rewards": penalised_rewards,
+    "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
     "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
     "check_wilson_interval": wilson_interval,
 }
@@ -184,6 +189,10 @@ MISTAKES = [
     ("check_clipped_value_loss", lambda v, o, r, m, e: 0.5 * ((v - r) ** 2)[m.bool()].mean(),
      "beyond the clip"),
     ("check_penalised_rewards", score_at_last_column, "ragged batch"),
+    ("check_dpo_loss", lambda pc, pr, rc, rr, beta: -torch.log(torch.sigmoid(
+        beta * ((pc - rc) - (pr - rr)))).mean(), "wrong by 400 nats"),
+    ("check_dpo_loss", lambda pc, pr, rc, rr, beta: torch.nn.functional.softplus(
+        -((pc - rc) - (pr - rr))).mean(), "margin beta"),  # beta forgotten
     # the penalty not masked: the padding's garbage log-probs earn rewards
     ("check_penalised_rewards", lambda lp, ref, m, s, beta: -beta * (lp - ref)
      + penalised_rewards(lp, ref, m, s, 0.0), "ragged batch"),
