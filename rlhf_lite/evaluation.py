@@ -174,9 +174,10 @@ def best_of_n_curve(pools: list[dict], ns: list[int]) -> list[dict]:
 
     `pools` holds one record per prompt: {"rm": [N reward-model scores], "gold": [N gold scores]}
     of N samples of the policy. Per n, the means over prompts of: the gold and RM scores of the
-    RM's pick ("gold", "rm"), the gold score of the oracle's pick ("oracle gold"), and the
-    pick's KL to the policy: `best_of_n_kl_bound` and the estimate from the RM scores
-    (`best_of_n_kl`, smaller when samples repeat).
+    RM's pick ("gold", "rm"), the gold score of the oracle's pick ("oracle gold"), and each
+    pick's KL to the policy: `best_of_n_kl_bound` and the estimates from the scores that pick
+    ("kl estimate" from the RM's, "oracle kl estimate" from the gold scores: `best_of_n_kl`,
+    smaller when samples repeat, and the gold score has fewer distinct values).
     """
     def mean(per_prompt) -> float:
         return sum(per_prompt(p) for p in pools) / len(pools)
@@ -186,7 +187,8 @@ def best_of_n_curve(pools: list[dict], ns: list[int]) -> list[dict]:
              "rm": mean(lambda p: best_of_n_expected(p["rm"], p["rm"], n)),
              "oracle gold": mean(lambda p: best_of_n_expected(p["gold"], p["gold"], n)),
              "kl bound": best_of_n_kl_bound(n),
-             "kl estimate": mean(lambda p: best_of_n_kl(p["rm"], n))} for n in ns]
+             "kl estimate": mean(lambda p: best_of_n_kl(p["rm"], n)),
+             "oracle kl estimate": mean(lambda p: best_of_n_kl(p["gold"], n))} for n in ns]
 
 
 # Gao et al. (2022), "Scaling laws for reward model overoptimization": the gold reward gained
