@@ -147,7 +147,7 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / "report.md", report_markdown(results))
     print(report_markdown(results))
-    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    print(f"wrote {artifacts.shown(out / 'results.json')} and {artifacts.shown(out / 'report.md')}")
     return results
 
 
