@@ -186,6 +186,15 @@ def load_history(stage: str, preset: str | Preset = "toy", root: Path | None = N
     return checkpoints.read(checkpoint_path(stage, preset, root)).history
 
 
+def train_seconds(stage: str, preset: str | Preset = "toy", root: Path | None = None
+                  ) -> float | None:
+    """How long the finished checkpoint of `stage` took to train (seconds, summed over resumed
+    runs; the rm stage: its training, not the sampling and ranking before it); None when the
+    checkpoint does not record it or does not exist."""
+    path = checkpoint_path(stage, preset, root)
+    return checkpoints.read(path).seconds if path.exists() else None
+
+
 def save_rankings(rankings: dict[str, list[dict]], preset: str | Preset = "toy",
                   root: Path | None = None) -> None:
     """Write {split: rankings} where `load_rankings` finds them."""

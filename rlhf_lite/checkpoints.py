@@ -16,7 +16,7 @@ opened. Its fields (`Checkpoint`):
                   (`data_fingerprint`): a swapped token id or deleted demonstrations make the
                   checkpoint stale
     history       the training log (the trainer's History as a dict; PPO: one dict per iteration)
-    extra         numbers a stage adds (the reward model's bias_shift)
+    extra         numbers a stage adds (the reward model's bias_shift, PPO's training seconds)
     resume        what continuing a partial run needs (optimizer moments, RNG state, the run's
                   config); empty when nothing is resumed from it
     fingerprint   of `model`, written by `save` and checked by `verify`: flipped bytes in the
@@ -62,6 +62,14 @@ class Checkpoint:
     @property
     def done(self) -> bool:
         return self.step >= self.max_steps
+
+    @property
+    def seconds(self) -> float | None:
+        """The run's wall-clock training time, summed over resumed runs (None: not recorded):
+        the trainer's `History.seconds`, or extra["seconds"] beside PPO's per-iteration log."""
+        if isinstance(self.history, dict) and "seconds" in self.history:
+            return self.history["seconds"]
+        return self.extra.get("seconds")
 
 
 def fingerprint(weights) -> str:

@@ -22,12 +22,20 @@ from pathlib import Path
 
 from . import artifacts, distributed, paths
 from .data import load_records
-from .evaluation import bootstrap_interval, judge_all, kl_to_reference, preferences
+from .evaluation import (
+    best_of_n,
+    best_of_n_kl,
+    best_of_n_kl_bound,
+    bootstrap_interval,
+    judge_all,
+    kl_to_reference,
+    preferences,
+)
 from .generation import complete
 from .labeler import behaviour, few_shot_prefix, oracle_accuracy, rankings_agreement
 from .presets import PRESETS, get_preset
 from .pretrain import stream_loss, token_stream
-from .reward import pairwise_accuracy
+from .reward import pairwise_accuracy, score_responses
 from .stages import groups, models
 from .utils import atomic_write_text
 
@@ -51,18 +59,24 @@ def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
 
 
 def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
-                    reference_preset: str | None = None) -> dict:
-    """Sample each model of `stages.models()` `samples` times per held-out prompt and measure it.
+                    reference_preset: str | None = None, best_of: tuple[int, ...] = (4, 16)
+                    ) -> dict:
+    """Sample each model of `stages.models()` `samples` times per held-out prompt and measure it;
+    then best-of-n for each n in `best_of`: SFT's sample that the reward model scores highest
+    of n fresh ones (`best_of_n_rows`).
 
     Win rates are against the SFT model of `reference_preset` (default: this preset), as
-    Figure 1 compares every size with one SFT model; the KL is to this preset's own SFT.
-    Returns a dict of plain numbers (JSON-ready); "tables" holds the judged completions of
-    each model (pandas DataFrames, dropped before writing results.json).
+    Figure 1 compares every size with one SFT model; the KL is to this preset's own SFT, the RM
+    score by the reward model this preset trains against. Returns a dict of plain numbers
+    (JSON-ready); "tables" holds the judged completions of each model (pandas DataFrames,
+    dropped before writing results.json).
     """
     tokenizer, heldout = get_preset(preset).load_tokenizer(), load_records("prompts_heldout")
     prompts = heldout * samples
     val_stream = token_stream([r["text"] for r in load_records("pretrain_val")], tokenizer)
     sft = artifacts.load_model("sft", preset)
+    source = get_preset(preset).reward_source
+    reward_model = artifacts.load_model("rm", source)
     # SFT samples with other seeds: the reference every model is compared with
     reference_sft = artifacts.load_model("sft", reference_preset or preset)
     reference = sum((complete(reference_sft, tokenizer, heldout, seed=seed + 1000 + s)
@@ -70,8 +84,27 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     results = {"preset": preset, "reference": f"SFT ({reference_preset or preset})",
                "n_comparisons": len(prompts), "samples_per_prompt": samples,
                "params": {}, "win_rate_vs_sft": {}, "win_rate_ci": {}, "mean_gold": {},
-               "pretrain_val_loss": {}, "kl_to_sft": {}, "behaviour": {},
-               "win_rate_by_category": {}, "tables": {}}
+               "rm_score": {}, "pretrain_val_loss": {}, "kl_to_sft": {}, "seconds": {},
+               "behaviour": {}, "win_rate_by_category": {}, "tables": {}}
+
+    def record(name: str, completions: list, params: int, loss: float | None,
+               kl: float | None, seconds: float | None) -> None:
+        table = judge_all(prompts, completions)
+        table["win"] = preferences(prompts, completions, reference, seed=seed)
+        results["params"][name] = params
+        results["win_rate_vs_sft"][name] = float(table.win.mean())
+        results["win_rate_ci"][name] = list(bootstrap_interval(table.win.tolist(),
+                                                                [p["id"] for p in prompts], seed))
+        results["win_rate_by_category"][name] = table.groupby("category").win.mean().to_dict()
+        results["mean_gold"][name] = float(table.total.mean())
+        results["rm_score"][name] = score_responses(
+            reward_model, tokenizer, [p["prompt"] for p in prompts],
+            [c[0] for c in completions], [c[1] for c in completions]).mean().item()
+        results["pretrain_val_loss"][name], results["kl_to_sft"][name] = loss, kl
+        results["seconds"][name] = seconds
+        results["behaviour"][name] = behaviour(table)
+        results["tables"][name] = table
+
     trained = artifacts.stages_of(preset)
     for name, stage in models().items():
         if stage.name not in trained:
@@ -80,25 +113,20 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         prefix = few_shot_prefix() if stage.prompted else ""
         completions = sum((complete(model, tokenizer, heldout, seed=seed + s, prefix=prefix)
                            for s in range(samples)), [])
-        table = judge_all(prompts, completions)
-        table["win"] = preferences(prompts, completions, reference, seed=seed)
-        wins = int(table.win.sum())
-        results["params"][name] = sum(p.numel() for p in model.parameters())
-        results["win_rate_vs_sft"][name] = wins / len(prompts)
-        results["win_rate_ci"][name] = list(bootstrap_interval(table.win.tolist(),
-                                                                [p["id"] for p in prompts], seed))
-        results["win_rate_by_category"][name] = table.groupby("category").win.mean().to_dict()
-        results["mean_gold"][name] = float(table.total.mean())
-        results["pretrain_val_loss"][name] = stream_loss(model, val_stream,
-                                                         model.config.block_size)
-        results["kl_to_sft"][name] = (None if stage.prompted else  # another context
-                                      kl_to_reference(model, sft, tokenizer, prompts, completions))
-        results["behaviour"][name] = behaviour(table)
-        results["tables"][name] = table
-    source = get_preset(preset).reward_source
+        record(name, completions, sum(p.numel() for p in model.parameters()),
+               stream_loss(model, val_stream, model.config.block_size),
+               None if stage.prompted else  # another context
+               kl_to_reference(model, sft, tokenizer, prompts, completions),
+               artifacts.train_seconds(stage.name, preset))
+    if best_of:
+        results["best_of_n_kl_bound"] = {}
+        for name, row in best_of_n_rows(sft, reward_model, tokenizer, heldout, samples, best_of,
+                                        seed).items():
+            record(name, row["picks"], sum(p.numel() for p in sft.parameters()), None,
+                   row["kl"], row["seconds"])
+            results["best_of_n_kl_bound"][name] = best_of_n_kl_bound(row["n"])
     rankings = artifacts.load_rankings("validation", source)
-    results["rm_accuracy"] = pairwise_accuracy(artifacts.load_model("rm", source), tokenizer,
-                                               rankings)
+    results["rm_accuracy"] = pairwise_accuracy(reward_model, tokenizer, rankings)
     prompts_by_id = {p["id"]: p for p in load_records("prompts_validation")}
     results["labeler_agreement"], _ = rankings_agreement(
         rankings, prompts_by_id, get_preset(source).rm.ceiling_labeler_seed)
@@ -106,21 +134,59 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     return results
 
 
+def best_of_n_rows(sft, reward_model, tokenizer, heldout: list[dict], samples: int,
+                   ns: tuple[int, ...], seed: int = 0) -> dict[str, dict]:
+    """Best-of-n against the reward model, for each n in `ns`, on `samples` comparisons per
+    held-out prompt: {"best-of-n (RM)": {"n", "picks", "kl", "seconds"}}.
+
+    Each comparison draws a pool of max(ns) fresh SFT samples (seeds of their own, none shared
+    with the models' samples or the SFT reference); best-of-n keeps the RM's favourite of the
+    pool's first n. "kl" is the mean over comparisons of `best_of_n_kl` (the KL of the pick
+    to SFT, with SFT's distribution estimated from the whole pool's RM scores), and "seconds"
+    the time to sample and score n answers per comparison (the pool's time x n / max(ns)):
+    best-of-n pays at inference what the RL methods pay in training.
+    """
+    pool_size, start = max(ns), time.perf_counter()
+    draws = [[complete(sft, tokenizer, heldout, seed=seed + 5000 + 100 * s + k)
+              for k in range(pool_size)] for s in range(samples)]  # draws[s][k][j]
+    pools = [[draws[s][k][j] for k in range(pool_size)]
+             for s in range(samples) for j in range(len(heldout))]  # one pool per comparison
+    flat = [c for pool in pools for c in pool]
+    scores = score_responses(reward_model, tokenizer,
+                             [p["prompt"] for p in heldout * samples for _ in range(pool_size)],
+                             [c[0] for c in flat], [c[1] for c in flat]).view(len(pools),
+                                                                              pool_size).tolist()
+    seconds = time.perf_counter() - start
+    return {f"best-of-{n} (RM)": {
+        "n": n, "picks": best_of_n([pool[:n] for pool in pools], [row[:n] for row in scores]),
+        "kl": sum(best_of_n_kl(row, n) for row in scores) / len(scores),
+        "seconds": seconds * n / pool_size} for n in ns}
+
+
 def report_markdown(results: dict) -> str:
     """The results as a Markdown report: one table of models, then the RM line."""
+    def number(value, form: str) -> str:
+        return "n/a" if value is None else format(value, form)
+
     lines = [f"# Pipeline results: preset `{results['preset']}`", "",
              f"Held-out prompts x {results['samples_per_prompt']} samples = "
              f"{results['n_comparisons']} comparisons per model, judged by the gold labeler.", "",
-             "| model | parameters | win rate vs SFT (95% CI) | mean gold | pretraining loss "
-             "| KL to SFT (nats) |", "|---|---|---|---|---|---|"]
+             "| model | parameters | win rate vs SFT (95% CI) | mean gold | RM score "
+             "| pretraining loss | KL to SFT (nats) | wall time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in results["win_rate_vs_sft"]:
         low, high = results["win_rate_ci"][name]
-        kl = results["kl_to_sft"][name]
         lines.append(f"| {name} | {results['params'][name]:,} | "
                      f"{results['win_rate_vs_sft'][name]:.1%} ({low:.1%}-{high:.1%}) | "
-                     f"{results['mean_gold'][name]:.2f} | "
-                     f"{results['pretrain_val_loss'][name]:.3f} | "
-                     f"{'n/a' if kl is None else f'{kl:.2f}'} |")
+                     f"{results['mean_gold'][name]:.2f} | {results['rm_score'][name]:.2f} | "
+                     f"{number(results['pretrain_val_loss'][name], '.3f')} | "
+                     f"{number(results['kl_to_sft'][name], '.2f')} | "
+                     f"{number(results['seconds'][name], '.0f')} |")
+    lines += ["", "Wall time: a trained model's training time (its own stage only: the reward "
+              "model's, which PPO, PPO-ptx, RLOO and best-of-n all use, is not included); "
+              "best-of-n's: sampling and scoring n answers per comparison at evaluation. "
+              "Best-of-n's KL is estimated from its pool of SFT samples (at most "
+              "log n - (n-1)/n)."]
     lines += ["", f"Reward model accuracy on validation comparisons: {results['rm_accuracy']:.1%}; "
               f"its ceiling, an oracle ranking by the gold score: {results['rm_oracle']:.1%}; "
               f"agreement of two labelers on the same pairs: {results['labeler_agreement']:.1%}."]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -250,6 +251,7 @@ class PPOTrainer:
         self.iteration = 0
         self.ptx_batches = 0  # pretraining batches drawn so far (PPO-ptx)
         self.history: list[dict] = []
+        self.seconds = 0.0  # wall-clock training time, summed over resumed runs
 
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
@@ -391,7 +393,9 @@ class PPOTrainer:
         end = self.cfg.iterations if iterations is None else self.iteration + iterations
         every = self.cfg.checkpoint_interval
         for _ in progress(range(self.iteration, end), desc="ppo"):
+            start = time.perf_counter()
             self.step()
+            self.seconds += time.perf_counter() - start
             if checkpoint_path is not None and (self.iteration == end
                                                 or (every and self.iteration % every == 0)):
                 save_policy(self, checkpoint_path)
@@ -422,7 +426,7 @@ class PPOTrainer:
         self.kl_ctl.beta = ckpt.resume["beta"]
         self.generator.set_state(ckpt.resume["generator"])
         self.ptx_batches, self.iteration = ckpt.resume["ptx_batches"], ckpt.step
-        self.history = list(ckpt.history)
+        self.history, self.seconds = list(ckpt.history), ckpt.extra.get("seconds", 0.0)
 
 
 def save_policy(trainer: PPOTrainer, path) -> None:
@@ -433,7 +437,8 @@ def save_policy(trainer: PPOTrainer, path) -> None:
     checkpoints.save(Checkpoint(
         trainer.policy.state_dict(), step=trainer.iteration, max_steps=trainer.cfg.iterations,
         model_config=asdict(trainer.policy.config), recipe=trainer.cfg.as_dict(),
-        inputs=trainer.inputs(), history=trainer.history, resume=trainer.state()), path)
+        inputs=trainer.inputs(), history=trainer.history, extra={"seconds": trainer.seconds},
+        resume=trainer.state()), path)
 
 
 def train_in_parallel(configs: dict, *args, **kwargs) -> dict:

@@ -5,7 +5,19 @@ import json
 import pytest
 import torch
 
-from rlhf_lite import artifacts, doctor, evaluation, labeler, paths, pipeline, presets, stages
+from rlhf_lite import (
+    artifacts,
+    data,
+    doctor,
+    evaluation,
+    generation,
+    labeler,
+    paths,
+    pipeline,
+    presets,
+    reward,
+    stages,
+)
 from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.ppo import PPOConfig
@@ -43,16 +55,31 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     results = pipeline.run("micro", out=micro / "out", samples=1)
     saved = json.loads((micro / "out" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    models = list(stages.models())
-    for key in ("win_rate_vs_sft", "pretrain_val_loss", "kl_to_sft", "mean_gold", "params"):
-        assert set(saved[key]) == set(models), key
+    rows = [*stages.models(), "best-of-4 (RM)", "best-of-16 (RM)"]
+    for key in ("win_rate_vs_sft", "pretrain_val_loss", "kl_to_sft", "mean_gold", "params",
+                "rm_score", "seconds"):
+        assert list(saved[key]) == rows, key
+    for stage in stages.models().values():  # training time, read from each checkpoint
+        assert saved["seconds"][stage.label] == artifacts.train_seconds(stage.name, "micro") > 0
+    best_of = {n: f"best-of-{n} (RM)" for n in (4, 16)}
+    assert saved["seconds"][best_of[4]] == pytest.approx(saved["seconds"][best_of[16]] / 4)
+    for n, name in best_of.items():
+        assert saved["params"][name] == saved["params"]["SFT"]
+        assert saved["pretrain_val_loss"][name] is None  # a sampling scheme, not a model
+        bound = saved["best_of_n_kl_bound"][name]
+        assert bound == pytest.approx(evaluation.best_of_n_kl_bound(n))
+        assert 0 < saved["kl_to_sft"][name] <= bound
+    # the RM's pick of 16 scores higher by the RM than its pick of 4, which beats plain SFT
+    assert (saved["rm_score"][best_of[16]] > saved["rm_score"][best_of[4]]
+            > saved["rm_score"]["SFT"])
     assert all(0 <= r <= 1 for r in saved["win_rate_vs_sft"].values())
     assert 0 <= saved["rm_accuracy"] <= 1 and 0.5 < saved["labeler_agreement"] < 0.95
     assert saved["n_comparisons"] == 102  # every held-out prompt, one sample each
     assert saved["kl_to_sft"]["base (prompted)"] is None
     assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)  # SFT against itself
     report = (micro / "out" / "report.md").read_text()
-    assert "| PPO-ptx |" in report and "Reward model accuracy" in report
+    assert "| PPO-ptx |" in report and "| best-of-16 (RM) |" in report
+    assert "| wall time (s) |" in report and "Reward model accuracy" in report
     for stage in stages.STAGES:
         assert artifacts.status(stage, "micro") == "done", stage
     history = artifacts.load_history("ppo_ptx", "micro")
@@ -121,6 +148,27 @@ def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch, 
             assert torch.equal(weight, together[stage]["model"][name]), (stage, name)
 
 
+def test_best_of_n_keeps_the_reward_models_favourite_of_the_first_n_samples(micro):
+    tokenizer, heldout = load_tokenizer(), data.load_records("prompts_heldout")[:6]
+    sft, rm = artifacts.load_model("sft", "micro"), artifacts.load_model("rm", "micro")
+    rows = pipeline.best_of_n_rows(sft, rm, tokenizer, heldout, samples=2, ns=(1, 3), seed=7)
+    for s in range(2):  # comparison s of prompt j: pool sample k has seed 7 + 5000 + 100 s + k
+        pool = [generation.complete(sft, tokenizer, heldout, seed=7 + 5000 + 100 * s + k)
+                for k in range(3)]
+        for j, prompt in enumerate(heldout):
+            row = s * len(heldout) + j
+            assert rows["best-of-1 (RM)"]["picks"][row] == pool[0][j]  # best of one: no choice
+            candidates = [pool[k][j] for k in range(3)]
+            scored = [reward.score_responses(rm, tokenizer, [prompt["prompt"]], [text],
+                                             [ended]).item() for text, ended in candidates]
+            pick = rows["best-of-3 (RM)"]["picks"][row]
+            assert pick in candidates
+            assert scored[candidates.index(pick)] == pytest.approx(max(scored), abs=1e-5)
+    assert rows["best-of-1 (RM)"]["kl"] == pytest.approx(0.0, abs=1e-12)  # SFT itself
+    assert 0 <= rows["best-of-3 (RM)"]["kl"] <= evaluation.best_of_n_kl_bound(3)
+    assert rows["best-of-1 (RM)"]["seconds"] == pytest.approx(rows["best-of-3 (RM)"]["seconds"] / 3)
+
+
 def test_kl_to_reference_equals_a_loop_over_single_sequences():
     tokenizer = load_tokenizer()
     torch.manual_seed(0)
@@ -180,5 +228,6 @@ def test_a_preset_without_a_recipe_neither_trains_nor_evaluates_that_stage(micro
     assert "dpo" not in pipeline.build_stages("lean") and not artifacts.checkpoint_path(
         "dpo", "lean").exists()
     results = pipeline.evaluate_preset("lean", samples=1)
-    assert set(results["win_rate_vs_sft"]) == {"base (prompted)", "SFT", "PPO", "PPO-ptx"}
+    assert set(results["win_rate_vs_sft"]) == {"base (prompted)", "SFT", "PPO", "PPO-ptx",
+                                               "best-of-4 (RM)", "best-of-16 (RM)"}
     assert "dpo not in this preset" in doctor.check_artifacts("lean").detail

@@ -287,9 +287,13 @@ def test_an_interrupted_run_resumed_from_its_checkpoint_equals_an_uninterrupted_
     killed.step = step_until_killed
     with pytest.raises(KeyboardInterrupt):
         killed.train(checkpoint_path=path)
-    assert checkpoints.read(path).step == 2
+    saved = checkpoints.read(path)
+    assert saved.step == 2 and 0 < saved.seconds < killed.seconds  # 2 of the 3 iterations run
     resumed, _ = make_trainer(tokenizer, cfg, pretrain_stream=stream)
     resumed.train(checkpoint_path=path)
+    # training time: the 2 saved iterations' plus the 2 resumed ones'
+    total = checkpoints.read(path).seconds
+    assert total > saved.seconds and total == pytest.approx(resumed.seconds)
     assert resumed.iteration == 4 and resumed.history == straight.history
     assert resumed.kl_ctl.beta == straight.kl_ctl.beta != cfg.beta
     for a, b in ((resumed.policy, straight.policy), (resumed.value_model, straight.value_model)):
