@@ -113,6 +113,14 @@ def shown(path: Path) -> str:
     return str(path.relative_to(paths.REPO_ROOT)) if inside else str(path)
 
 
+def stage_threads(stage: str, preset: str | Preset = "toy") -> int:
+    """The torch threads `stage` trains with: the preset's `threads` (0: every core), or when
+    that is None the registry's `Stage.threads`."""
+    chosen = _preset(preset).threads
+    chosen = get_stage(stage).threads if chosen is None else chosen
+    return chosen or os.cpu_count() or 1
+
+
 def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
           root: Path | None = None) -> None:
     """Train `stage` with the preset's recipe from its input models (loaded, or built first),
@@ -126,7 +134,7 @@ def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
     print(f"stage '{stage}' ({p.name} preset) is "
           f"{'rebuilt' if rebuild else status(stage, p, root)}: training it into {shown(final)}")
     threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
+    torch.set_num_threads(stage_threads(stage, p))
     try:
         with p.runtime():  # the preset's device and precision
             spec.build(p.recipe(stage), p.load_tokenizer(), inputs, partial)
@@ -161,7 +169,7 @@ def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild:
     p = _preset(preset)
     todo = [stage for stage in stages if rebuild or status(stage, p, root) != "done"]
     if (len(todo) < 2 or distributed.is_distributed() or (os.cpu_count() or 1) < 2
-            or any(get_stage(stage).threads > 1 for stage in todo)
+            or any(stage_threads(stage, p) > 1 for stage in todo)
             or pick_device(p.device).type != "cpu"):
         for stage in todo:
             load_model(stage, p, rebuild, root)

@@ -40,7 +40,6 @@ Here:
 from __future__ import annotations
 
 import copy
-import io
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -62,7 +61,7 @@ from .reward import (
 )
 from .tokenizer import never_generated
 from .training import History, TrainConfig, train
-from .utils import check_config, eval_mode, integer, number, run_in_processes
+from .utils import check_config, eval_mode, integer, number, train_side_by_side
 
 
 @dataclass
@@ -254,19 +253,11 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
 
 def train_in_parallel(configs: dict, *args) -> dict:
     """Independent DPO runs side by side (a beta sweep): {name: DPOConfig} -> {name: (policy,
-    history)}. Each run is `train_dpo(cfg, *args)` in its own process with one torch thread,
-    so its numbers are exactly those of running it alone with one thread (`args`: the other
-    arguments of train_dpo, without a checkpoint)."""
-    trained = run_in_processes(_train_alone, [(cfg, args) for cfg in configs.values()])
-    return {name: torch.load(io.BytesIO(blob), weights_only=False)
-            for name, blob in zip(configs, trained)}
-
-
-def _train_alone(cfg: DPOConfig, args: tuple) -> bytes:
-    torch.set_num_threads(1)
-    blob = io.BytesIO()
-    torch.save(train_dpo(cfg, *args), blob)  # (policy, history) as bytes
-    return blob.getvalue()
+    history)}: `train_dpo(cfg, *args)` for each, through `utils.train_side_by_side` (one
+    process and one thread per run, exactly the numbers of running it alone with one thread;
+    `args`: the other arguments of train_dpo, without a checkpoint)."""
+    return train_side_by_side({name: (train_dpo, (cfg, *args), {})
+                               for name, cfg in configs.items()})
 
 
 def stage_rankings(folder: str | Path) -> dict[str, list[dict]]:

@@ -39,7 +39,6 @@ Conventions (each is tested in tests/test_ppo.py):
 from __future__ import annotations
 
 import copy
-import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -73,8 +72,8 @@ from .utils import (
     one_of,
     optional,
     progress,
-    run_in_processes,
     seed_everything,
+    train_side_by_side,
 )
 
 
@@ -441,27 +440,22 @@ def save_policy(trainer: PPOTrainer, path) -> None:
         resume=trainer.state()), path)
 
 
-def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
-    """Independent PPO runs side by side: {name: PPOConfig} -> {name: trained PPOTrainer}.
-
-    Each run is `seed_everything(cfg.seed); PPOTrainer(cfg, *args, **kwargs).train()` in its
-    own process with one torch thread, so its numbers are exactly those of running it alone
-    with one thread; on a 2-core laptop two runs take the time of one. (`args` and `kwargs`
-    are the other arguments of PPOTrainer; the processes print nothing to the notebook.)
-    """
-    trained = run_in_processes(_train_alone, [(cfg, args, kwargs) for cfg in configs.values()])
-    return {name: torch.load(io.BytesIO(blob), weights_only=False)
-            for name, blob in zip(configs, trained)}
-
-
-def _train_alone(cfg: PPOConfig, args: tuple, kwargs: dict) -> bytes:
-    torch.set_num_threads(1)
+def train_run(cfg: PPOConfig, *args, **kwargs) -> "PPOTrainer":
+    """One whole PPO run: `seed_everything(cfg.seed)`, then `PPOTrainer(cfg, *args,
+    **kwargs).train()`; returns the trainer (`utils.train_side_by_side` runs several)."""
     seed_everything(cfg.seed)
     trainer = PPOTrainer(cfg, *args, **kwargs)
     trainer.train()
-    blob = io.BytesIO()
-    torch.save(trainer, blob)  # the whole trainer (models, optimizer, generator) as bytes
-    return blob.getvalue()
+    return trainer
+
+
+def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
+    """Independent PPO runs side by side: {name: PPOConfig} -> {name: trained PPOTrainer}
+    (`train_run` for each, through `utils.train_side_by_side`: one process and one thread per
+    run, exactly the numbers of running them alone with one thread; `args` and `kwargs` are
+    the other arguments of PPOTrainer; the processes print nothing to the notebook)."""
+    return train_side_by_side({name: (train_run, (cfg, *args), kwargs)
+                               for name, cfg in configs.items()})
 
 
 def build(cfg: PPOConfig, tokenizer, inputs: dict, path) -> None:

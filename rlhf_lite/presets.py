@@ -73,6 +73,11 @@ class Preset:
     # it natively, fp16 on older CUDA GPUs, fp32 on CPU and MPS (rlhf_lite.precision)
     precision: str = "fp32"
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory
+    # torch threads each stage trains with on a CPU: None, the registry's count per stage
+    # (`Stage.threads`: one for the PPO and DPO stages, which then train side by side, each on a
+    # core: at toy sizes one thread per run is faster than two); 0, all cores, for models large
+    # enough to keep them busy
+    threads: int | None = None
 
     @property
     def reward_source(self) -> str:
@@ -131,7 +136,7 @@ PRESETS = {
         dpo=DPOConfig(train=TrainConfig(max_steps=0, lr=1e-6, warmup_steps=10, weight_decay=0.0,
                                         eval_interval=50, desc="dpo")),
         rloo=PPOConfig(max_new_tokens=32, lr=2e-6, beta=0.05, advantage="rloo", group_size=4),
-        device=None, precision="auto"),
+        device=None, precision="auto", threads=0),
 }
 
 

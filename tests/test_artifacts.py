@@ -165,6 +165,14 @@ def test_a_stage_is_built_with_its_canonical_thread_count(tiny_preset, monkeypat
         torch.set_num_threads(1)
 
 
+def test_a_preset_sets_the_thread_count_of_every_stage(monkeypatch):
+    monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 6)
+    assert [artifacts.stage_threads(s, "toy") for s in ("base", "ppo", "dpo")] == [2, 1, 1]
+    assert [artifacts.stage_threads(s, "gpt2") for s in ("base", "ppo", "dpo")] == [6, 6, 6]
+    pinned = replace(presets.get_preset("toy"), threads=3)
+    assert [artifacts.stage_threads(s, pinned) for s in ("base", "ppo")] == [3, 3]
+
+
 def test_a_stage_records_the_fingerprint_of_the_model_it_was_trained_from(tiny_preset):
     base = artifacts.load_model("base", tiny_preset)
     artifacts.load_model("sft", tiny_preset)

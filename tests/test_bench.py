@@ -102,3 +102,19 @@ def test_course_runtime_runs_each_notebook_and_the_whole_command(tmp_path, capsy
 def test_gpu_bench_exits_with_a_message_without_cuda():
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         gpu.main([])
+
+
+def test_gpt2_stages_cuts_the_data_consistently_and_the_recipes_to_a_few_steps(tmp_path):
+    from bench import gpt2_stages
+    from rlhf_lite import artifacts, data
+
+    folder = gpt2_stages.cut_data(tmp_path / "data", prompts=5)
+    for split in ("train", "validation", "heldout"):
+        assert len(data.load_records(f"prompts_{split}", folder)) == 5
+    demos = data.load_records("demonstrations", folder)  # checked against the kept prompts
+    assert demos and len(demos) < len(data.load_records("demonstrations"))
+    preset = gpt2_stages.standin_preset("/models/stand-in")
+    assert (preset.device, preset.precision, preset.base.init_from) == ("cpu", "fp32",
+                                                                        "/models/stand-in")
+    assert preset.base.train.max_steps == 3 and preset.ppo.iterations == preset.rloo.iterations == 1
+    assert artifacts.stages_of(preset) == artifacts.stages_of("gpt2")  # every stage of the preset
