@@ -142,7 +142,6 @@ def run(hh_file, checkpoint, tmp_path_factory):
         monkeypatch.setattr(paths, "ARTIFACTS_DIR", root / "artifacts")
         monkeypatch.setitem(presets.PRESETS, "hh-micro", micro_hh(hh_file, checkpoint))
         recording(monkeypatch, seen)
-        torch.set_num_threads(1)
         results = pipeline.run("hh-micro", out=root / "out", samples=2)
         yield {"results": results, "seen": seen, "out": root / "out",
                "preset": presets.get_preset("hh-micro")}
@@ -231,6 +230,9 @@ def test_no_gold_or_heldout_comparison_reaches_a_policy_or_the_proxy(run):
         else:
             assert used <= policy and not used & gold, stage
     assert seen["ppo"] == {r["prompt"] for r in parts["train"]}  # PPO: train prompts only
+    # rankings deleted after the rm stage are read from the data set again, not sampled
+    artifacts.rankings_path("validation", p).unlink()
+    assert artifacts.load_rankings("validation", p) == parts["validation"]
 
 
 def test_base_is_the_checkpoint_and_the_gold_rm_is_not_the_proxy(run, checkpoint):
@@ -275,7 +277,8 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
     assert saved["kl_to_sft"]["PPO"] != 0.0  # it moved (lr 1e-3 here)
     for key in ("rm_accuracy", "gold_rm_accuracy"):
         assert 0 <= saved[key] <= 1
-    assert set(saved["heldout_accuracy"]) == {"RM", "gold RM"}
+    # the preferred replies help and the others refuse: both RMs learn that from their pairs
+    assert saved["heldout_accuracy"]["RM"] >= 0.8 and saved["heldout_accuracy"]["gold RM"] >= 0.8
     assert saved["split_sizes"]["heldout"] > 0 and "gold_rm" in " ".join(saved["stage_seconds"])
     report = (out / "report.md").read_text()
     assert "| PPO |" in report and "win rate vs SFT by gold RM" in report
