@@ -15,9 +15,11 @@ GPT-2 checkpoint itself (zero steps: the toy world's text has nothing to teach h
 recipes are the `Preference*Config` subclasses, which name one `PreferenceData` source divided
 by prompt (`preference_data.split_comparisons`). SFT, the reward model, PPO, DPO and RLOO
 learn from one half; a "gold_rm" stage, trained on the other half only, judges them
-(`rlhf_lite.gold_eval`), as no gold labeler exists for real data. Besides its recipes a preset says
-how the stages run (`runtime`: device, precision, gradient checkpointing); those settings
-are no part of any recipe, so changing them never makes a checkpoint stale.
+(`rlhf_lite.gold_eval`), as no gold labeler exists for real data.
+
+Besides its recipes a preset says how the stages run (`runtime`: device, precision, gradient
+checkpointing); those settings are no part of any recipe, so changing them never makes a
+checkpoint stale.
 """
 from __future__ import annotations
 
@@ -152,7 +154,6 @@ PRESETS = {
         rloo=PPOConfig(max_new_tokens=32, lr=2e-6, beta=0.05, advantage="rloo", group_size=4),
         device=None, precision="auto"),
 }
-
 
 
 def _gpt2_hh(data: PreferenceData) -> Preset:
