@@ -310,7 +310,7 @@ class PreferenceData:
     """
     source: str = "Anthropic/hh-rlhf"  # a local HH-RLHF JSONL file (.gz or not) or a hub name
     split: str = "train"  # the hub split to read (a local file is one split)
-    max_records: int | None = None  # only the first N records (a quicker run); None: all
+    max_records: int | None = None  # N records of random prompts (a quicker run); None: all
     heldout_prompts: int = 256  # prompts kept for the evaluation: no stage trains on them
     gold_fraction: float = 0.5  # share of the other prompts whose comparisons only the gold RM sees
     validation_fraction: float = 0.05  # of each half: prompts that measure its reward model
@@ -336,20 +336,26 @@ def _read(source: str, split: str, stamp: tuple | None) -> tuple[dict, ...]:
 def split_comparisons(data: PreferenceData, tokenizer) -> dict[str, list[dict]]:
     """The rankings of `data.source` divided by prompt into `PARTS` (module docstring).
 
-    The prompts are shuffled with `data.seed` (the same split on every machine); the first
-    `heldout_prompts` are held out, then `gold_fraction` of the rest go to the gold half;
-    `validation_fraction` of each half validate its reward model. Pairs that do not fit in
-    `data.max_tokens` tokens are then left out of every part (`fitting`). A DataError names
-    the source when a part is empty.
+    The prompts are shuffled with `data.seed` (the same split on every machine), and every
+    part lists its comparisons in that order: a data set sorted by subset (the hub's HH-RLHF
+    starts with its harmless-base dialogues) gives a random sample to `max_records` and to
+    the first N of a part. The first `heldout_prompts` are held out, then `gold_fraction` of
+    the rest go to the gold half; `validation_fraction` of each half validate its reward
+    model. Pairs that do not fit in `data.max_tokens` tokens are then left out of every part
+    (`fitting`). A DataError names the source when a part is empty.
     """
     path = Path(data.source)
     stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-    rankings = list(_read(data.source, data.split, stamp))[: data.max_records]
-    prompts = list(dict.fromkeys(r["prompt"] for r in rankings))  # each prompt once, in order
+    rankings = _read(data.source, data.split, stamp)
+    prompts = list(dict.fromkeys(r["prompt"] for r in rankings))  # each prompt once
+    random.Random(data.seed).shuffle(prompts)
+    rank = {prompt: i for i, prompt in enumerate(prompts)}
+    # stable: the comparisons of one prompt stay in file order
+    rankings = sorted(rankings, key=lambda r: rank[r["prompt"]])[: data.max_records]
+    prompts = list(dict.fromkeys(r["prompt"] for r in rankings))
     if len(prompts) <= data.heldout_prompts:
         raise DataError(f"{data.source}: {len(prompts)} distinct prompts, not enough to hold "
                         f"out {data.heldout_prompts} and train on the others")
-    random.Random(data.seed).shuffle(prompts)
     held, rest = prompts[: data.heldout_prompts], prompts[data.heldout_prompts:]
     n_gold = round(len(rest) * data.gold_fraction)
     part_of = dict.fromkeys(held, "heldout")

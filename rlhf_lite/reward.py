@@ -39,7 +39,7 @@ from .labeler import GoldLabeler, ranking_to_pairs
 from .model import GPT
 from .preference_data import PreferenceData, preferred_as_demonstrations, split_comparisons
 from .training import History, TrainConfig, train
-from .utils import check_config, eval_mode, integer, number
+from .utils import check_config, eval_mode, integer, number, optional
 
 
 @dataclass
@@ -76,6 +76,13 @@ class PreferenceRewardConfig(RewardConfig):
     reads its policy half, the "gold_rm" stage its gold half. The fields that sample and rank
     (k, rounds, val_rounds, temperature, the seeds) are unused: people made the rankings."""
     data: PreferenceData = field(default_factory=PreferenceData)
+    # train on the first N comparisons of its part only (random prompts): Gao et al. (2022)
+    # vary how much data a proxy RM has, and train the gold RM on more; None: all of them
+    max_pairs: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, {"max_pairs": optional(integer(1))})
 
 
 # ----------------------------------------------------------------------------- the model
@@ -334,8 +341,8 @@ def build(cfg: RewardConfig, tokenizer, inputs: dict, path) -> None:
     """
     if isinstance(cfg, PreferenceRewardConfig):
         parts = split_comparisons(cfg.data, tokenizer)
-        rankings = {split: parts[split] for split in ("train", "validation")}
-        demos = preferred_as_demonstrations(parts["train"])
+        rankings = {"train": parts["train"][: cfg.max_pairs], "validation": parts["validation"]}
+        demos = preferred_as_demonstrations(rankings["train"])
     else:
         rankings = {split: sample_rankings(cfg, inputs["sft"], tokenizer,
                                            load_records(f"prompts_{split}"), split)
@@ -355,6 +362,7 @@ def build_gold(cfg: PreferenceRewardConfig, tokenizer, inputs: dict, path) -> No
         raise TypeError(f"the gold_rm stage trains on a preference data set's held-out half: "
                         f"its recipe must be a PreferenceRewardConfig, got {type(cfg).__name__}")
     parts = split_comparisons(cfg.data, tokenizer)
-    train_reward_model(cfg, inputs["base"], tokenizer, parts["gold_train"],
-                       parts["gold_validation"], preferred_as_demonstrations(parts["gold_train"]),
-                       checkpoint_path=path, start_role="base")
+    pairs = parts["gold_train"][: cfg.max_pairs]
+    train_reward_model(cfg, inputs["base"], tokenizer, pairs, parts["gold_validation"],
+                       preferred_as_demonstrations(pairs), checkpoint_path=path,
+                       start_role="base")

@@ -94,13 +94,15 @@ def micro_hh(hh_file: str, checkpoint) -> presets.Preset:
     data = PreferenceData(source=hh_file, heldout_prompts=6, validation_fraction=0.2,
                           max_tokens=120)
     hh = presets.get_preset("gpt2-hh")
-    rm = replace(hh.rm, data=data, batch_size=4, epochs=2, train=steps(0, "rm", lr=3e-3))
+    rm = replace(hh.rm, data=data, batch_size=4, epochs=2, train=steps(0, "rm", lr=3e-3),
+                 max_pairs=None)
     policy = replace(hh.ppo, data=data, iterations=1, batch_size=8, minibatch_size=4,
                      ppo_epochs=1, max_new_tokens=12, lr=1e-3)
     return replace(hh, name="hh-micro", device="cpu", precision="fp32",
                    base=replace(hh.base, init_from=str(checkpoint)),
                    sft=replace(hh.sft, data=data, batch_size=8, train=steps(3, "sft")),
-                   rm=rm, gold_rm=replace(rm, train=steps(0, "gold rm", lr=3e-3)), ppo=policy,
+                   rm=replace(rm, max_pairs=16),  # fewer than the gold RM's 25
+                   gold_rm=replace(rm, train=steps(0, "gold rm", lr=3e-3)), ppo=policy,
                    dpo=DPOConfig(batch_size=8, train=steps(0, "dpo")),
                    rloo=replace(policy, advantage="rloo", group_size=2))
 
@@ -252,9 +254,12 @@ def test_base_is_the_checkpoint_and_the_gold_rm_is_not_the_proxy(run, checkpoint
     gold_scores, rm_scores = (torch.cat(reward.pair_scores(m, tokenizer, parts["heldout"]))
                               for m in (gold, rm))
     assert not torch.allclose(gold_scores, rm_scores, atol=1e-3)
-    # both trained: their histories hold the steps of two epochs over their own train pairs
-    for ckpt, part in ((gold_ckpt, "gold_train"), (rm_ckpt, "train")):
-        assert len(ckpt.history["steps"]) == 2 * -(-len(parts[part]) // 4)
+    # both trained: two epochs of 4 pairs a step over the gold half's train pairs, and over
+    # the first 16 of the policy half's (max_pairs), which DPO trained on too
+    assert len(parts["gold_train"]) > 16 and len(parts["train"]) > 16
+    assert len(gold_ckpt.history["steps"]) == 2 * -(-len(parts["gold_train"]) // 4)
+    assert len(rm_ckpt.history["steps"]) == 2 * 16 // 4
+    assert artifacts.load_rankings("train", p) == parts["train"][:16]
     assert doctor.check_artifacts("hh-micro").ok
 
 
