@@ -158,7 +158,7 @@ PRESETS = {
 
 def _gpt2_hh(data: PreferenceData) -> Preset:
     """GPT-2 on HH-RLHF, judged by a gold RM (Gao et al. 2022). Learning rates are those of
-    the gpt2 preset; SFT's 2000 steps of 32 are under one epoch of the policy half (at most
+    the gpt2 preset; SFT's 2000 steps of 32 are about one epoch of the policy half (at most
     about 80k of the 160.8k comparisons of the hub's train split). The proxy RM (and DPO, on
     its rankings) learns from 20k of them, the gold RM from all of its half: a judge with
     several times the data. Starting points, not tuned on a GPU run."""
