@@ -343,9 +343,24 @@ def split_comparisons(data: PreferenceData, tokenizer) -> dict[str, list[dict]]:
     the rest go to the gold half; `validation_fraction` of each half validate its reward
     model. Pairs that do not fit in `data.max_tokens` tokens are then left out of every part
     (`fitting`). A DataError names the source when a part is empty.
+
+    Computed once per process for a source, recipe and tokenizer (its name and size): the
+    stages of a pipeline would otherwise each tokenize the whole data set again.
     """
     path = Path(data.source)
     stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    key = (data, stamp, tokenizer.name_or_path, len(tokenizer))  # a reloaded tokenizer hits
+    if key not in _splits:
+        if len(_splits) >= 4:  # a few sources or recipes at a time
+            _splits.clear()
+        _splits[key] = _split(data, stamp, tokenizer)
+    return {name: list(records) for name, records in _splits[key].items()}  # the caller's own
+
+
+_splits: dict[tuple, dict[str, list[dict]]] = {}  # split_comparisons' results in this process
+
+
+def _split(data: PreferenceData, stamp: tuple | None, tokenizer) -> dict[str, list[dict]]:
     rankings = _read(data.source, data.split, stamp)
     prompts = list(dict.fromkeys(r["prompt"] for r in rankings))  # each prompt once
     random.Random(data.seed).shuffle(prompts)
