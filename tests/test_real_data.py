@@ -101,7 +101,7 @@ def micro_hh(hh_file: str, checkpoint) -> presets.Preset:
     return replace(hh, name="hh-micro", device="cpu", precision="fp32",
                    base=replace(hh.base, init_from=str(checkpoint)),
                    sft=replace(hh.sft, data=data, batch_size=8, train=steps(3, "sft")),
-                   rm=replace(rm, max_pairs=16),  # fewer than the gold RM's 25
+                   rm=replace(rm, max_pairs=16),  # fewer pairs than the gold RM (its whole half)
                    gold_rm=replace(rm, train=steps(0, "gold rm", lr=3e-3)), ppo=policy,
                    dpo=DPOConfig(batch_size=8, train=steps(0, "dpo")),
                    rloo=replace(policy, advantage="rloo", group_size=2))
