@@ -100,6 +100,9 @@ def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:
             "prompt": [q["prompt"] for q in prompts], "response": [c[0] for c in completions],
             "terminated": [c[1] for c in completions], "gold_rm": gold_scores.tolist(),
             "win": wins})
+    # the comparisons each RM learned from (the proxy may take fewer: max_pairs)
+    results["rm_train_pairs"] = {"RM": len(parts["train"][: p.rm.max_pairs]),
+                                 "gold RM": len(parts["gold_train"][: p.gold_rm.max_pairs])}
     results["rm_accuracy"] = pairwise_accuracy(rm, tokenizer, parts["validation"])
     results["gold_rm_accuracy"] = pairwise_accuracy(gold, tokenizer, parts["gold_validation"])
     results["heldout_accuracy"] = {"RM": pairwise_accuracy(rm, tokenizer, parts["heldout"]),
@@ -109,11 +112,11 @@ def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:
 
 def report_markdown(results: dict) -> str:
     """The results as a Markdown report: one table of policies, then the reward models."""
-    sizes = results["split_sizes"]
+    sizes, pairs = results["split_sizes"], results["rm_train_pairs"]
     lines = [f"# Pipeline results: preset `{results['preset']}`", "",
              f"{results['n_prompts']} held-out prompts x {results['samples_per_prompt']} samples "
              f"= {results['n_comparisons']} responses per model, judged by a gold reward model "
-             f"trained on {sizes['gold_train']:,} comparisons that no policy or proxy RM saw "
+             f"trained on {pairs['gold RM']:,} comparisons that no policy or proxy RM saw "
              f"(data: `{results['data']['source']}`).", "",
              "| model | parameters | mean gold RM | win rate vs SFT by gold RM (95% CI) "
              "| mean proxy RM | KL to SFT (nats) | length (words) | ended with eos |",
@@ -127,7 +130,7 @@ def report_markdown(results: dict) -> str:
                      f"{results['mean_length'][name]:.1f} | {results['terminated'][name]:.0%} |")
     held = results["heldout_accuracy"]
     lines += ["", f"Proxy RM accuracy on its validation comparisons: {results['rm_accuracy']:.1%} "
-              f"(trained on {sizes['train']:,}); gold RM on its own: "
+              f"(trained on {pairs['RM']:,}); gold RM on its own: "
               f"{results['gold_rm_accuracy']:.1%}; on the {sizes['heldout']:,} comparisons of "
               f"the held-out prompts, which neither saw: proxy {held['RM']:.1%}, gold "
               f"{held['gold RM']:.1%}. Win rates are against SFT samples drawn with other seeds "

@@ -285,9 +285,11 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
     # the preferred replies help and the others refuse: both RMs learn that from their pairs
     assert saved["heldout_accuracy"]["RM"] >= 0.8 and saved["heldout_accuracy"]["gold RM"] >= 0.8
     assert saved["split_sizes"]["heldout"] > 0 and "gold_rm" in " ".join(saved["stage_seconds"])
+    assert saved["rm_train_pairs"] == {"RM": 16, "gold RM": saved["split_sizes"]["gold_train"]}
     report = (out / "report.md").read_text()
     assert "| PPO |" in report and "win rate vs SFT by gold RM" in report
     assert "which neither saw" in report and "Stage times" in report
+    assert "(trained on 16)" in report
 
 
 def test_another_source_makes_the_data_stages_stale_but_not_the_base(run, hh_file):
