@@ -27,6 +27,7 @@ import torch
 from . import checkpoints, distributed, paths, reward
 from .data import load_records
 from .model import GPT, GPTConfig
+from .preference_data import split_comparisons
 from .presets import Preset, get_preset
 from .stages import STAGES, get_stage
 from .utils import pick_device, run_in_processes
@@ -211,12 +212,16 @@ def save_rankings(rankings: dict[str, list[dict]], preset: str | Preset = "toy",
 
 def load_rankings(split: str, preset: str | Preset = "toy", root: Path | None = None
                   ) -> list[dict]:
-    """The rankings the "rm" stage used on a split; sampled again (seeded) if the file is gone."""
+    """The rankings the "rm" stage used on a split; sampled again (seeded) if the file is gone
+    (or, on a preference data set, read from it again)."""
     path = rankings_path(split, preset, root)
     if not path.exists():
         p = _preset(preset)
-        records = reward.sample_rankings(p.rm, load_model("sft", p, root=root),
-                                         p.load_tokenizer(), load_records(f"prompts_{split}"),
-                                         split)
+        if isinstance(p.rm, reward.PreferenceRewardConfig):
+            records = split_comparisons(p.rm.data, p.load_tokenizer())[split]
+        else:
+            records = reward.sample_rankings(p.rm, load_model("sft", p, root=root),
+                                             p.load_tokenizer(),
+                                             load_records(f"prompts_{split}"), split)
         save_rankings({split: records}, p, root)
     return reward.read_rankings(path)

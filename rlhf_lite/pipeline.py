@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from . import artifacts, distributed, paths
+from . import artifacts, distributed, gold_eval, paths
 from .data import load_records
 from .evaluation import (
     best_of_n,
@@ -205,14 +205,18 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     if not distributed.is_main_process():
         return {}  # under torchrun the other processes only help train; rank 0 evaluates
     print("[evaluation]", flush=True)
+    # real preference data has no gold labeler: a gold reward model judges (rlhf_lite.gold_eval)
+    real = get_preset(preset).gold_rm is not None
+    evaluate, report = ((gold_eval.evaluate_preset, gold_eval.report_markdown) if real
+                        else (evaluate_preset, report_markdown))
     with get_preset(preset).runtime():  # the preset's device and precision
-        results = evaluate_preset(preset, samples)
+        results = evaluate(preset, samples)
     results.pop("tables")
     results["stage_seconds"] = stage_seconds
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / "report.md", report_markdown(results))
-    print(report_markdown(results))
+    atomic_write_text(out / "report.md", report(results))
+    print(report(results))
     print(f"wrote {artifacts.shown(out / 'results.json')} and {artifacts.shown(out / 'report.md')}")
     return results
 

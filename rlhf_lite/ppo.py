@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -61,6 +61,7 @@ from .generation import generate, logprobs_from_logits, response_mask, suppress_
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
 from .labeler import gold_score
 from .model import without_dropout
+from .preference_data import PreferenceData, prompt_records, split_comparisons
 from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
 from .utils import (
@@ -133,6 +134,20 @@ class PPOConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PreferencePPOConfig(PPOConfig):
+    """PPO (or RLOO) on the prompts of a preference data set's "train" part (a real-data
+    preset). No gold score is logged (the gold RM is not an input of PPO: the evaluation
+    judges with it) and no PPO-ptx (the only pretraining text here is the toy world's)."""
+    data: PreferenceData = field(default_factory=PreferenceData)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ptx_coef:
+            raise ValueError(f"PreferencePPOConfig.ptx_coef must be 0 (no pretraining text of "
+                             f"the data set's kind), got {self.ptx_coef}")
 
 
 class ValueModel(torch.nn.Module):
@@ -461,10 +476,15 @@ def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
 def build(cfg: PPOConfig, tokenizer, inputs: dict, path) -> None:
     """The "ppo" and "ppo_ptx" stages (rlhf_lite.stages): PPO from the SFT model against the
     reward model on the train prompts (PPO-ptx, `ptx_coef` > 0, with the pretraining text),
-    logging the gold score; the policy is saved to `path`."""
+    logging the gold score; the policy is saved to `path`. With a `PreferencePPOConfig`, on the
+    prompts of its data set's policy half, with no gold score to log."""
+    if isinstance(cfg, PreferencePPOConfig):
+        prompts = prompt_records(split_comparisons(cfg.data, tokenizer)["train"])
+        judge = None
+    else:
+        prompts, judge = load_records("prompts_train"), gold_score
     stream = (token_stream([r["text"] for r in load_records("pretrain_train")], tokenizer)
               if cfg.ptx_coef > 0 else None)
-    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer,
-                         load_records("prompts_train"), gold_judge=gold_score,
+    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer, prompts, gold_judge=judge,
                          pretrain_stream=stream)
     trainer.train(checkpoint_path=path)  # resumes an interrupted run, checkpoints as it goes

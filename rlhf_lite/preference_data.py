@@ -29,19 +29,34 @@ A record that does not fit its format (or a line that is not JSON) raises a `Dat
 the file and line (or the hub data set and record) and the field; `skip_invalid=True` drops
 such records instead and warns with their number and the first reasons, never silently. Pairs
 whose two responses are identical (they teach the RM nothing) are kept, with a warning.
+
+A real-data preset (`gpt2-hh`) runs every stage on one HH-RLHF source, divided once by
+`split_comparisons` as its recipes' `PreferenceData` says, by prompt (the comparisons of one
+prompt stay together, so no prompt is on both sides):
+
+* "heldout": prompts only the evaluation samples (their pairs measure both reward models);
+* "train" and "validation": the policy half. SFT learns its preferred responses, the reward
+  model its pairs (its accuracy on "validation"), PPO samples its prompts;
+* "gold_train" and "gold_validation": the gold half, read only by the "gold_rm" stage: the
+  judge that stands in for human labelers offline, as Gao et al. (2022, "Scaling laws for
+  reward model overoptimization") judge policies by a gold reward model trained apart.
 """
 from __future__ import annotations
 
 import gzip
 import json
+import random
 import re
 import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from .batching import prompt_response_ids
 from .chat import BOT, USER
 from .data import DataError
+from .utils import check_config, integer, number, optional
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")  # the speaker markers of an HH dialogue
 
@@ -280,3 +295,105 @@ def fitting(rankings: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict
         if all(len(prompt) + len(response) + 1 <= max_tokens for prompt, response in pairs):
             kept.append(r)
     return kept, len(rankings) - len(kept)
+
+
+# ----------------------------------------------------------------------------- the splits
+PARTS = ("train", "validation", "gold_train", "gold_validation", "heldout")
+
+
+@dataclass(frozen=True)
+class PreferenceData:
+    """Which HH-RLHF source a real-data preset reads and how it divides it (`split_comparisons`).
+
+    Part of the recipe of every stage that reads it (e.g. `sft.PreferenceSFTConfig`), so a
+    checkpoint records where its data came from and another source makes it stale.
+    """
+    source: str = "Anthropic/hh-rlhf"  # a local HH-RLHF JSONL file (.gz or not) or a hub name
+    split: str = "train"  # the hub split to read (a local file is one split)
+    max_records: int | None = None  # N records of random prompts (a quicker run); None: all
+    heldout_prompts: int = 256  # prompts kept for the evaluation: no stage trains on them
+    gold_fraction: float = 0.5  # share of the other prompts whose comparisons only the gold RM sees
+    validation_fraction: float = 0.05  # of each half: prompts that measure its reward model
+    # a pair is kept when prompt + response + eos fit, for both responses; with PPO's
+    # max_new_tokens it must fit the model's context (GPT-2: 1024)
+    max_tokens: int = 512
+    seed: int = 0  # the shuffle of the prompts that divides them
+
+    def __post_init__(self):
+        check_config(self, {"max_records": optional(integer(1)), "heldout_prompts": integer(1),
+                            "gold_fraction": number(0, 1, low_open=True, high_open=True),
+                            "validation_fraction": number(0, 1, low_open=True, high_open=True),
+                            "max_tokens": integer(2)})
+
+
+@lru_cache(maxsize=4)
+def _read(source: str, split: str, stamp: tuple | None) -> tuple[dict, ...]:
+    """The source's rankings, read once per process (every stage reads the same file); `stamp`
+    (a local file's size and mtime) makes an edited file be read again."""
+    return tuple(load_hh_rlhf(source, split))
+
+
+def split_comparisons(data: PreferenceData, tokenizer) -> dict[str, list[dict]]:
+    """The rankings of `data.source` divided by prompt into `PARTS` (module docstring).
+
+    The prompts are shuffled with `data.seed` (the same split on every machine), and every
+    part lists its comparisons in that order: a data set sorted by subset (the hub's HH-RLHF
+    starts with its harmless-base dialogues) gives a random sample to `max_records` and to
+    the first N of a part. The first `heldout_prompts` are held out, then `gold_fraction` of
+    the rest go to the gold half; `validation_fraction` of each half validate its reward
+    model. Pairs that do not fit in `data.max_tokens` tokens are then left out of every part
+    (`fitting`). A DataError names the source when a part is empty.
+
+    Computed once per process for a source, recipe and tokenizer (its name and size): the
+    stages of a pipeline would otherwise each tokenize the whole data set again.
+    """
+    path = Path(data.source)
+    stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    key = (data, stamp, tokenizer.name_or_path, len(tokenizer))  # a reloaded tokenizer hits
+    if key not in _splits:
+        if len(_splits) >= 4:  # a few sources or recipes at a time
+            _splits.clear()
+        _splits[key] = _split(data, stamp, tokenizer)
+    return {name: list(records) for name, records in _splits[key].items()}  # the caller's own
+
+
+_splits: dict[tuple, dict[str, list[dict]]] = {}  # split_comparisons' results in this process
+
+
+def _split(data: PreferenceData, stamp: tuple | None, tokenizer) -> dict[str, list[dict]]:
+    rankings = _read(data.source, data.split, stamp)
+    prompts = list(dict.fromkeys(r["prompt"] for r in rankings))  # each prompt once
+    random.Random(data.seed).shuffle(prompts)
+    rank = {prompt: i for i, prompt in enumerate(prompts)}
+    # stable: the comparisons of one prompt stay in file order
+    rankings = sorted(rankings, key=lambda r: rank[r["prompt"]])[: data.max_records]
+    prompts = list(dict.fromkeys(r["prompt"] for r in rankings))
+    if len(prompts) <= data.heldout_prompts:
+        raise DataError(f"{data.source}: {len(prompts)} distinct prompts, not enough to hold "
+                        f"out {data.heldout_prompts} and train on the others")
+    held, rest = prompts[: data.heldout_prompts], prompts[data.heldout_prompts:]
+    n_gold = round(len(rest) * data.gold_fraction)
+    part_of = dict.fromkeys(held, "heldout")
+    for half, names in ((rest[n_gold:], ("validation", "train")),
+                        (rest[:n_gold], ("gold_validation", "gold_train"))):
+        n_val = max(1, round(len(half) * data.validation_fraction))
+        part_of.update({p: names[0] for p in half[:n_val]} | {p: names[1] for p in half[n_val:]})
+    parts = {name: [] for name in PARTS}
+    for r in rankings:
+        parts[part_of[r["prompt"]]].append(r)
+    for name in PARTS:
+        parts[name], _ = fitting(parts[name], tokenizer, data.max_tokens)
+        if not parts[name]:
+            raise DataError(f"{data.source}: no comparisons in part {name!r} of "
+                            f"{len(rankings)} records that fit {data.max_tokens} tokens; use "
+                            "more records, other fractions or a larger max_tokens")
+    return parts
+
+
+def prompt_records(rankings: list[dict]) -> list[dict]:
+    """The distinct prompts of `rankings` as prompt records {"id", "prompt"} (what PPO and
+    `generation.complete` sample from), each named by its first ranking's id."""
+    first = {}
+    for r in rankings:
+        first.setdefault(r["prompt"], r["prompt_id"])
+    return [{"id": prompt_id, "prompt": prompt} for prompt, prompt_id in first.items()]

@@ -7,25 +7,36 @@ so a notebook or the pipeline switches scale by changing one name.
 env RLHF_GPT2_CHECKPOINT) with its tokenizer: its "base" stage continues pretraining the
 checkpoint on the world's web text (the invented facts are only there), and the toy world's
 prompts and demonstrations are simply tokenized by GPT-2's BPE, so the gold labeler, which
-judges text, judges every model size alike. Besides its recipes a preset says
-how the stages run (`runtime`: device, precision, gradient checkpointing); those settings
-are no part of any recipe, so changing them never makes a checkpoint stale.
+judges text, judges every model size alike.
+
+`gpt2-hh` runs them on real human preferences instead (Anthropic HH-RLHF: `hh_data`, env
+RLHF_HH_DATA, a local JSONL file or the hub's "Anthropic/hh-rlhf"): its base stage is the
+GPT-2 checkpoint itself (zero steps: the toy world's text has nothing to teach here), and its
+recipes are the `Preference*Config` subclasses, which name one `PreferenceData` source divided
+by prompt (`preference_data.split_comparisons`). SFT, the reward model, PPO, DPO and RLOO
+learn from one half; a "gold_rm" stage, trained on the other half only, judges them
+(`rlhf_lite.gold_eval`), as no gold labeler exists for real data.
+
+Besides its recipes a preset says how the stages run (`runtime`: device, precision, gradient
+checkpointing); those settings are no part of any recipe, so changing them never makes a
+checkpoint stale.
 """
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .dpo import DPOConfig
 from .hf import load_pretrained_tokenizer
-from .ppo import PPOConfig
+from .ppo import PPOConfig, PreferencePPOConfig
 from .precision import autocast
+from .preference_data import PreferenceData
 from .pretrain import PretrainConfig
-from .reward import RewardConfig
-from .sft import SFTConfig
+from .reward import PreferenceRewardConfig, RewardConfig
+from .sft import PreferenceSFTConfig, SFTConfig
 from .tokenizer import load_tokenizer
 from .training import TrainConfig
 from .utils import pick_device
@@ -38,6 +49,16 @@ def gpt2_checkpoint() -> str:
     ...) or a folder written by save_pretrained; $RLHF_GPT2_CHECKPOINT when set (read when
     rlhf_lite.presets is imported), else "gpt2"."""
     return os.environ.get(CHECKPOINT_ENV, "gpt2")
+
+
+HH_DATA_ENV = "RLHF_HH_DATA"  # overrides the gpt2-hh preset's preference data
+
+
+def hh_data() -> str:
+    """The HH-RLHF comparisons the gpt2-hh preset reads: a local JSONL file (plain or gzip, as
+    the hub ships train.jsonl.gz) or a hub name; $RLHF_HH_DATA when set (read when
+    rlhf_lite.presets is imported), else "Anthropic/hh-rlhf"."""
+    return os.environ.get(HH_DATA_ENV, "Anthropic/hh-rlhf")
 
 
 # PPO-ptx's gamma in the toy world (the paper: 27.8 with its own loss scaling); notebook 7's sweep
@@ -64,6 +85,9 @@ class Preset:
     # RLOO: PPO's loop with a leave-one-out baseline over 4 samples per prompt, no value model
     rloo: PPOConfig | None = field(
         default_factory=lambda: PPOConfig(advantage="rloo", group_size=4))
+    # real preference data only: the reward model that judges instead of the gold labeler,
+    # trained on comparisons no other stage sees (None: the toy world's labeler judges)
+    gold_rm: PreferenceRewardConfig | None = None
     # whose reward model PPO trains against: None = this preset's own; the paper used one
     # 6B reward model for policies of every size, so a smaller preset can borrow a larger one's
     reward_preset: str | None = None
@@ -138,6 +162,33 @@ PRESETS = {
         rloo=PPOConfig(max_new_tokens=32, lr=2e-6, beta=0.05, advantage="rloo", group_size=4),
         device=None, precision="auto", threads=0),
 }
+
+
+def _gpt2_hh(data: PreferenceData) -> Preset:
+    """GPT-2 on HH-RLHF, judged by a gold RM (Gao et al. 2022). Learning rates are those of
+    the gpt2 preset; SFT's 2000 steps of 32 are about one epoch of the policy half (at most
+    about 80k of the 160.8k comparisons of the hub's train split). The proxy RM (and DPO, on
+    its rankings) learns from 20k of them, the gold RM from all of its half: a judge with
+    several times the data. Starting points, not tuned on a GPU run."""
+    gpt2 = PRESETS["gpt2"]
+    rm = PreferenceRewardConfig(data=data, batch_size=32, train=TrainConfig(
+        max_steps=0, lr=1e-5, warmup_steps=50, eval_interval=500, desc="rm"))
+    # HH replies are long: 128 new tokens (512 + 128 fit GPT-2's 1024)
+    ppo = PreferencePPOConfig(data=data, iterations=100, max_new_tokens=128, lr=2e-6,
+                              value_lr=1e-5, beta=0.05)
+    return Preset(
+        "gpt2-hh",
+        base=PretrainConfig(init_from=gpt2_checkpoint(), train=TrainConfig(
+            max_steps=0, desc="pretrain")),  # the checkpoint itself
+        sft=PreferenceSFTConfig(data=data, batch_size=32, train=TrainConfig(
+            max_steps=2000, lr=3e-5, warmup_steps=50, eval_interval=200, desc="sft")),
+        rm=replace(rm, max_pairs=20_000), ppo=ppo, ppo_ptx=None, dpo=gpt2.dpo,
+        rloo=replace(ppo, advantage="rloo", group_size=4),
+        gold_rm=replace(rm, train=replace(rm.train, desc="gold rm")),
+        device=None, precision="auto")
+
+
+PRESETS["gpt2-hh"] = _gpt2_hh(PreferenceData(source=hh_data()))
 
 
 def get_preset(name: str) -> Preset:

@@ -30,6 +30,7 @@ from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
 from .checkpoints import fingerprint
 from .data import load_records, locate
 from .model import GPT
+from .preference_data import PreferenceData, preferred_as_demonstrations, split_comparisons
 from .tokenizer import check_vocabulary
 from .training import History, TrainConfig, train
 from .utils import check_config, integer
@@ -50,6 +51,14 @@ class SFTConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PreferenceSFTConfig(SFTConfig):
+    """SFT on a preference data set (a real-data preset): the preferred responses of its
+    "train" part stand in for demonstrations, those of "validation" validate. A subclass, so
+    the toy recipes (and every checkpoint made with them) stay exactly as they were."""
+    data: PreferenceData = field(default_factory=PreferenceData)
 
 
 def tokenize_demonstrations(records: list[dict], tokenizer,
@@ -137,9 +146,13 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
 
 def build(cfg: SFTConfig, tokenizer, inputs: dict, path) -> None:
     """The "sft" stage (rlhf_lite.stages): fine-tune the base model on the demonstrations of
-    the train prompts, validated on those of the validation prompts, into `path`."""
-    demos = load_records("demonstrations")
-    train_sft(cfg, inputs["base"], tokenizer,
-              [d for d in demos if d["prompt_id"].startswith("train-")],
-              [d for d in demos if d["prompt_id"].startswith("validation-")],
-              checkpoint_path=path)
+    the train prompts, validated on those of the validation prompts, into `path`; with a
+    `PreferenceSFTConfig`, on the preferred responses of its data set's policy half."""
+    if isinstance(cfg, PreferenceSFTConfig):
+        parts = split_comparisons(cfg.data, tokenizer)
+        train, val = (preferred_as_demonstrations(parts[name]) for name in ("train", "validation"))
+    else:
+        demos = load_records("demonstrations")
+        train = [d for d in demos if d["prompt_id"].startswith("train-")]
+        val = [d for d in demos if d["prompt_id"].startswith("validation-")]
+    train_sft(cfg, inputs["base"], tokenizer, train, val, checkpoint_path=path)

@@ -47,6 +47,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("base", pretrain.build, group=0, label="base (prompted)", prompted=True),
     Stage("sft", sft.build, inputs=("base",), group=1, label="SFT"),
     Stage("rm", reward.build, _reward_model, inputs=("sft",), group=2),
+    # real-data presets only (gpt2-hh): the judge, a reward model on comparisons no other
+    # stage sees, from the base model; not a policy, so not evaluated as one
+    Stage("gold_rm", reward.build_gold, _reward_model, inputs=("base",), group=2),
     Stage("ppo", ppo.build, inputs=("sft", "rm"), group=3, label="PPO", threads=1),
     Stage("ppo_ptx", ppo.build, inputs=("sft", "rm"), group=3, label="PPO-ptx", threads=1),
     # beyond InstructGPT (notebook 9): no RL, and RL without a value model

@@ -203,7 +203,8 @@ def train(
         With `resume`, an existing checkpoint is loaded and training continues from its
         step; a finished one just loads the weights and returns its history. A checkpoint
         trained from other input models (meta["inputs"] differs) is not resumed: the
-        run starts afresh and overwrites it.
+        run starts afresh and overwrites it. With cfg.max_steps 0 the model as given is saved
+        as a finished run (a stage that only passes a checkpoint on).
     meta: what the checkpoint records besides weights and progress (`checkpoints.Checkpoint`):
         "model_config", "recipe", "inputs" (fingerprints of the models this one is trained
         from, see checkpoints.fingerprint).
@@ -227,15 +228,6 @@ def train(
     history, start, resumed = _start(model, optimizer, cfg, checkpoint_path,
                                      resume and _resumable(checkpoint_path, meta.get("inputs", {})))
     end = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
-    if start >= end:
-        if resumed:
-            print(f"{cfg.desc}: loaded {checkpoint_path}, already trained for {start} steps "
-                  f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train "
-                  "again")
-        return history
-
-    model.train()
-    replica = distributed.wrap(model)  # DDP under torchrun, `model` itself otherwise
     seconds_before, t0 = history.seconds, time.perf_counter()
 
     def save(done: int, extra: dict) -> None:
@@ -246,6 +238,19 @@ def train(
             resume={"optimizer": optimizer.state_dict(), "rng": _rng_state(),
                     "config": asdict(cfg)}), checkpoint_path)
 
+    if start >= end:
+        if resumed:
+            print(f"{cfg.desc}: loaded {checkpoint_path}, already trained for {start} steps "
+                  f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train "
+                  "again")
+        elif cfg.max_steps == 0 and checkpoint_path is not None:
+            # nothing to train (a real-data preset's base stage is the GPT-2 checkpoint
+            # itself): the model as given is the finished run
+            save(0, finalize(model) if finalize is not None else {})
+        return history
+
+    model.train()
+    replica = distributed.wrap(model)  # DDP under torchrun, `model` itself otherwise
     # with grad_clip=0, clipping to inf still returns the norm (for the NaN check and history)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     scaler = precision.grad_scaler()  # loss scaling under fp16 autocast; a no-op otherwise
