@@ -185,7 +185,7 @@ def _gpt2_hh(data: PreferenceData) -> Preset:
         rm=replace(rm, max_pairs=20_000), ppo=ppo, ppo_ptx=None, dpo=gpt2.dpo,
         rloo=replace(ppo, advantage="rloo", group_size=4),
         gold_rm=replace(rm, train=replace(rm.train, desc="gold rm")),
-        device=None, precision="auto")
+        device=None, precision="auto", threads=0)
 
 
 PRESETS["gpt2-hh"] = _gpt2_hh(PreferenceData(source=hh_data()))

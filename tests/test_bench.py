@@ -107,6 +107,7 @@ def test_gpu_bench_exits_with_a_message_without_cuda():
 def test_gpt2_stages_cuts_the_data_consistently_and_the_recipes_to_a_few_steps(tmp_path):
     from bench import gpt2_stages
     from rlhf_lite import artifacts, data
+    from rlhf_lite.preference_data import load_hh_rlhf
 
     folder = gpt2_stages.cut_data(tmp_path / "data", prompts=5)
     for split in ("train", "validation", "heldout"):
@@ -118,3 +119,9 @@ def test_gpt2_stages_cuts_the_data_consistently_and_the_recipes_to_a_few_steps(t
                                                                         "/models/stand-in")
     assert preset.base.train.max_steps == 3 and preset.ppo.iterations == preset.rloo.iterations == 1
     assert artifacts.stages_of(preset) == artifacts.stages_of("gpt2")  # every stage of the preset
+    hh_file = gpt2_stages.write_hh_file(tmp_path / "hh.jsonl.gz")
+    rankings = load_hh_rlhf(hh_file)  # HH-RLHF's format: one pair per demonstration
+    assert len(rankings) == len(data.load_records("demonstrations"))
+    hh = gpt2_stages.hh_standin_preset("/models/stand-in", hh_file)
+    assert artifacts.stages_of(hh) == artifacts.stages_of("gpt2-hh")
+    assert {hh.sft.data.source, hh.rm.data.source, hh.ppo.data.source} == {hh_file}
