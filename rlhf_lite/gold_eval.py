@@ -135,8 +135,4 @@ def report_markdown(results: dict) -> str:
               f"the held-out prompts, which neither saw: proxy {held['RM']:.1%}, gold "
               f"{held['gold RM']:.1%}. Win rates are against SFT samples drawn with other seeds "
               "(so SFT itself scores about 50%); a tie counts 1/2."]
-    if "stage_seconds" in results:
-        lines += ["", "Stage times (s, 0 = loaded): " + ", ".join(
-            f"{k} {v:.0f}" for k, v in results["stage_seconds"].items())
-            + f"; total wall time {results['wall_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"

@@ -119,11 +119,10 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
                kl_to_reference(model, sft, tokenizer, prompts, completions),
                artifacts.train_seconds(stage.name, preset))
     if best_of:
-        results["best_of_n_kl_bound"] = {}
+        results["best_of_n_kl_bound"], sft_params = {}, sum(p.numel() for p in sft.parameters())
         for name, row in best_of_n_rows(sft, reward_model, tokenizer, heldout, samples, best_of,
                                         seed).items():
-            record(name, row["picks"], sum(p.numel() for p in sft.parameters()), None,
-                   row["kl"], row["seconds"])
+            record(name, row["picks"], sft_params, None, row["kl"], row["seconds"])
             results["best_of_n_kl_bound"][name] = best_of_n_kl_bound(row["n"])
     rankings = artifacts.load_rankings("validation", source)
     results["rm_accuracy"] = pairwise_accuracy(reward_model, tokenizer, rankings)
@@ -190,11 +189,15 @@ def report_markdown(results: dict) -> str:
     lines += ["", f"Reward model accuracy on validation comparisons: {results['rm_accuracy']:.1%}; "
               f"its ceiling, an oracle ranking by the gold score: {results['rm_oracle']:.1%}; "
               f"agreement of two labelers on the same pairs: {results['labeler_agreement']:.1%}."]
-    if "stage_seconds" in results:
-        lines += ["", "Stage times (s, 0 = loaded): " + ", ".join(
-            f"{k} {v:.0f}" for k, v in results["stage_seconds"].items())
-            + f"; total wall time {results['wall_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def stage_times_line(results: dict) -> str:
+    """The report's last line, for either judge's report: each group of stages' build time
+    and the run's total."""
+    times = ", ".join(f"{k} {v:.0f}" for k, v in results["stage_seconds"].items())
+    return (f"\nStage times (s, 0 = loaded): {times}; total wall time "
+            f"{results['wall_seconds']:.0f} s.\n")
 
 
 def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
@@ -215,8 +218,9 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     results["stage_seconds"] = stage_seconds
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / "report.md", report(results))
-    print(report(results))
+    text = report(results) + stage_times_line(results)
+    atomic_write_text(out / "report.md", text)
+    print(text)
     print(f"wrote {artifacts.shown(out / 'results.json')} and {artifacts.shown(out / 'report.md')}")
     return results
 
