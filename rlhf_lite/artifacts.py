@@ -27,6 +27,7 @@ import torch
 from . import checkpoints, distributed, paths, reward
 from .data import load_records
 from .model import GPT, GPTConfig
+from .paths import shown
 from .preference_data import split_comparisons
 from .presets import Preset, get_preset
 from .stages import STAGES, get_stage
@@ -104,14 +105,6 @@ def status(stage: str, preset: str | Preset = "toy", root: Path | None = None) -
     if partial.exists() and _state(partial, stage, p, root) != "stale":
         return "partial"
     return final_state or "missing"
-
-
-def shown(path: Path) -> str:
-    """A path as messages print it: relative to the repository when inside it (no user's
-    home directory in a notebook's committed output)."""
-    path = Path(path).resolve()
-    inside = path.is_relative_to(paths.REPO_ROOT)
-    return str(path.relative_to(paths.REPO_ROOT)) if inside else str(path)
 
 
 def stage_threads(stage: str, preset: str | Preset = "toy") -> int:

@@ -61,6 +61,7 @@ from .generation import generate, logprobs_from_logits, response_mask, suppress_
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
 from .labeler import gold_score
 from .model import without_dropout
+from .paths import shown
 from .preference_data import PreferenceData, prompt_records, split_comparisons
 from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
@@ -431,7 +432,7 @@ class PPOTrainer:
         SFT and reward models; otherwise say so and keep this fresh trainer."""
         ckpt = checkpoints.read(path)
         if ckpt.inputs != self.inputs() or not ckpt.resume:
-            print(f"{path} was trained from other input models: training from scratch")
+            print(f"{shown(path)} was trained from other input models: training from scratch")
             return
         self.policy.load_state_dict(ckpt.model)
         if self.value_model is not None:

@@ -30,6 +30,7 @@ import torch
 
 from . import checkpoints, distributed, precision
 from .checkpoints import Checkpoint
+from .paths import shown
 from .utils import check_config, check_finite, eval_mode, integer, number, progress, seed_everything
 
 
@@ -124,7 +125,8 @@ def _resumable(checkpoint_path, inputs: dict) -> bool:
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
         return False
     if checkpoints.read(checkpoint_path).inputs != inputs:
-        print(f"{checkpoint_path} was trained from other input models: training from scratch")
+        print(f"{shown(checkpoint_path)} was trained from other input models: training from "
+              "scratch")
         return False
     return True
 
@@ -140,7 +142,7 @@ def _start(model, optimizer, cfg: TrainConfig, checkpoint_path, resume: bool
     saved, now = (checkpoints.result_fields(c) for c in (ckpt.resume["config"], asdict(cfg)))
     if saved != now:
         changed = [k for k, v in now.items() if saved.get(k) != v]
-        warnings.warn(f"resuming {checkpoint_path} with a changed config: {changed}")
+        warnings.warn(f"resuming {shown(checkpoint_path)} with a changed config: {changed}")
     _set_rng_state(ckpt.resume["rng"])
     return History.from_dict(ckpt.history), ckpt.step, True
 
@@ -240,7 +242,7 @@ def train(
 
     if start >= end:
         if resumed:
-            print(f"{cfg.desc}: loaded {checkpoint_path}, already trained for {start} steps "
+            print(f"{cfg.desc}: loaded {shown(checkpoint_path)}, already trained for {start} steps "
                   f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train "
                   "again")
         elif cfg.max_steps == 0 and checkpoint_path is not None:
