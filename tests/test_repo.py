@@ -92,3 +92,39 @@ def test_the_package_has_no_import_circle():
     assert {"evaluation", "reward", "stages", "artifacts"} <= set(graph)
     assert "labeler" in graph["evaluation"] and "batching" in graph["reward"]  # the walk works
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")  # a Markdown link's target
+
+
+def heading_slugs(markdown: str) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces
+    to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            for m in re.finditer(r"^#+ (.+)$", markdown, re.MULTILINE)}
+
+
+def test_heading_slugs_follow_githubs_rule():
+    assert heading_slugs("# A b\n## On a GPU (Colab and the like)\ntext # not\n") == {
+        "a-b", "on-a-gpu-colab-and-the-like"}
+
+
+def test_relative_links_in_the_docs_reach_a_file_and_heading():
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    notebooks = sorted((ROOT / "notebooks").rglob("*.ipynb"))
+    texts = {p: p.read_text() for p in sources}
+    texts |= {p: "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]
+                           if c["cell_type"] == "markdown") for p in notebooks}
+    broken = []
+    for path, text in texts.items():
+        for target in LINK.findall(text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            if not linked.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in heading_slugs(
+                    linked.read_text()):
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
