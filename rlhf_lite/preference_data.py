@@ -43,7 +43,9 @@ prompt stay together, so no prompt is on both sides):
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import json
 import random
 import re
@@ -306,7 +308,9 @@ class PreferenceData:
     """Which HH-RLHF source a real-data preset reads and how it divides it (`split_comparisons`).
 
     Part of the recipe of every stage that reads it (e.g. `sft.PreferenceSFTConfig`), so a
-    checkpoint records where its data came from and another source makes it stale.
+    checkpoint records where its data came from and another source makes it stale. `digest`
+    (computed, not set) is the content of a local source file: another file copied over the
+    same path makes the checkpoints stale too. A hub name is recorded as the name only.
     """
     source: str = "Anthropic/hh-rlhf"  # a local HH-RLHF JSONL file (.gz or not) or a hub name
     split: str = "train"  # the hub split to read (a local file is one split)
@@ -318,12 +322,32 @@ class PreferenceData:
     # max_new_tokens it must fit the model's context (GPT-2: 1024)
     max_tokens: int = 512
     seed: int = 0  # the shuffle of the prompts that divides them
+    digest: str = dataclasses.field(init=False, default="")  # a local file's content
 
     def __post_init__(self):
+        object.__setattr__(self, "digest", file_digest(self.source))
         check_config(self, {"max_records": optional(integer(1)), "heldout_prompts": integer(1),
                             "gold_fraction": number(0, 1, low_open=True, high_open=True),
                             "validation_fraction": number(0, 1, low_open=True, high_open=True),
                             "max_tokens": integer(2)})
+
+
+def file_digest(source: str) -> str:
+    """A short SHA-256 of a local file's bytes ("" for a hub name or a missing file), hashed
+    once per version of the file (its size and modification time)."""
+    path = Path(source)
+    if not path.is_file():
+        return ""
+    return _digest(path.resolve(), path.stat().st_size, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:16]
 
 
 @lru_cache(maxsize=4)

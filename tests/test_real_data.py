@@ -7,6 +7,7 @@ the proxy reward model."""
 import gzip
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ from rlhf_lite.hf import load_pretrained, save_random_gpt2
 from rlhf_lite.preference_data import (
     PARTS,
     PreferenceData,
+    file_digest,
     hh_rlhf_ranking,
     split_comparisons,
 )
@@ -290,6 +292,28 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
     assert "| PPO |" in report and "win rate vs SFT by gold RM" in report
     assert "which neither saw" in report and "Stage times" in report
     assert "(trained on 16)" in report
+
+
+def test_another_file_at_the_same_path_makes_the_data_stages_stale(run, hh_file):
+    p, original = run["preset"], Path(hh_file).read_bytes()
+
+    def statuses() -> dict:
+        data = replace(p.sft.data)  # read the file again: its digest is of the bytes there now
+        assert data.digest and data.source == hh_file
+        now = replace(p, sft=replace(p.sft, data=data), gold_rm=replace(p.gold_rm, data=data))
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(paths, "ARTIFACTS_DIR", run["out"].parent / "artifacts")
+            monkeypatch.setitem(presets.PRESETS, "hh-micro", now)
+            return {stage: artifacts.status(stage, "hh-micro") for stage in ("base", "sft",
+                                                                              "gold_rm")}
+    try:
+        write_jsonl(hh_file, hh_records()[:-1])  # a newer download copied over the old one
+        assert statuses() == {"base": "done", "sft": "stale", "gold_rm": "stale"}
+    finally:
+        Path(hh_file).write_bytes(original)
+    # the same bytes again (a copy, a new modification time): the checkpoints are current
+    assert statuses() == {"base": "done", "sft": "done", "gold_rm": "done"}
+    assert file_digest("no/such/file.jsonl") == "" == PreferenceData().digest  # a hub name
 
 
 def test_another_source_makes_the_data_stages_stale_but_not_the_base(run, hh_file):
