@@ -169,10 +169,19 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
 CHECKSUM_FILE = "CHECKSUMS.sha256"  # the manifest of data/, in `sha256sum -c` format
 
 
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks (a data set can be large)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def checksums(data_dir: str | Path) -> dict[str, str]:
     """sha256 of every file under `data_dir` but the manifest: relative path -> hex digest."""
     root = Path(data_dir)
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+    return {p.relative_to(root).as_posix(): file_sha256(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != CHECKSUM_FILE}
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import json
 import random
 import re
@@ -57,7 +56,7 @@ from typing import Callable
 
 from .batching import prompt_response_ids
 from .chat import BOT, USER
-from .data import DataError
+from .data import DataError, file_sha256
 from .utils import check_config, integer, number, optional
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")  # the speaker markers of an HH dialogue
@@ -343,11 +342,7 @@ def file_digest(source: str) -> str:
 
 @lru_cache(maxsize=8)
 def _digest(path: Path, size: int, mtime_ns: int) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 @lru_cache(maxsize=4)
