@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, distributed, paths, reward
+from . import checkpoints, comparisons, distributed, paths, reward
 from .data import load_records
 from .model import GPT, GPTConfig
 from .paths import shown
@@ -62,7 +62,7 @@ def partial_path(stage: str, preset: str | Preset = "toy", root: Path | None = N
 def rankings_path(split: str, preset: str | Preset = "toy", root: Path | None = None) -> Path:
     """Where the "rm" stage saves the rankings it trained ("train") and validated
     ("validation") on."""
-    return reward.rankings_file(_folder(preset, root), split)
+    return comparisons.rankings_file(_folder(preset, root), split)
 
 
 def stages_of(preset: str | Preset) -> list[str]:
@@ -200,7 +200,7 @@ def train_seconds(stage: str, preset: str | Preset = "toy", root: Path | None = 
 def save_rankings(rankings: dict[str, list[dict]], preset: str | Preset = "toy",
                   root: Path | None = None) -> None:
     """Write {split: rankings} where `load_rankings` finds them."""
-    reward.save_rankings(rankings, _folder(preset, root))
+    comparisons.save_rankings(rankings, _folder(preset, root))
 
 
 def load_rankings(split: str, preset: str | Preset = "toy", root: Path | None = None
@@ -213,8 +213,8 @@ def load_rankings(split: str, preset: str | Preset = "toy", root: Path | None = 
         if isinstance(p.rm, reward.PreferenceRewardConfig):
             records = split_comparisons(p.rm.data, p.load_tokenizer())[split]
         else:
-            records = reward.sample_rankings(p.rm, load_model("sft", p, root=root),
-                                             p.load_tokenizer(),
-                                             load_records(f"prompts_{split}"), split)
+            records = comparisons.sample_rankings(p.rm, load_model("sft", p, root=root),
+                                                  p.load_tokenizer(),
+                                                  load_records(f"prompts_{split}"), split)
         save_rankings({split: records}, p, root)
-    return reward.read_rankings(path)
+    return comparisons.read_rankings(path)

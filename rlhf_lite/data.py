@@ -24,7 +24,7 @@ SCHEMAS = {
     "demonstrations": {"id": str, "prompt_id": str, "category": str, "prompt": str,
                        "response": str, "flaw": str},
     "comparisons": {"prompt_id": str, "prompt": str, "chosen": str, "rejected": str},
-    # K responses of one prompt, ranked best first (checked further by reward.check_ranking)
+    # K responses of one prompt, ranked best first (checked further by comparisons.check_ranking)
     "rankings": {"prompt_id": str, "prompt": str, "responses": list, "terminated": list,
                  "ranking": list},
 }

@@ -50,15 +50,15 @@ import torch.nn.functional as F
 from . import distributed
 from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
 from .checkpoints import fingerprint
-from .generation import logprobs_from_logits, suppress_tokens
-from .model import GPT, without_dropout
-from .reward import (
+from .comparisons import (
     accuracy_from_scores,
     check_ranking,
     flatten_rankings,
     rankings_file,
     read_rankings,
 )
+from .generation import logprobs_from_logits, suppress_tokens
+from .model import GPT, without_dropout
 from .tokenizer import never_generated
 from .training import History, TrainConfig, train
 from .utils import check_config, eval_mode, integer, number, train_side_by_side
@@ -136,7 +136,7 @@ def logprobs_of_responses(model, tokenizer, prompts: list[str], responses: list[
 
 
 def rankings_logprobs(model, tokenizer, rankings: list[dict]) -> torch.Tensor:
-    """log pi(y|x) (M,) of every response of `rankings`, in `reward.flatten_rankings` order."""
+    """log pi(y|x) (M,) of every response of `rankings`, in `comparisons.flatten_rankings` order."""
     prompts, responses, terminated, _, _ = flatten_rankings(rankings)
     return logprobs_of_responses(model, tokenizer, prompts, responses, terminated)
 
@@ -188,7 +188,7 @@ def collate_pairs(tokenizer, rankings: list[dict], ref_logprobs: list[torch.Tens
                   ) -> dict[str, torch.Tensor]:
     """A training batch: input_ids, attention_mask, labels (M, T), the reference's log-probs
     ref_logprobs (M,) (`ref_logprobs[i]`: those of ranking i's K responses) and chosen,
-    rejected (P,): the rows of every pair of every ranking (`reward.flatten_rankings`)."""
+    rejected (P,): the rows of every pair of every ranking (`comparisons.flatten_rankings`)."""
     prompts, responses, terminated, chosen, rejected = flatten_rankings(rankings)
     return {**encode_scored(tokenizer, prompts, responses, terminated),
             "ref_logprobs": torch.cat(ref_logprobs), "chosen": chosen, "rejected": rejected}

@@ -15,7 +15,7 @@ untrusted in JupyterLab) that picture is shown instead.
 
 Be the labeler (notebook 3). `LabelerWidget` shows a prompt and K completions sampled from a
 policy; the student ranks them and each accepted ranking is appended to a JSONL file in the
-format the reward model trains on (`rlhf_lite.reward.read_rankings`), as InstructGPT's
+format the reward model trains on (`rlhf_lite.comparisons.read_rankings`), as InstructGPT's
 labelers ranked K = 4..9 completions (Ouyang et al. 2022, sec 3.4).
 """
 from __future__ import annotations
@@ -32,13 +32,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .chat import format_prompt
+from .comparisons import check_ranking
 from .data import SCHEMAS, read_jsonl, write_jsonl
 from .gae import compute_gae
 from .generation import complete
 from .kl import KINDS, penalised_rewards
 from .labeler import LABELER_NOISE, gumbel
 from .ppo import clipped_policy_loss
-from .reward import check_ranking
 from .utils import derive_seed, eval_mode
 
 DPI = 80  # small PNGs: every redraw travels to the browser, and the first one into the notebook
@@ -312,7 +312,7 @@ class LabelerWidget:
     message and without writing anything, a ranking where a completion has no rank or two
     share one. An accepted ranking is appended as one JSONL record {"prompt_id", "prompt",
     "responses", "terminated", "ranking" (indices, best first)}, exactly what
-    `reward.read_rankings` reads and `reward.train_reward_model` trains on; then the next
+    `comparisons.read_rankings` reads and `reward.train_reward_model` trains on; then the next
     prompt is shown. Completions are sampled from `policy`, seeded per prompt shown.
     """
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from synthetic import marker_rankings, ranking
 
-from rlhf_lite import checkpoints, dpo, reward, training
+from rlhf_lite import checkpoints, comparisons, dpo, reward, training
 from rlhf_lite.batching import IGNORE_INDEX, encode_responses
 from rlhf_lite.dpo import (
     DPOConfig,
@@ -229,7 +229,7 @@ def test_build_trains_on_the_rm_stage_rankings_and_needs_them(tmp_path):
     cfg = quick_config(epochs=1)
     with pytest.raises(FileNotFoundError, match="build the 'rm' stage"):
         dpo.build(cfg, TOKENIZER, {"sft": tiny_gpt()}, path)
-    reward.save_rankings({"train": marker_rankings(8, 0), "validation": marker_rankings(2, 1)},
+    comparisons.save_rankings({"train": marker_rankings(8, 0), "validation": marker_rankings(2, 1)},
                          tmp_path)
     rm = reward.RewardModel(tiny_gpt(1))
     dpo.build(cfg, TOKENIZER, {"sft": tiny_gpt(), "rm": rm}, path)

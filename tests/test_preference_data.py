@@ -8,6 +8,7 @@ import pytest
 
 from rlhf_lite.batching import encode_responses
 from rlhf_lite.chat import format_prompt
+from rlhf_lite.comparisons import check_ranking
 from rlhf_lite.data import DataError
 from rlhf_lite.hf import load_pretrained, save_random_gpt2
 from rlhf_lite.preference_data import (
@@ -16,7 +17,7 @@ from rlhf_lite.preference_data import (
     load_summarize_feedback,
     preferred_as_demonstrations,
 )
-from rlhf_lite.reward import RewardConfig, check_ranking, pairwise_accuracy, train_reward_model
+from rlhf_lite.reward import RewardConfig, pairwise_accuracy, train_reward_model
 from rlhf_lite.training import TrainConfig
 
 HH = [

@@ -8,6 +8,7 @@ from synthetic import marker_rankings, ranking
 
 from rlhf_lite import artifacts, checkpoints, paths, presets, reward
 from rlhf_lite.batching import encode_responses
+from rlhf_lite.comparisons import check_ranking, make_rankings, read_rankings, sample_rankings
 from rlhf_lite.data import DataError, load_records, write_jsonl
 from rlhf_lite.labeler import GoldLabeler, rankings_agreement
 from rlhf_lite.model import GPT, GPTConfig
@@ -16,14 +17,10 @@ from rlhf_lite.reward import (
     RewardConfig,
     RewardModel,
     bradley_terry_loss,
-    check_ranking,
     collate_rankings,
-    make_rankings,
     normalize_to_demonstrations,
     pairwise_accuracy,
-    read_rankings,
     rm_loss,
-    sample_rankings,
     score_responses,
     train_reward_model,
 )

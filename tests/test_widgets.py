@@ -11,7 +11,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from rlhf_lite import data, reward, widgets  # noqa: E402
+from rlhf_lite import comparisons, data, reward, widgets  # noqa: E402
 from rlhf_lite.gae import compute_gae  # noqa: E402
 from rlhf_lite.model import GPT, GPTConfig  # noqa: E402
 from rlhf_lite.tokenizer import load_tokenizer  # noqa: E402
@@ -144,7 +144,7 @@ def test_labeler_appends_rankings_the_reward_model_reads(labeler_widget):
     second = {"prompt": w.prompt, "responses": list(w.responses)}
     rank(w, [1, 2, 3, 4])
     w.save_button.click()
-    records = reward.read_rankings(w.path)  # the RM's loader: schema and permutation checks
+    records = comparisons.read_rankings(w.path)  # the RM's loader: schema and permutation checks
     assert data.read_jsonl(w.path, data.SCHEMAS["rankings"]) == records
     assert records[0] == {"prompt_id": first["prompt"]["id"], "prompt": first["prompt"]["prompt"],
                           "responses": first["responses"], "terminated": first["terminated"],
@@ -175,7 +175,7 @@ def test_incomplete_or_duplicate_ranking_is_refused_and_nothing_is_written(label
     assert [b.value for b in w.rank_boxes] == ranks
     rank(w, [2, 1, 3, 4])  # fixed: accepted
     w.save_button.click()
-    assert reward.read_rankings(w.path)[0]["ranking"] == [1, 0, 2, 3]
+    assert comparisons.read_rankings(w.path)[0]["ranking"] == [1, 0, 2, 3]
 
 
 def test_labeler_display_is_the_widget_with_a_static_html_view(labeler_widget):
