@@ -31,6 +31,7 @@ from .paths import shown
 from .preference_data import split_comparisons
 from .presets import Preset, get_preset
 from .stages import STAGES, get_stage
+from .training import History
 from .utils import pick_device, run_in_processes
 
 
@@ -181,11 +182,12 @@ def _build_alone(stage: str, preset: Preset, root: Path, rebuild: bool) -> str:
     return printed.getvalue()
 
 
-def load_history(stage: str, preset: str | Preset = "toy", root: Path | None = None) -> list | dict:
-    """The training log saved with a stage's checkpoint (for PPO stages: one dict per
-    iteration, as `PPOTrainer.history`); the stage is trained first if it is not done."""
+def load_history(stage: str, preset: str | Preset = "toy", root: Path | None = None
+                 ) -> History:
+    """The training log saved with a stage's checkpoint (PPO stages: one step per iteration,
+    their metrics in `History.metrics`); the stage is trained first if it is not done."""
     load_model(stage, preset, root=root)
-    return checkpoints.read(checkpoint_path(stage, preset, root)).history
+    return History.from_dict(checkpoints.read(checkpoint_path(stage, preset, root)).history)
 
 
 def train_seconds(stage: str, preset: str | Preset = "toy", root: Path | None = None

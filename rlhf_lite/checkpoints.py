@@ -15,8 +15,9 @@ opened. Its fields (`Checkpoint`):
     data          fingerprint of the data files and tokenizer under data/ when it was saved
                   (`data_fingerprint`): a swapped token id or deleted demonstrations make the
                   checkpoint stale
-    history       the training log (the trainer's History as a dict; PPO: one dict per iteration)
-    extra         numbers a stage adds (the reward model's bias_shift, PPO's training seconds)
+    history       the training log, `training.History` as a dict (every stage, PPO included),
+                  with the training time in seconds
+    extra         numbers a stage adds (the reward model's bias_shift)
     resume        what continuing a partial run needs (optimizer moments, RNG state, the run's
                   config); empty when nothing is resumed from it
     fingerprint   of `model`, written by `save` and checked by `verify`: flipped bytes in the
@@ -38,7 +39,7 @@ import torch
 from . import distributed, paths
 from .data import CHECKSUM_FILE, checksums
 
-FORMAT = 1  # bumped when the layout changes; an older file is then rebuilt, not misread
+FORMAT = 2  # bumped when the layout changes; an older file is then rebuilt, not misread
 # Config fields that steer a run without changing its result (a progress-bar label, how often
 # to validate or to checkpoint): they never make a checkpoint stale.
 RUN_CONTROL = frozenset({"desc", "eval_interval", "checkpoint_interval"})
@@ -52,7 +53,7 @@ class Checkpoint:
     model_config: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
-    history: list | dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     resume: dict = field(default_factory=dict)
     data: str = ""
@@ -65,11 +66,9 @@ class Checkpoint:
 
     @property
     def seconds(self) -> float | None:
-        """The run's wall-clock training time, summed over resumed runs (None: not recorded):
-        the trainer's `History.seconds`, or extra["seconds"] beside PPO's per-iteration log."""
-        if isinstance(self.history, dict) and "seconds" in self.history:
-            return self.history["seconds"]
-        return self.extra.get("seconds")
+        """The run's wall-clock training time, summed over resumed runs: its `History.seconds`
+        (None: no history recorded)."""
+        return self.history.get("seconds")
 
 
 def fingerprint(weights) -> str:

@@ -151,14 +151,15 @@ def scale_for_global_mean(loss: torch.Tensor, count: float) -> tuple[torch.Tenso
     return loss * (world_size() * count / total_count), torch.tensor(total_sum / total_count)
 
 
-def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Metrics averaged over processes (names ending in "max": the maximum), equal on every rank."""
+def reduce_metrics(metrics: dict[str, float], rules: dict[str, str]) -> dict[str, float]:
+    """Metrics combined over processes, each by its rule in `rules` ("mean" or "max"), equal on
+    every rank."""
     if not is_distributed():
         return metrics
     names = list(metrics)
     values = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64,
                           device=_comm_device())
-    is_max = torch.tensor([k.endswith("max") for k in names], device=values.device)
+    is_max = torch.tensor([rules[k] == "max" for k in names], device=values.device)
     sums, maxima = values.where(~is_max, 0.0), values.where(is_max, -torch.inf)
     dist.all_reduce(sums)
     dist.all_reduce(maxima, op=dist.ReduceOp.MAX)

@@ -34,13 +34,15 @@ Conventions (each is tested in tests/test_ppo.py):
   global. Each process samples batch_size / W prompts with its own seed, whitens and trains
   on its share, and the policy and value model train through DDP, which averages the
   gradients of the processes' minibatch losses (each a mean over its own tokens). Metrics
-  are averaged over processes, so every process adapts beta on the same KL.
+  are combined over processes by their rule in METRIC_RULES (the same rule that combines an
+  update's minibatches), so every process adapts beta on the same KL.
+- The training pieces are the shared trainer's (rlhf_lite.training): the optimizer step
+  (`backward_and_step`: clipping, loss scaling, NaN guard), the periodic checkpoint and resume
+  (`resumable`, `run_steps`) and the log (`History`, one iteration per step).
 """
 from __future__ import annotations
 
 import copy
-import os
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -61,10 +63,10 @@ from .generation import generate, logprobs_from_logits, response_mask, suppress_
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
 from .labeler import gold_score
 from .model import without_dropout
-from .paths import shown
 from .preference_data import PreferenceData, prompt_records, split_comparisons
 from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
+from .training import History, backward_and_step, resumable, run_steps
 from .utils import (
     check_config,
     check_finite,
@@ -73,7 +75,6 @@ from .utils import (
     number,
     one_of,
     optional,
-    progress,
     seed_everything,
     train_side_by_side,
 )
@@ -167,9 +168,28 @@ class ValueModel(torch.nn.Module):
         return self.head(self.backbone.hidden_states(input_ids, attention_mask)).squeeze(-1)
 
 
-@dataclass
+# How each logged metric is combined: over an update's minibatches (`PPOTrainer.update`) and
+# over processes under torchrun (`distributed.reduce_metrics`). A metric without a rule here
+# is an error, not silently averaged.
+METRIC_RULES = {
+    "rm_score": "mean", "kl": "mean", "beta": "mean", "entropy": "mean",
+    "response_length": "mean", "terminated": "mean", "explained_variance": "mean",
+    "gold_score": "mean", "policy_loss": "mean", "value_loss": "mean", "ptx_loss": "mean",
+    "clipfrac": "mean", "approx_kl": "mean", "ratio_max": "max", "first_ratio_max": "max",
+}
+
+
+def metric_rule(name: str) -> str:
+    """"mean" or "max": how metric `name` is combined (METRIC_RULES)."""
+    if name not in METRIC_RULES:
+        raise KeyError(f"metric {name!r} has no rule in ppo.METRIC_RULES (mean or max)")
+    return METRIC_RULES[name]
+
+
+@dataclass(kw_only=True)
 class Rollout:
-    """One batch of experience; response tensors are (B, N), the rest as named."""
+    """One batch of experience; response tensors are (B, N), the rest as named. Built with
+    keywords: eight of its fields are tensors of the same shape."""
 
     prompts: list[dict]
     sequences: torch.Tensor  # (B, P + N) prompt + response token ids
@@ -265,8 +285,7 @@ class PPOTrainer:
         self.generator = torch.Generator().manual_seed(distributed.seed_for_rank(cfg.seed))
         self.iteration = 0
         self.ptx_batches = 0  # pretraining batches drawn so far (PPO-ptx)
-        self.history: list[dict] = []
-        self.seconds = 0.0  # wall-clock training time, summed over resumed runs
+        self.history = History()  # one step per iteration; seconds summed over resumed runs
 
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
@@ -314,13 +333,16 @@ class PPOTrainer:
                                           cfg.advantage)[:, None] * mask  # (B, N)
         texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
                  for row, m in zip(response, mask)]
-        return Rollout(prompts, sequences, attention_mask, mask, logprobs, ref_logprobs,
-                       values * mask, scores, rewards, advantages, returns, texts, terminated,
-                       entropy)
+        return Rollout(prompts=prompts, sequences=sequences, attention_mask=attention_mask,
+                       mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs,
+                       values=values * mask, scores=scores, rewards=rewards,
+                       advantages=advantages, returns=returns, texts=texts,
+                       terminated=terminated, entropy=entropy)
 
     # ------------------------------------------------------------------ update
     def update(self, r: Rollout) -> dict[str, float]:
-        """Steps 5-6: epochs of minibatches of the clipped losses (plus ptx); mean metrics."""
+        """Steps 5-6: epochs of minibatches of the clipped losses (plus ptx); the metrics,
+        each combined over the minibatches by its rule (METRIC_RULES)."""
         cfg = self.cfg
         P = r.sequences.shape[1] - r.mask.shape[1]
         B = len(r.prompts)
@@ -349,17 +371,14 @@ class PPOTrainer:
                     loss = loss + cfg.ptx_coef * ptx_loss
                     stats.setdefault("ptx_loss", []).append(ptx_loss.item())
                 check_finite(loss, "ppo: loss", self.iteration)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients
-                for model in self.trained:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                precision.optimizer_step(self.scaler, self.optimizer)
+                backward_and_step(self.trained, self.optimizer, self.scaler, loss,
+                                  cfg.grad_clip, "ppo: gradient norm", self.iteration)
                 if epoch == 0 and start == 0:
                     stats.setdefault("first_ratio_max", []).append(pg_stats["ratio_max"])
                 for k, v in {**pg_stats, **losses}.items():
                     stats.setdefault(k, []).append(v)
-        return {k: (max(v) if k.endswith("max") else sum(v) / len(v)) for k, v in stats.items()}
+        return {k: max(v) if metric_rule(k) == "max" else sum(v) / len(v)
+                for k, v in stats.items()}
 
     def pretraining_loss(self) -> torch.Tensor:
         """The policy's next-token loss on fresh random windows of pretraining text (PPO-ptx)."""
@@ -371,7 +390,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> dict[str, float]:
-        """One rollout + update; returns (and appends to history) the iteration's metrics."""
+        """One rollout + update; returns (and records in history) the iteration's metrics."""
         cfg = self.cfg
         k = cfg.group_size  # each picked prompt is sampled k times, in consecutive rows
         pick = torch.randint(len(self.prompts), (self.local_batch_size // k,),
@@ -380,7 +399,6 @@ class PPOTrainer:
         r = self.rollout([self.prompts[i] for i in pick.tolist() for _ in range(k)])
         kl_per_response = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean()
         metrics = {
-            "iteration": self.iteration,
             "rm_score": r.scores.mean().item(),  # what PPO maximises (minus the KL term)
             "kl": kl_per_response.item(),  # KL(pi || pi_SFT) per response, nats (k1 mean)
             "beta": self.kl_ctl.beta,
@@ -393,27 +411,32 @@ class PPOTrainer:
         if self.gold_judge is not None:  # evaluation only: PPO never sees it
             metrics["gold_score"] = sum(self.gold_judge(p, t, bool(e)) for p, t, e in
                                         zip(r.prompts, r.texts, r.terminated)) / len(r.texts)
-        metrics = distributed.reduce_metrics({**metrics, **self.update(r)})
+        metrics = {**metrics, **self.update(r)}
+        metrics = distributed.reduce_metrics(metrics, {k: metric_rule(k) for k in metrics})
         self.kl_ctl.update(metrics["kl"], cfg.batch_size)
+        self.history.record(self.iteration, metrics)
         self.iteration += 1
-        self.history.append(metrics)
         return metrics
 
-    def train(self, iterations: int | None = None, checkpoint_path=None) -> list[dict]:
+    def train(self, iterations: int | None = None, checkpoint_path=None) -> History:
         """Run `iterations` more iterations (default: until cfg.iterations are done); returns
-        the history. With `checkpoint_path`, a checkpoint there is resumed first (`resume`),
-        and the run is saved every cfg.checkpoint_interval iterations and at the end."""
-        if checkpoint_path is not None and os.path.exists(checkpoint_path):
-            self.resume(checkpoint_path)
+        the history. With `checkpoint_path`, a checkpoint there of a run from the same SFT and
+        reward models is resumed first, and the run is saved every cfg.checkpoint_interval
+        iterations and at the end (`training.run_steps`, as every stage)."""
+        ckpt = resumable(checkpoint_path, self.inputs())
+        if ckpt is not None:
+            self.resume(ckpt)
         end = self.cfg.iterations if iterations is None else self.iteration + iterations
-        every = self.cfg.checkpoint_interval
-        for _ in progress(range(self.iteration, end), desc="ppo"):
-            start = time.perf_counter()
+
+        def iteration(_: int) -> None:
             self.step()
-            self.seconds += time.perf_counter() - start
-            if checkpoint_path is not None and (self.iteration == end
-                                                or (every and self.iteration % every == 0)):
-                save_policy(self, checkpoint_path)
+
+        def save(_: int) -> None:
+            save_policy(self, checkpoint_path)
+
+        run_steps(range(self.iteration, end), iteration, self.history,
+                  save if checkpoint_path is not None else None, self.cfg.checkpoint_interval,
+                  "ppo")
         return self.history
 
     def inputs(self) -> dict[str, str]:
@@ -427,13 +450,9 @@ class PPOTrainer:
                 "optimizer": self.optimizer.state_dict(), "beta": self.kl_ctl.beta,
                 "generator": self.generator.get_state(), "ptx_batches": self.ptx_batches}
 
-    def resume(self, path) -> None:
-        """Continue the run saved at `path` (by `save_policy`), if it was trained from the same
-        SFT and reward models; otherwise say so and keep this fresh trainer."""
-        ckpt = checkpoints.read(path)
-        if ckpt.inputs != self.inputs() or not ckpt.resume:
-            print(f"{shown(path)} was trained from other input models: training from scratch")
-            return
+    def resume(self, ckpt: Checkpoint) -> None:
+        """Continue the run saved in `ckpt` (by `save_policy`; `training.resumable` checks
+        that it was trained from the same SFT and reward models)."""
         self.policy.load_state_dict(ckpt.model)
         if self.value_model is not None:
             self.value_model.load_state_dict(ckpt.resume["value_model"])
@@ -441,7 +460,7 @@ class PPOTrainer:
         self.kl_ctl.beta = ckpt.resume["beta"]
         self.generator.set_state(ckpt.resume["generator"])
         self.ptx_batches, self.iteration = ckpt.resume["ptx_batches"], ckpt.step
-        self.history, self.seconds = list(ckpt.history), ckpt.extra.get("seconds", 0.0)
+        self.history = History.from_dict(ckpt.history)
 
 
 def save_policy(trainer: PPOTrainer, path) -> None:
@@ -452,8 +471,8 @@ def save_policy(trainer: PPOTrainer, path) -> None:
     checkpoints.save(Checkpoint(
         trainer.policy.state_dict(), step=trainer.iteration, max_steps=trainer.cfg.iterations,
         model_config=asdict(trainer.policy.config), recipe=trainer.cfg.as_dict(),
-        inputs=trainer.inputs(), history=trainer.history, extra={"seconds": trainer.seconds},
-        resume=trainer.state()), path)
+        inputs=trainer.inputs(), history=trainer.history.to_dict(), resume=trainer.state()),
+        path)
 
 
 def train_run(cfg: PPOConfig, *args, **kwargs) -> "PPOTrainer":

@@ -8,7 +8,7 @@ Every stage is "minimise a loss over batches", so one loop serves them all:
 - Learning rate: linear warmup (Adam's moment estimates are noisy for the first steps, so
   big updates then are risky), then cosine decay to min_lr = lr * min_lr_ratio.
 - Gradient clipping: the global gradient norm is capped, so one odd batch cannot throw
-  the weights far away.
+  the weights far away (`backward_and_step`, the one optimizer step, also PPO's).
 - Periodic validation with `eval_fn`, under no_grad and in eval mode (no dropout).
 - NaN guard: the loss and the gradient norm are checked before the optimizer step, so a
   NaN stops the run with a clear message instead of silently corrupting the weights.
@@ -16,6 +16,7 @@ Every stage is "minimise a loss over batches", so one loop serves them all:
   model, the optimizer moments, the step, the history and the RNG state, and the data is a
   function of the step (`get_batch(step)`), so an interrupted run resumed from its
   checkpoint ends bit-for-bit where an uninterrupted one would (on CPU, same thread count).
+  `resumable` and `run_steps` are the periodic checkpoint/resume that PPO uses too.
 - Data parallel under torchrun (rlhf_lite.distributed): each process trains on its shard of
   every batch, DDP averages the gradients, rank 0 alone writes the checkpoint.
 """
@@ -61,12 +62,17 @@ class TrainConfig:
 
 @dataclass
 class History:
-    steps: list[int] = field(default_factory=list)  # step index of each recorded train loss
+    """The training log of every stage (a checkpoint's `history`, as a dict): per-step values
+    as lists, one entry per step in `steps`, and the training time."""
+
+    steps: list[int] = field(default_factory=list)  # index of each recorded step (PPO: iteration)
     train_loss: list[float] = field(default_factory=list)  # loss on get_batch(step)
     lr: list[float] = field(default_factory=list)  # learning rate used at that step
     grad_norm: list[float] = field(default_factory=list)  # global grad norm, before clipping
     eval_steps: list[int] = field(default_factory=list)  # steps done when eval_fn ran
     eval: dict[str, list[float]] = field(default_factory=dict)  # eval metric -> values
+    # any other per-step metric -> values, one per step (PPO's, one per iteration)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0  # wall-clock training time, summed over resumed runs
 
     def to_dict(self) -> dict:
@@ -76,15 +82,22 @@ class History:
     def from_dict(cls, d: dict) -> "History":
         return cls(**d)
 
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        """Log step `step`'s `metrics` (each to its list in `metrics`)."""
+        self.steps.append(step)
+        for name, value in metrics.items():
+            self.metrics.setdefault(name, []).append(value)
+
     def last(self, metric: str) -> float:
-        """Latest value of an eval metric (e.g. "val_loss") or of "train_loss", "lr",
-        "grad_norm"."""
-        if metric in self.eval:
-            return self.eval[metric][-1]
+        """Latest value of an eval metric (e.g. "val_loss"), of a per-step metric, or of
+        "train_loss", "lr", "grad_norm"."""
+        for logged in (self.eval, self.metrics):
+            if metric in logged:
+                return logged[metric][-1]
         if metric in ("train_loss", "lr", "grad_norm"):
             return getattr(self, metric)[-1]
         raise KeyError(f"no metric {metric!r}; have train_loss, lr, grad_norm, "
-                       f"{', '.join(self.eval)}")
+                       f"{', '.join([*self.eval, *self.metrics])}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -119,46 +132,74 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> Checkpoint:
     return ckpt
 
 
-def _resumable(checkpoint_path, inputs: dict) -> bool:
-    """Whether there is a checkpoint at `checkpoint_path` trained from the same input models
-    (read memory-mapped: only its metadata, not the weights and optimizer moments)."""
+def resumable(checkpoint_path, inputs: dict) -> Checkpoint | None:
+    """The checkpoint at `checkpoint_path` to continue, if it was trained from the same input
+    models (`inputs`: their fingerprints); None when there is none, or when it was trained from
+    other models (then the run starts afresh, and says so). Read memory-mapped: only what is
+    used is read."""
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
-        return False
-    if checkpoints.read(checkpoint_path).inputs != inputs:
+        return None
+    ckpt = checkpoints.read(checkpoint_path)
+    if ckpt.inputs != inputs:
         print(f"{shown(checkpoint_path)} was trained from other input models: training from "
               "scratch")
-        return False
-    return True
+        return None
+    return ckpt
 
 
-def _start(model, optimizer, cfg: TrainConfig, checkpoint_path, resume: bool
-           ) -> tuple[History, int, bool]:
-    """(history, first step, resumed): the checkpoint's state when resuming (model, optimizer
-    and RNG restored), else a fresh run seeded with cfg.seed."""
-    if not resume:
+def run_steps(steps: range, step_fn, history: History, save=None, interval: int = 0,
+              desc: str = "train") -> None:
+    """The loop of every trainer (`train`, `PPOTrainer.train`): step_fn(step) for each of
+    `steps`, its time added to history.seconds (which so sums the training time over resumed
+    runs); then, with `save`, save(steps done) every `interval` steps (0: never) and after the
+    last, so a killed run loses at most `interval` steps. step_fn may return a dict to show on
+    the progress bar."""
+    bar = progress(steps, total=len(steps), desc=desc)
+    for step in bar:
+        start = time.perf_counter()
+        postfix = step_fn(step)
+        history.seconds += time.perf_counter() - start
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)
+        done = step + 1
+        if save is not None and (done == steps.stop or (interval and done % interval == 0)):
+            save(done)
+
+
+def _start(model, optimizer, cfg: TrainConfig, ckpt: Checkpoint | None, checkpoint_path
+           ) -> tuple[History, int]:
+    """(history, first step): the checkpoint's state when resuming (model, optimizer and RNG
+    restored), else a fresh run seeded with cfg.seed."""
+    if ckpt is None:
         seed_everything(cfg.seed)
-        return History(), 0, False
-    ckpt = load_checkpoint(checkpoint_path, model, optimizer)
+        return History(), 0
+    model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.resume["optimizer"])
     saved, now = (checkpoints.result_fields(c) for c in (ckpt.resume["config"], asdict(cfg)))
     if saved != now:
         changed = [k for k, v in now.items() if saved.get(k) != v]
         warnings.warn(f"resuming {shown(checkpoint_path)} with a changed config: {changed}")
     _set_rng_state(ckpt.resume["rng"])
-    return History.from_dict(ckpt.history), ckpt.step, True
+    return History.from_dict(ckpt.history), ckpt.step
 
 
-def _backward_and_step(model, optimizer, scaler, loss, max_norm: float, what: str, step: int,
-                       lr: float) -> float:
-    """Backward, gradient clipping (the norm is checked finite before the weights move), the
-    optimizer step; returns the gradient norm before clipping."""
+def backward_and_step(modules: list[torch.nn.Module], optimizer, scaler, loss,
+                      max_norm: float, what: str, step: int, lr: float | None = None
+                      ) -> list[float]:
+    """The optimizer step of every trainer: backward (through `scaler`, precision.grad_scaler),
+    the gradient of each module in `modules` clipped to norm `max_norm` on its own (PPO clips
+    the policy and the value model apart), each norm checked finite before the weights move
+    (a NaN stops the run with a message naming `what` and `step`), then the optimizer step.
+    Returns the modules' gradient norms before clipping."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    norms = [torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm) for m in modules]
     # under fp16 an overflowed gradient is routine: the scaler skips the step, lowers the scale
-    norm_value = norm.item() if scaler.is_enabled() else check_finite(norm, what, step, lr)
+    values = [norm.item() if scaler.is_enabled() else check_finite(norm, what, step, lr)
+              for norm in norms]
     precision.optimizer_step(scaler, optimizer)
-    return norm_value
+    return values
 
 
 @torch.no_grad()
@@ -227,13 +268,12 @@ def train(
     """
     optimizer = make_optimizer(model, cfg)
     meta = meta or {}
-    history, start, resumed = _start(model, optimizer, cfg, checkpoint_path,
-                                     resume and _resumable(checkpoint_path, meta.get("inputs", {})))
+    ckpt = resumable(checkpoint_path, meta.get("inputs", {})) if resume else None
+    history, start = _start(model, optimizer, cfg, ckpt, checkpoint_path)
     end = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
-    seconds_before, t0 = history.seconds, time.perf_counter()
+    extra = {}  # finalize's numbers, once the last step is done
 
-    def save(done: int, extra: dict) -> None:
-        history.seconds = seconds_before + time.perf_counter() - t0
+    def save(done: int) -> None:
         checkpoints.save(Checkpoint(
             model.state_dict(), step=done, max_steps=cfg.max_steps,  # done = next step's index
             history=history.to_dict(), extra=extra, **meta,
@@ -241,14 +281,15 @@ def train(
                     "config": asdict(cfg)}), checkpoint_path)
 
     if start >= end:
-        if resumed:
+        if ckpt is not None:
             print(f"{cfg.desc}: loaded {shown(checkpoint_path)}, already trained for {start} steps "
                   f"({history.seconds:.0f} s); delete it or pass checkpoint_path=None to train "
                   "again")
         elif cfg.max_steps == 0 and checkpoint_path is not None:
             # nothing to train (a real-data preset's base stage is the GPT-2 checkpoint
             # itself): the model as given is the finished run
-            save(0, finalize(model) if finalize is not None else {})
+            extra.update(finalize(model) if finalize is not None else {})
+            save(0)
         return history
 
     model.train()
@@ -256,8 +297,8 @@ def train(
     # with grad_clip=0, clipping to inf still returns the norm (for the NaN check and history)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     scaler = precision.grad_scaler()  # loss scaling under fp16 autocast; a no-op otherwise
-    bar = progress(range(start, end), total=end - start, desc=cfg.desc)
-    for step in bar:
+
+    def train_step(step: int) -> dict | None:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -266,25 +307,23 @@ def train(
             loss_fn(replica, batch), loss_weight(batch) if loss_weight else 1)
         # the combined loss is the same on every process, so a NaN stops them all together
         loss_value = check_finite(combined_loss, f"{cfg.desc}: loss", step, lr)
-        norm_value = _backward_and_step(model, optimizer, scaler, loss, max_norm,
-                                        f"{cfg.desc}: gradient norm", step, lr)
+        (norm_value,) = backward_and_step([model], optimizer, scaler, loss, max_norm,
+                                          f"{cfg.desc}: gradient norm", step, lr)
 
         history.steps.append(step)
         history.train_loss.append(loss_value)
         history.lr.append(lr)
         history.grad_norm.append(norm_value)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         done = step + 1
         if eval_fn is not None and (done == cfg.max_steps
                                     or (cfg.eval_interval and done % cfg.eval_interval == 0)):
             history.eval_steps.append(done)
             for name, value in evaluate(model, eval_fn).items():
                 history.eval.setdefault(name, []).append(value)
-        extra = finalize(model) if finalize is not None and done == cfg.max_steps else {}
-        if checkpoint_path is not None and (
-            done == end or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0)
-        ):
-            save(done, extra)
-    history.seconds = seconds_before + time.perf_counter() - t0
+        if finalize is not None and done == cfg.max_steps:
+            extra.update(finalize(model))
+        return {"loss": f"{loss_value:.3f}"} if step % 20 == 0 else None
+
+    run_steps(range(start, end), train_step, history,
+              save if checkpoint_path is not None else None, cfg.checkpoint_interval, cfg.desc)
     return history

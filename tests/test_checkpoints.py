@@ -18,14 +18,16 @@ def weights(value=1.0):
 def test_a_checkpoint_round_trips_with_plain_data_only(tmp_path):
     path = tmp_path / "x.pt"
     saved = Checkpoint(weights(), step=3, max_steps=4, model_config={"n_layer": 1},
-                       recipe={"lr": 0.1}, inputs={"sft": "abc"}, history=[{"kl": 0.5}],
-                       extra={"bias_shift": -0.25}, resume={"rng": torch.get_rng_state()})
+                       recipe={"lr": 0.1}, inputs={"sft": "abc"},
+                       history={"steps": [0], "seconds": 1.5}, extra={"bias_shift": -0.25},
+                       resume={"rng": torch.get_rng_state()})
     checkpoints.save(saved, path)
     got = checkpoints.read(path)
     assert got.fingerprint == checkpoints.fingerprint(weights()) == saved.fingerprint
     assert (got.step, got.max_steps, got.done) == (3, 4, False)
     assert (got.recipe, got.inputs, got.history, got.extra) == (
-        {"lr": 0.1}, {"sft": "abc"}, [{"kl": 0.5}], {"bias_shift": -0.25})
+        {"lr": 0.1}, {"sft": "abc"}, {"steps": [0], "seconds": 1.5}, {"bias_shift": -0.25})
+    assert got.seconds == 1.5
     assert all(torch.equal(got.model[k], v) for k, v in weights().items())
     torch.load(path, weights_only=True)  # what read does: no code can run
     assert checkpoints.verified_fingerprint(path) == saved.fingerprint

@@ -231,7 +231,7 @@ def test_single_process_helpers_are_no_ops():
     loss = torch.tensor(2.5, requires_grad=True)
     scaled, combined = distributed.scale_for_global_mean(loss, 7)
     assert scaled is loss and combined.item() == 2.5
-    assert distributed.reduce_metrics({"kl": 0.5}) == {"kl": 0.5}
+    assert distributed.reduce_metrics({"kl": 0.5}, {"kl": "mean"}) == {"kl": 0.5}
     assert distributed.per_process(6, "PPOConfig.batch_size") == 6
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap(model) is model

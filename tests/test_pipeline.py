@@ -84,8 +84,8 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
         assert artifacts.status(stage, "micro") == "done", stage
     assert set(stages.STAGES) - set(artifacts.stages_of("micro")) == {"gold_rm"}
     history = artifacts.load_history("ppo_ptx", "micro")
-    assert (len(history) == 2 and "ptx_loss" in history[0]
-            and "ptx_loss" not in artifacts.load_history("ppo", "micro")[0])
+    assert (history.steps == [0, 1] and "ptx_loss" in history.metrics
+            and "ptx_loss" not in artifacts.load_history("ppo", "micro").metrics)
 
     capsys.readouterr()
     again = pipeline.run("micro", out=micro / "out", samples=1)
@@ -145,7 +145,7 @@ def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch, 
     for stage in ("ppo", "ppo_ptx"):
         artifacts.build_side_by_side([stage], "micro", rebuild=True)
         alone = torch.load(artifacts.checkpoint_path(stage, "micro"), weights_only=False)
-        assert alone["history"] == together[stage]["history"], stage
+        assert alone["history"]["metrics"] == together[stage]["history"]["metrics"], stage
         for name, weight in alone["model"].items():
             assert torch.equal(weight, together[stage]["model"][name]), (stage, name)
 

@@ -8,6 +8,7 @@ from rlhf_lite import checkpoints, data, labeler
 from rlhf_lite.kl import kl_estimate
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.ppo import (
+    METRIC_RULES,
     PPOConfig,
     PPOTrainer,
     clipped_policy_loss,
@@ -183,13 +184,32 @@ def test_logged_metrics(tokenizer):
     assert metrics["kl"] == 0.0  # first rollout: the policy is still the reference
 
 
+def test_every_metric_is_combined_by_its_own_rule(tokenizer, monkeypatch):
+    """A metric with no rule in METRIC_RULES is an error (also in one process, before a
+    torchrun would meet it), not silently averaged."""
+    trainer, _ = make_trainer(tokenizer)
+    trainer.step()
+    monkeypatch.delitem(METRIC_RULES, "clipfrac")
+    with pytest.raises(KeyError, match="'clipfrac' has no rule"):
+        trainer.step()
+
+
+def test_a_nan_gradient_stops_ppo_before_the_weights_move(tokenizer):
+    trainer, _ = make_trainer(tokenizer)
+    trainer.step()
+    weights = copy.deepcopy(trainer.policy.state_dict())
+    next(trainer.value_model.parameters()).register_hook(lambda g: g * float("nan"))
+    with pytest.raises(FloatingPointError, match="ppo: gradient norm is nan at step 1"):
+        trainer.step()
+    assert all(torch.equal(v, trainer.policy.state_dict()[k]) for k, v in weights.items())
+
+
 def test_ppo_increases_a_simple_reward(tokenizer):
     cfg = PPOConfig(batch_size=32, minibatch_size=8, max_new_tokens=6, ppo_epochs=4, lr=3e-3,
                     beta=0.0, missing_eos_penalty=0.0)
     trainer, _ = make_trainer(tokenizer, cfg, token="five")
-    history = trainer.train(iterations=25)
-    first = sum(h["rm_score"] for h in history[:3]) / 3
-    last = sum(h["rm_score"] for h in history[-3:]) / 3
+    scores = trainer.train(iterations=25).metrics["rm_score"]
+    first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
     assert last > first + 0.2, (first, last)
 
 
@@ -227,8 +247,8 @@ def test_ptx_keeps_ratio_one_and_lowers_the_pretraining_loss(tokenizer):
         trainer, stream = make_ptx_trainer(tokenizer, coef)
         before = stream_loss(trainer.policy, stream, 32)
         history = trainer.train(iterations=3)
-        assert history[0]["first_ratio_max"] == 1.0
-        assert ("ptx_loss" in history[0]) == (coef > 0)
+        assert history.metrics["first_ratio_max"][0] == 1.0
+        assert ("ptx_loss" in history.metrics) == (coef > 0)
         losses[coef] = stream_loss(trainer.policy, stream, 32)
     assert losses[1.0] < before - 1.0 and losses[1.0] < losses[0.0] - 1.0, (before, losses)
 
@@ -256,13 +276,14 @@ def test_runs_in_parallel_equal_the_same_runs_one_after_another(tokenizer):
             seed_everything(cfg.seed)
             alone = PPOTrainer(cfg, sft, rm, tokenizer, prompts, gold_judge=labeler.gold_score)
             alone.train()
-            assert parallel[lr].history == alone.history
+            assert parallel[lr].history.metrics == alone.history.metrics
             for name, weight in alone.policy.state_dict().items():
                 assert torch.equal(parallel[lr].policy.state_dict()[name], weight), name
     finally:
         torch.set_num_threads(threads)
-    assert parallel[1e-3].history[-1]["kl"] != parallel[1e-2].history[-1]["kl"]  # two runs
-    assert parallel[1e-2].step()["iteration"] == 2  # a whole trainer came back: it can go on
+    assert parallel[1e-3].history.last("kl") != parallel[1e-2].history.last("kl")  # two runs
+    parallel[1e-2].step()  # a whole trainer came back: it can go on
+    assert parallel[1e-2].history.steps == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -288,13 +309,14 @@ def test_an_interrupted_run_resumed_from_its_checkpoint_equals_an_uninterrupted_
     with pytest.raises(KeyboardInterrupt):
         killed.train(checkpoint_path=path)
     saved = checkpoints.read(path)
-    assert saved.step == 2 and 0 < saved.seconds < killed.seconds  # 2 of the 3 iterations run
+    assert saved.step == 2 and 0 < saved.seconds < killed.history.seconds  # 2 of 3 iterations
     resumed, _ = make_trainer(tokenizer, cfg, pretrain_stream=stream)
     resumed.train(checkpoint_path=path)
     # training time: the 2 saved iterations' plus the 2 resumed ones'
     total = checkpoints.read(path).seconds
-    assert total > saved.seconds and total == pytest.approx(resumed.seconds)
-    assert resumed.iteration == 4 and resumed.history == straight.history
+    assert total > saved.seconds and total == resumed.history.seconds
+    assert resumed.iteration == 4 and resumed.history.steps == [0, 1, 2, 3]
+    assert resumed.history.metrics == straight.history.metrics
     assert resumed.kl_ctl.beta == straight.kl_ctl.beta != cfg.beta
     for a, b in ((resumed.policy, straight.policy), (resumed.value_model, straight.value_model)):
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
@@ -312,7 +334,7 @@ def test_a_checkpoint_of_other_input_models_is_not_resumed(tokenizer, tmp_path, 
         other.reward_model.head.bias += 1.0  # another reward model
     other.train(checkpoint_path=path)
     assert "trained from other input models" in capsys.readouterr().out
-    assert other.iteration == 1 and len(other.history) == 1
+    assert other.iteration == 1 and other.history.steps == [0]
 
 
 # ---------------------------------------------------------------- critic-free group baselines
@@ -347,7 +369,6 @@ def test_rloo_increases_a_simple_reward(tokenizer):
     cfg = PPOConfig(batch_size=32, minibatch_size=8, max_new_tokens=6, ppo_epochs=4, lr=3e-3,
                     beta=0.0, missing_eos_penalty=0.0, advantage="rloo", group_size=4)
     trainer, _ = make_trainer(tokenizer, cfg, token="five")
-    history = trainer.train(iterations=25)
-    first = sum(h["rm_score"] for h in history[:3]) / 3
-    last = sum(h["rm_score"] for h in history[-3:]) / 3
+    scores = trainer.train(iterations=25).metrics["rm_score"]
+    first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
     assert last > first + 0.2, (first, last)
