@@ -180,7 +180,7 @@ METRIC_RULES = {
 
 
 def metric_rule(name: str) -> str:
-    """"mean" or "max": how metric `name` is combined (METRIC_RULES)."""
+    """How metric `name` is combined, "mean" or "max" (its rule in METRIC_RULES)."""
     if name not in METRIC_RULES:
         raise KeyError(f"metric {name!r} has no rule in ppo.METRIC_RULES (mean or max)")
     return METRIC_RULES[name]
