@@ -1,17 +1,19 @@
-"""Turning (prompt, response) text into padded token tensors: shared by SFT, the reward model,
-DPO-style scoring, real preference data and the KL evaluation.
+"""Turning (prompt, response) text into padded token tensors: one encoder (`encode_responses`)
+for SFT, the reward model, DPO, real preference data and the KL evaluation.
 
 Every stage lays a sequence out the same way: the chat template's prompt (`chat.format_prompt`),
 then the response tokenized with a leading space, then eos if the response ended. Training
 batches are RIGHT-padded (every row starts at position 0; with causal attention no real token
-sees a pad); generation left-pads instead (rlhf_lite.generation).
+sees a pad); generation left-pads instead (rlhf_lite.generation). The labels mark what is
+scored, the response and its eos: SFT learns them, DPO and the KL evaluation sum their
+log-probs, the reward model ignores them.
 """
 from __future__ import annotations
 
 import torch
 
 from .chat import format_prompt
-from .utils import derive_seed
+from .utils import derive_seed, eval_mode
 
 IGNORE_INDEX = -100  # F.cross_entropy skips targets with this value
 
@@ -39,16 +41,37 @@ def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
 
 def encode_responses(tokenizer, prompts: list[str], responses: list[str], terminated: list[bool]
                      ) -> dict[str, torch.Tensor]:
-    """format_prompt(prompt) + response + eos if terminated, RIGHT-padded (RM and KL inputs).
+    """format_prompt(prompt) + response + eos if terminated, RIGHT-padded.
 
-    Returns input_ids (N, T) and attention_mask (N, T), T = the longest sequence.
+    Returns input_ids, attention_mask and labels (N, T), T = the longest sequence: labels hold
+    the response tokens and the eos of a terminated response, IGNORE_INDEX on prompt and pad.
     """
     eos = tokenizer.eos_token_id
-    pairs = prompt_response_ids(tokenizer, prompts, responses)
-    rows = [prompt + response + ([eos] if done else [])
-            for (prompt, response), done in zip(pairs, terminated)]
+    rows, labels = [], []
+    for (prompt, response), done in zip(prompt_response_ids(tokenizer, prompts, responses),
+                                        terminated):
+        scored = response + ([eos] if done else [])
+        rows.append(prompt + scored)
+        labels.append([IGNORE_INDEX] * len(prompt) + scored)
     return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
-            "attention_mask": pad_right([[1] * len(row) for row in rows], 0)}
+            "attention_mask": pad_right([[1] * len(row) for row in rows], 0),
+            "labels": pad_right(labels, IGNORE_INDEX)}
+
+
+@torch.no_grad()
+def score_distinct(model, score, tokenizer, prompts: list[str], responses: list[str],
+                   terminated: list[bool], batch_size: int) -> torch.Tensor:
+    """score(model, batch) (N,) of each (prompt, response, terminated), without gradients and
+    in eval mode, `batch_size` rows of `encode_responses` at a time. Each distinct triple is
+    scored once, so identical responses get exactly equal scores (a tie), whatever batch row
+    (and so padded length) they would have sat in."""
+    keys = list(zip(prompts, responses, terminated))
+    unique = list(dict.fromkeys(keys))
+    with eval_mode(model):
+        scores = [score(model, encode_responses(tokenizer, *zip(*unique[i: i + batch_size])))
+                  for i in range(0, len(unique), batch_size)]
+    score_of = dict(zip(unique, torch.cat(scores).tolist()))
+    return torch.tensor([score_of[key] for key in keys])
 
 
 def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:

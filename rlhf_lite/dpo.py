@@ -31,8 +31,8 @@ Here:
   the samples come from pi_ref = SFT, the setting the paper's derivation assumes.
 - log pi(y|x) is the sum of the log-probs of the response tokens, and of eos when the
   response ended (prompt and pad masked), under the distribution the policy samples from:
-  temperature 1 with pad and unk suppressed (`generation.suppress_tokens`), as in
-  `evaluation.kl_to_reference`.
+  temperature 1 with pad and unk suppressed (`generation.sequence_logprobs`, as PPO and
+  `evaluation.kl_to_reference` compute them).
 - The reference is a frozen copy of the SFT model; its log-probs are constants of the loss,
   computed once before training. Dropout is off in both models (a log-ratio that moves
   because of dropout is noise).
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
+from .batching import IGNORE_INDEX, encode_responses, epoch_batch, score_distinct
 from .checkpoints import fingerprint
 from .comparisons import (
     accuracy_from_scores,
@@ -57,11 +57,11 @@ from .comparisons import (
     rankings_file,
     read_rankings,
 )
-from .generation import logprobs_from_logits, suppress_tokens
+from .generation import sequence_logprobs
 from .model import GPT, without_dropout
 from .tokenizer import never_generated
 from .training import History, TrainConfig, train
-from .utils import check_config, eval_mode, integer, number, train_side_by_side
+from .utils import check_config, integer, number, train_side_by_side
 
 
 @dataclass
@@ -85,54 +85,24 @@ class DPOConfig:
 
 
 # ----------------------------------------------------------------------------- log-probs
-def encode_scored(tokenizer, prompts: list[str], responses: list[str], terminated: list[bool]
-                  ) -> dict[str, torch.Tensor]:
-    """`batching.encode_responses`'s right-padded rows, with labels to score them.
-
-    Returns input_ids, attention_mask and labels (N, T): labels hold the response tokens and
-    the eos of a terminated response, IGNORE_INDEX on prompt and pad positions (sft's layout).
-    """
-    eos = tokenizer.eos_token_id
-    rows, labels = [], []
-    for (prompt, response), done in zip(prompt_response_ids(tokenizer, prompts, responses),
-                                        terminated):
-        scored = response + ([eos] if done else [])
-        rows.append(prompt + scored)
-        labels.append([IGNORE_INDEX] * len(prompt) + scored)
-    return {"input_ids": pad_right(rows, tokenizer.pad_token_id),
-            "attention_mask": pad_right([[1] * len(row) for row in rows], 0),
-            "labels": pad_right(labels, IGNORE_INDEX)}
-
-
-def sequence_logprobs(model, batch: dict[str, torch.Tensor], suppress_token_ids=()
-                      ) -> torch.Tensor:
-    """log pi(y|x) (B,): the summed log-probs of the labelled tokens of an `encode_scored`
-    batch (response and eos), with `suppress_token_ids` (the never-sampled tokens) removed
-    from the distribution as when sampling. Logits at t predict token t + 1."""
-    logits = model(batch["input_ids"], batch["attention_mask"])[:, :-1]  # (B, T-1, V)
-    logits = suppress_tokens(logits, suppress_token_ids)
-    targets = batch["labels"][:, 1:]  # (B, T-1)
-    scored = targets != IGNORE_INDEX  # (B, T-1)
-    logp = logprobs_from_logits(logits, targets.clamp(min=0))  # (B, T-1); 0 is a stand-in id
+def log_likelihoods(model, batch: dict[str, torch.Tensor], suppress_token_ids=()) -> torch.Tensor:
+    """log pi(y|x) (B,): the summed log-probs (`generation.sequence_logprobs`) of the labelled
+    tokens (response and eos) of a `batching.encode_responses` batch."""
+    logp, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"],
+                                suppress_token_ids=suppress_token_ids)  # (B, T-1)
+    scored = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1) position t scores token t+1
     return torch.where(scored, logp, torch.zeros_like(logp)).sum(-1)  # (B,)
 
 
-@torch.no_grad()
 def logprobs_of_responses(model, tokenizer, prompts: list[str], responses: list[str],
-                      terminated: list[bool], batch_size: int = 64) -> torch.Tensor:
-    """log pi(y|x) (N,) without gradients, in eval mode. Each distinct (prompt, response,
-    terminated) is scored once, so identical responses get exactly equal log-probs (a tie),
-    whatever batch row they would have sat in (as `reward.score_responses`). `batch_size`
-    rows at a time: their logits take batch_size x T x vocabulary floats."""
-    keys = list(zip(prompts, responses, terminated))
-    unique = list(dict.fromkeys(keys))
-    suppressed, scores = never_generated(tokenizer), []
-    with eval_mode(model):
-        for i in range(0, len(unique), batch_size):
-            enc = encode_scored(tokenizer, *zip(*unique[i: i + batch_size]))
-            scores.append(sequence_logprobs(model, enc, suppressed))
-    logp_of = dict(zip(unique, torch.cat(scores).tolist()))
-    return torch.tensor([logp_of[key] for key in keys])
+                          terminated: list[bool], batch_size: int = 64) -> torch.Tensor:
+    """log pi(y|x) (N,) without gradients, in eval mode, each distinct (prompt, response,
+    terminated) scored once (`batching.score_distinct`: identical responses tie, as in
+    `reward.score_responses`). `batch_size` rows at a time: their logits take
+    batch_size x T x vocabulary floats."""
+    suppressed = never_generated(tokenizer)
+    return score_distinct(model, lambda m, batch: log_likelihoods(m, batch, suppressed),
+                          tokenizer, prompts, responses, terminated, batch_size)
 
 
 def rankings_logprobs(model, tokenizer, rankings: list[dict]) -> torch.Tensor:
@@ -190,14 +160,14 @@ def collate_pairs(tokenizer, rankings: list[dict], ref_logprobs: list[torch.Tens
     ref_logprobs (M,) (`ref_logprobs[i]`: those of ranking i's K responses) and chosen,
     rejected (P,): the rows of every pair of every ranking (`comparisons.flatten_rankings`)."""
     prompts, responses, terminated, chosen, rejected = flatten_rankings(rankings)
-    return {**encode_scored(tokenizer, prompts, responses, terminated),
+    return {**encode_responses(tokenizer, prompts, responses, terminated),
             "ref_logprobs": torch.cat(ref_logprobs), "chosen": chosen, "rejected": rejected}
 
 
 def batch_loss(policy, batch: dict[str, torch.Tensor], beta: float, suppress_token_ids=()
                ) -> torch.Tensor:
     """DPO loss averaged over all pairs of a `collate_pairs` batch."""
-    logp = sequence_logprobs(policy, batch, suppress_token_ids)  # (M,)
+    logp = log_likelihoods(policy, batch, suppress_token_ids)  # (M,)
     ref, chosen, rejected = batch["ref_logprobs"], batch["chosen"], batch["rejected"]
     return dpo_loss(logp[chosen], logp[rejected], ref[chosen], ref[rejected], beta)[0]
 

@@ -13,9 +13,9 @@ from collections import Counter
 
 import torch
 
-from .batching import encode_responses
-from .chat import format_prompt
-from .generation import Completion, logprobs_from_logits, suppress_tokens
+from .batching import IGNORE_INDEX, encode_responses
+from .generation import Completion, sequence_logprobs
+from .kl import kl_estimate
 from .labeler import GoldLabeler, judge
 from .tokenizer import never_generated
 
@@ -91,24 +91,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
                     completions: list[Completion], batch_size: int = 64) -> float:
     """Mean KL(policy || reference) per response, in nats, estimated on the policy's own samples:
-    the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1), both
-    with the never-generated tokens suppressed, as when sampling. Scored `batch_size`
-    responses at a time: the logits of a batch take batch_size x T x vocabulary floats."""
+    the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1), computed
+    as PPO logs its KL: `generation.sequence_logprobs` (the never-generated tokens suppressed,
+    as when sampling) and `kl.kl_estimate`. Scored `batch_size` responses at a time: the
+    logits of a batch take batch_size x T x vocabulary floats."""
     texts, ended = [c[0] for c in completions], [c[1] for c in completions]
     enc = encode_responses(tokenizer, [p["prompt"] for p in prompts], texts, ended)  # right-padded
-    prompt_len = torch.tensor([len(tokenizer(format_prompt(p["prompt"]))["input_ids"])
-                               for p in prompts])  # (N,)
-    targets = enc["input_ids"][:, 1:]  # (N, T-1): position t predicts token t+1
-    positions = torch.arange(1, enc["input_ids"].shape[1])  # (T-1,) index of each target
-    mask = (positions >= prompt_len[:, None]) & enc["attention_mask"][:, 1:].bool()  # response
+    mask = enc["labels"][:, 1:] != IGNORE_INDEX  # (N, T-1) position t scores token t+1
     suppressed, per_response = never_generated(tokenizer), []
     for i in range(0, len(prompts), batch_size):
         rows = slice(i, i + batch_size)
-        logp = [logprobs_from_logits(suppress_tokens(
-                    model(enc["input_ids"][rows], enc["attention_mask"][rows])[:, :-1],
-                    suppressed), targets[rows])  # (b, T-1)
+        logp = [sequence_logprobs(model, enc["input_ids"][rows], enc["attention_mask"][rows],
+                                  suppress_token_ids=suppressed)[0]  # (b, T-1)
                 for model in (policy, reference)]
-        per_response.append(((logp[0] - logp[1]) * mask[rows]).sum(1))  # (b,)
+        per_response.append((kl_estimate(*logp, "k1") * mask[rows]).sum(1))  # (b,)
     return torch.cat(per_response).mean().item()
 
 

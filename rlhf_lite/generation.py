@@ -1,5 +1,6 @@
 """Sampling from a GPT: the rollout step of RLHF, answers to prompt records (`complete`), and
-two helpers PPO builds on.
+the log-probs of a sequence under the distribution sampled from (`sequence_logprobs`: PPO, DPO
+and the evaluation's KL).
 
 Conventions shared with the rest of the course:
 
@@ -15,8 +16,8 @@ Conventions shared with the rest of the course:
   finished row, which are pad too. `response_mask` marks the real response tokens.
   (A batch without any padding needs no mask: generate drops an all-ones one.)
 - Tokens that are no text (pad, unk: `tokenizer.never_generated`) are never sampled: their
-  logits are suppressed (`suppress_tokens`), here and wherever PPO scores the samples, so
-  the log-probs are those of the distribution that was really sampled.
+  logits are suppressed (`suppress_tokens`), here and in `sequence_logprobs`, so the
+  log-probs are those of the distribution that was really sampled.
 """
 
 from typing import NamedTuple
@@ -140,6 +141,23 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     No shifting here: to score a sequence, pass logits[:, :-1] and ids[:, 1:].
     """
     return F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      start: int = 1, temperature: float = 1.0, suppress_token_ids=()
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(input_ids[:, t] | input_ids[:, :t]) for t = start..T-1 under the distribution
+    `generate` samples from: logits / temperature with `suppress_token_ids` suppressed.
+
+    Returns the log-probs (B, T - start) and those logits (B, T - start, V) (PPO reads the
+    policy's entropy from them). The logits at t predict token t + 1, so column t - 1 scores
+    token t. PPO scores its left-padded rollouts from the response's first column (start = P);
+    a right-padded `batching.encode_responses` batch is scored from 1, its labels say which
+    tokens count. Only the scored columns go through the log-softmax (a prompt can be long).
+    """
+    logits = model(input_ids, attention_mask)[:, start - 1: -1] / temperature  # (B, T-start, V)
+    logits = suppress_tokens(logits, suppress_token_ids)
+    return logprobs_from_logits(logits, input_ids[:, start:]), logits
 
 
 class Completion(NamedTuple):

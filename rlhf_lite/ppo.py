@@ -59,7 +59,7 @@ from .gae import (
     masked_mean,
     whiten,
 )
-from .generation import generate, logprobs_from_logits, response_mask, suppress_tokens
+from .generation import generate, response_mask, sequence_logprobs
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
 from .labeler import gold_score
 from .model import without_dropout
@@ -211,9 +211,8 @@ def response_logprobs(model, sequences, attention_mask, prompt_len: int, tempera
                       suppress_token_ids=()) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (B, N) of the response tokens and the per-position entropy (B, N), under the
     distribution `generate` samples from (temperature, suppressed tokens)."""
-    logits = model(sequences, attention_mask)[:, prompt_len - 1: -1] / temperature  # (B, N, V)
-    logits = suppress_tokens(logits, suppress_token_ids)
-    logprobs = logprobs_from_logits(logits, sequences[:, prompt_len:])
+    logprobs, logits = sequence_logprobs(model, sequences, attention_mask, prompt_len,
+                                         temperature, suppress_token_ids)  # (B, N), (B, N, V)
     entropy = torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
     return logprobs, entropy
 

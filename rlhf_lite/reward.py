@@ -16,8 +16,9 @@ InstructGPT (Ouyang et al. 2022, sec 3.5 "Reward modeling"):
   the head's bias is shifted until the labelers' demonstrations score 0 on average.
 
 Input layout: format_prompt(prompt) + response tokens + eos if the response ended,
-RIGHT-padded (`encode_responses`). The score is read at the last 1 of the attention mask,
-so left-padded rows (as PPO's rollouts are) give the same score.
+RIGHT-padded (`batching.encode_responses`; the RM ignores its labels). The score is read at
+the last 1 of the attention mask, so left-padded rows (as PPO's rollouts are) give the same
+score.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed
-from .batching import encode_responses, epoch_batch
+from .batching import encode_responses, epoch_batch, score_distinct
 from .checkpoints import fingerprint
 from .comparisons import (
     accuracy_from_scores,
@@ -44,7 +45,7 @@ from .data import load_records
 from .model import GPT
 from .preference_data import PreferenceData, preferred_as_demonstrations, split_comparisons
 from .training import History, TrainConfig, train
-from .utils import check_config, eval_mode, integer, number, optional
+from .utils import check_config, integer, number, optional
 
 
 @dataclass
@@ -131,7 +132,8 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
 
 # ----------------------------------------------------------------------------- batching
 def collate_rankings(tokenizer, rankings: list[dict]) -> dict[str, torch.Tensor]:
-    """A training batch: input_ids, attention_mask (M, T) and chosen, rejected (P,).
+    """A training batch: input_ids, attention_mask (M, T) (and labels, unused) and chosen,
+    rejected (P,).
 
     All K responses of a ranking are scored in one forward, and all its C(K, 2) pairs are in
     the batch of its ranking (see `flatten_rankings`).
@@ -148,21 +150,13 @@ def rm_loss(rm: RewardModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- evaluation
-@torch.no_grad()
 def score_responses(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str],
                     terminated: list[bool], batch_size: int = 256) -> torch.Tensor:
-    """RM scores (N,). Each distinct (prompt, response, terminated) is scored once, so identical
-    responses get exactly equal scores (a tie), whatever batch row they would have sat in."""
-    keys = list(zip(prompts, responses, terminated))
-    unique = list(dict.fromkeys(keys))
-    scores = []
-    with eval_mode(rm):
-        for i in range(0, len(unique), batch_size):
-            chunk = unique[i: i + batch_size]
-            enc = encode_responses(tokenizer, *zip(*chunk))
-            scores.append(rm(enc["input_ids"], enc["attention_mask"]))
-    score_of = dict(zip(unique, torch.cat(scores).tolist()))
-    return torch.tensor([score_of[key] for key in keys])
+    """RM scores (N,), without gradients, in eval mode. Each distinct (prompt, response,
+    terminated) is scored once (`batching.score_distinct`), so identical responses get exactly
+    equal scores (a tie), whatever batch row they would have sat in."""
+    return score_distinct(rm, lambda m, batch: m(batch["input_ids"], batch["attention_mask"]),
+                          tokenizer, prompts, responses, terminated, batch_size)
 
 
 def pair_scores(rm: RewardModel, tokenizer,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
+from .batching import IGNORE_INDEX, encode_responses, epoch_batch
 from .checkpoints import fingerprint
 from .data import load_records, locate
 from .model import GPT
@@ -65,31 +65,26 @@ def tokenize_demonstrations(records: list[dict], tokenizer,
                             block_size: int) -> dict[str, torch.Tensor]:
     """Demonstration records ({"id", "prompt", "response", ...}) -> right-padded training tensors.
 
-    Returns input_ids (N, T), attention_mask (N, T) and labels (N, T): the input id on response
-    tokens and eos, IGNORE_INDEX on prompt and pad positions. A sequence longer than
-    `block_size` raises (truncating it would silently drop the end of the answer and its eos),
-    and so does a word the word-level tokenizer does not know (it would become <unk>); both
-    errors name the file and line of a record read by `rlhf_lite.data`.
+    Returns `batching.encode_responses`'s input_ids, attention_mask and labels (N, T), every
+    demonstration terminated (its eos is learned): the input id on response tokens and eos,
+    IGNORE_INDEX on prompt and pad positions. A sequence longer than `block_size` raises
+    (truncating it would silently drop the end of the answer and its eos), and so does a word
+    the word-level tokenizer does not know (it would become <unk>); both errors name the file
+    and line of a record read by `rlhf_lite.data`.
     """
-    eos = tokenizer.eos_token_id
-    ids, labels = [], []
     sources = [demonstration_source(r) for r in records]
     check_vocabulary(tokenizer, [r[f] for r in records for f in ("prompt", "response")],
                      [f"{s}, field '{f}'" for s in sources for f in ("prompt", "response")])
-    pairs = prompt_response_ids(tokenizer, [r["prompt"] for r in records],
-                                [r["response"] for r in records])
-    for source, (prompt, response) in zip(sources, pairs):
-        row = prompt + response + [eos]
-        if len(row) > block_size:
-            raise ValueError(f"{source} is {len(row)} tokens long (prompt {len(prompt)} + "
-                             f"response {len(response)} + eos), more than the model's "
+    batch = encode_responses(tokenizer, [r["prompt"] for r in records],
+                             [r["response"] for r in records], [True] * len(records))
+    lengths = batch["attention_mask"].sum(1).tolist()  # (N,) prompt + response + eos
+    scored = (batch["labels"] != IGNORE_INDEX).sum(1).tolist()  # (N,) response + eos
+    for source, length, answer in zip(sources, lengths, scored):
+        if length > block_size:
+            raise ValueError(f"{source} is {length} tokens long (prompt {length - answer} + "
+                             f"response {answer - 1} + eos), more than the model's "
                              f"block_size {block_size}")
-        ids.append(row)
-        labels.append([IGNORE_INDEX] * len(prompt) + response + [eos])
-    input_ids = pad_right(ids, tokenizer.pad_token_id)  # (N, T)
-    attention_mask = pad_right([[1] * len(row) for row in ids], 0)  # (N, T)
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "labels": pad_right(labels, IGNORE_INDEX)}
+    return batch
 
 
 def demonstration_source(record: dict) -> str:

@@ -11,10 +11,9 @@ from rlhf_lite.batching import IGNORE_INDEX, encode_responses
 from rlhf_lite.dpo import (
     DPOConfig,
     dpo_loss,
-    encode_scored,
     implicit_reward_accuracy,
     implicit_rewards,
-    sequence_logprobs,
+    log_likelihoods,
     train_dpo,
 )
 from rlhf_lite.generation import suppress_tokens
@@ -92,11 +91,8 @@ RESPONSES = ["four .", "pear and lime . i hope this helps .", "tom is"]
 TERMINATED = [True, True, False]
 
 
-def test_rows_are_encode_responses_rows_with_response_and_eos_labelled():
-    enc = encode_scored(TOKENIZER, PROMPTS, RESPONSES, TERMINATED)
-    plain = encode_responses(TOKENIZER, PROMPTS, RESPONSES, TERMINATED)
-    assert torch.equal(enc["input_ids"], plain["input_ids"])
-    assert torch.equal(enc["attention_mask"], plain["attention_mask"])
+def test_labels_are_the_response_and_eos_of_each_row():
+    enc = encode_responses(TOKENIZER, PROMPTS, RESPONSES, TERMINATED)
     for row, labels, response, done in zip(enc["input_ids"], enc["labels"], RESPONSES,
                                            TERMINATED):
         scored = labels[labels != IGNORE_INDEX].tolist()
@@ -105,11 +101,11 @@ def test_rows_are_encode_responses_rows_with_response_and_eos_labelled():
         assert torch.equal(row[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX])
 
 
-def test_sequence_logprobs_sum_the_response_tokens_by_hand():
+def test_log_likelihoods_sum_the_response_tokens_by_hand():
     model = tiny_gpt()
-    enc = encode_scored(TOKENIZER, PROMPTS[:1], RESPONSES[:1], TERMINATED[:1])
+    enc = encode_responses(TOKENIZER, PROMPTS[:1], RESPONSES[:1], TERMINATED[:1])
     with torch.no_grad():
-        got = sequence_logprobs(model, enc, SUPPRESSED)
+        got = log_likelihoods(model, enc, SUPPRESSED)
         logits = suppress_tokens(model(enc["input_ids"])[0], SUPPRESSED)  # (T, V)
     ids = enc["input_ids"][0].tolist()
     start = (enc["labels"][0] != IGNORE_INDEX).nonzero()[0].item()  # first response token
@@ -118,13 +114,13 @@ def test_sequence_logprobs_sum_the_response_tokens_by_hand():
     assert got.item() == pytest.approx(by_hand, abs=1e-5)
 
 
-def test_sequence_logprobs_do_not_depend_on_padding():
+def test_log_likelihoods_do_not_depend_on_padding():
     model = tiny_gpt()
     with torch.no_grad():
-        batch = sequence_logprobs(model, encode_scored(TOKENIZER, PROMPTS, RESPONSES, TERMINATED),
-                                  SUPPRESSED)
+        batch = log_likelihoods(model, encode_responses(TOKENIZER, PROMPTS, RESPONSES, TERMINATED),
+                                SUPPRESSED)
         for i in range(3):
-            alone = sequence_logprobs(model, encode_scored(
+            alone = log_likelihoods(model, encode_responses(
                 TOKENIZER, PROMPTS[i:i + 1], RESPONSES[i:i + 1], TERMINATED[i:i + 1]), SUPPRESSED)
             assert alone.item() == pytest.approx(batch[i].item(), abs=1e-5)
 
@@ -136,10 +132,10 @@ def test_a_policy_that_raised_the_chosen_response_has_a_positive_margin():
     assert implicit_reward_accuracy(reference, reference, TOKENIZER, [record], 0.1) == 0.5  # tie
     policy = tiny_gpt()
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
-    chosen = encode_scored(TOKENIZER, [record["prompt"]], record["responses"][:1], [True])
+    chosen = encode_responses(TOKENIZER, [record["prompt"]], record["responses"][:1], [True])
     for _ in range(5):  # raise log pi(chosen) only
         optimizer.zero_grad()
-        (-sequence_logprobs(policy, chosen, SUPPRESSED).sum()).backward()
+        (-log_likelihoods(policy, chosen, SUPPRESSED).sum()).backward()
         optimizer.step()
     r_chosen, r_rejected = implicit_rewards(policy, reference, TOKENIZER, [record], 0.1)
     assert r_chosen.item() > 0 and r_chosen.item() > r_rejected.item()

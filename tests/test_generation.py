@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from rlhf_lite.generation import generate, logprobs_from_logits, response_mask, suppress_tokens
+from rlhf_lite.generation import (
+    generate,
+    logprobs_from_logits,
+    response_mask,
+    sequence_logprobs,
+    suppress_tokens,
+)
 from rlhf_lite.model import GPT, GPTConfig
 
 CONFIG = GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -171,3 +177,19 @@ def test_logprobs_from_logits_matches_loop():
         for t in range(5):
             expected[b, t] = torch.log_softmax(logits[b, t], dim=0)[tokens[b, t]]
     torch.testing.assert_close(logprobs_from_logits(logits, tokens), expected)
+
+
+def test_sequence_logprobs_score_each_token_under_the_sampling_distribution():
+    model = make_model()
+    ids, mask = left_padded_prompts()
+    start, temperature, suppressed = 4, 0.7, [PAD, 2]
+    logp, logits = sequence_logprobs(model, ids, mask, start, temperature, suppressed)
+    assert logp.shape == (3, ids.shape[1] - start) and logits.shape == (*logp.shape, 50)
+    with torch.no_grad():
+        full = model(ids, mask)  # (B, T, V)
+    for b in range(3):
+        for t in range(start, ids.shape[1]):  # token t, predicted from the logits at t - 1
+            dist = torch.log_softmax(suppress_tokens(full[b, t - 1] / temperature, suppressed), 0)
+            assert logp[b, t - start].item() == pytest.approx(dist[ids[b, t]].item(), abs=1e-5)
+    assert torch.allclose(logp, sequence_logprobs(model, ids, mask, 1, temperature,
+                                                  suppressed)[0][:, start - 1:], atol=1e-6)

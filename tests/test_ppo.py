@@ -4,7 +4,8 @@ import copy
 import pytest
 import torch
 
-from rlhf_lite import checkpoints, data, labeler
+from rlhf_lite import checkpoints, data, evaluation, labeler
+from rlhf_lite.generation import Completion
 from rlhf_lite.kl import kl_estimate
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.ppo import (
@@ -139,6 +140,19 @@ def test_left_padded_rollout_logprobs_equal_each_prompt_alone(tokenizer):
                                          trainer.suppressed)
         n = int(r.mask[i].sum())
         assert torch.allclose(alone[0, :n], r.logprobs[i, :n], atol=1e-5)
+
+
+def test_the_evaluation_kl_is_the_kl_ppo_logs(tokenizer):
+    trainer, prompts = make_trainer(tokenizer)
+    with torch.no_grad():  # differ from the reference
+        trainer.policy.lm_head.weight.mul_(20.0)
+    r = trainer.rollout(prompts[:8])
+    logged = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean().item()
+    completions = [Completion(t, bool(e)) for t, e in zip(r.texts, r.terminated)]
+    # the same log-probs (generation.sequence_logprobs) of right-padded rows, not left-padded
+    kl = evaluation.kl_to_reference(trainer.policy, trainer.reference, tokenizer, r.prompts,
+                                    completions)
+    assert logged > 1.0 and kl == pytest.approx(logged, rel=1e-6)
 
 
 def test_pad_and_unk_are_never_sampled_and_scored_as_sampled(tokenizer):
