@@ -115,17 +115,17 @@ def standin_preset(checkpoint: str):
 def hh_standin_preset(checkpoint: str, hh_file: str):
     """The gpt2-hh preset on the CPU in float32, from `checkpoint`, on `hh_file` (16 held-out
     prompts), a few steps per stage, each reward model on 32 pairs."""
-    from rlhf_lite.preference_data import PreferenceData
     from rlhf_lite.presets import get_preset
+    from rlhf_lite.realdata import PreferenceData, PreferenceSource
 
-    hh, data = get_preset("gpt2-hh"), PreferenceData(source=hh_file, heldout_prompts=16)
-    rm = replace(hh.rm, data=data, batch_size=4, max_pairs=32)
+    hh = get_preset("gpt2-hh")
+    rm = replace(hh.rm, batch_size=4, max_pairs=32)
     return replace(hh, name="gpt2-hh-cpu", device="cpu", precision="fp32",
+                   data=PreferenceSource(PreferenceData(source=hh_file, heldout_prompts=16)),
                    base=replace(hh.base, init_from=checkpoint),
-                   sft=replace(_steps(hh.sft, 3), data=data, batch_size=8), rm=rm,
-                   gold_rm=replace(rm, train=hh.gold_rm.train),
-                   ppo=replace(hh.ppo, data=data, **PPO_CUT),
-                   dpo=replace(hh.dpo, batch_size=4), rloo=replace(hh.rloo, data=data, **PPO_CUT))
+                   sft=replace(_steps(hh.sft, 3), batch_size=8), rm=rm,
+                   gold_rm=replace(rm, train=hh.gold_rm.train), ppo=replace(hh.ppo, **PPO_CUT),
+                   dpo=replace(hh.dpo, batch_size=4), rloo=replace(hh.rloo, **PPO_CUT))
 
 
 def presets_for(checkpoint: str, hh_file: str) -> dict:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, comparisons, distributed, paths, reward
-from .data import load_records
+from . import checkpoints, comparisons, distributed, paths
+from .datasource import stage_recipe
 from .model import GPT, GPTConfig
 from .paths import shown
-from .preference_data import split_comparisons
 from .presets import Preset, get_preset
 from .stages import STAGES, get_stage
 from .training import History
@@ -75,10 +74,15 @@ def stages_of(preset: str | Preset) -> list[str]:
             if p.source_of(stage) == p.name and p.recipe(stage) is not None]
 
 
+def _data(p: Preset, stage: str):
+    """The data source `stage` of `p` learns from: the preset's, or None (`Stage.reads_data`)."""
+    return p.data if get_stage(stage).reads_data else None
+
+
 def _state(path: Path, stage: str, p: Preset, root: Path | None) -> str:
     """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
     ckpt = checkpoints.read(path)
-    if (not checkpoints.same_recipe(ckpt.recipe, p.recipe(stage))
+    if (not checkpoints.same_recipe(ckpt.recipe, stage_recipe(p.recipe(stage), _data(p, stage)))
             or ckpt.data != checkpoints.data_fingerprint()):
         return "stale"
     expected = {}
@@ -132,7 +136,7 @@ def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
     torch.set_num_threads(stage_threads(stage, p))
     try:
         with p.runtime():  # the preset's device and precision
-            spec.build(p.recipe(stage), p.load_tokenizer(), inputs, partial)
+            spec.build(p.recipe(stage), _data(p, stage), p.load_tokenizer(), inputs, partial)
     finally:
         torch.set_num_threads(threads)
     if distributed.is_main_process():
@@ -207,16 +211,12 @@ def save_rankings(rankings: dict[str, list[dict]], preset: str | Preset = "toy",
 
 def load_rankings(split: str, preset: str | Preset = "toy", root: Path | None = None
                   ) -> list[dict]:
-    """The rankings the "rm" stage used on a split; sampled again (seeded) if the file is gone
-    (or, on a preference data set, read from it again)."""
+    """The rankings the "rm" stage used on a split; asked of the data source again if the file
+    is gone (the toy world samples them again, seeded)."""
     path = rankings_path(split, preset, root)
     if not path.exists():
         p = _preset(preset)
-        if isinstance(p.rm, reward.PreferenceRewardConfig):
-            records = split_comparisons(p.rm.data, p.load_tokenizer())[split]
-        else:
-            records = comparisons.sample_rankings(p.rm, load_model("sft", p, root=root),
-                                                  p.load_tokenizer(),
-                                                  load_records(f"prompts_{split}"), split)
+        records = p.data.rankings(split, p.load_tokenizer(), load_model("sft", p, root=root),
+                                  p.rm)
         save_rankings({split: records}, p, root)
     return comparisons.read_rankings(path)

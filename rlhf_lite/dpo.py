@@ -242,7 +242,7 @@ def stage_rankings(folder: str | Path) -> dict[str, list[dict]]:
     return {split: read_rankings(path) for split, path in files.items()}
 
 
-def build(cfg: DPOConfig, tokenizer, inputs: dict, path) -> None:
+def build(cfg: DPOConfig, data: None, tokenizer, inputs: dict, path) -> None:
     """The "dpo" stage (rlhf_lite.stages): DPO from the SFT model on the rankings the "rm"
     stage saved beside `path` (train rankings train it, validation ones measure its
     implicit-reward accuracy), into `path`. With inputs["rm"] (the stage registered with

@@ -20,21 +20,15 @@ import json
 import time
 from pathlib import Path
 
-from . import artifacts, distributed, gold_eval, paths
+from . import artifacts, distributed, paths
 from .data import load_records
-from .evaluation import (
-    best_of_n,
-    best_of_n_kl,
-    best_of_n_kl_bound,
-    bootstrap_interval,
-    judge_all,
-    kl_to_reference,
-    preferences,
-)
+from .evaluation import best_of_n, best_of_n_kl, best_of_n_kl_bound, kl_to_reference
 from .generation import complete
-from .labeler import behaviour, few_shot_prefix, oracle_accuracy, rankings_agreement
+from .judges import LabelerJudge, by_column, markdown_table, policy_row, sample
+from .labeler import few_shot_prefix, oracle_accuracy, rankings_agreement
 from .presets import PRESETS, get_preset
 from .pretrain import stream_loss, token_stream
+from .realdata import gold_eval
 from .reward import pairwise_accuracy, score_responses
 from .stages import groups, models
 from .utils import atomic_write_text
@@ -67,9 +61,11 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
 
     Win rates are against the SFT model of `reference_preset` (default: this preset), as
     Figure 1 compares every size with one SFT model; the KL is to this preset's own SFT, the RM
-    score by the reward model this preset trains against. Returns a dict of plain numbers
-    (JSON-ready); "tables" holds the judged completions of each model (pandas DataFrames,
-    dropped before writing results.json).
+    score by the reward model this preset trains against. Each model gets one row
+    (`judges.policy_row`, judged by the gold labeler: `judges.LabelerJudge`); the returned dict
+    holds them by key ({key: {model: value}}, `judges.by_column`) beside the reward model's
+    accuracies: plain numbers (JSON-ready), but "tables", the judged completions of each model
+    (pandas DataFrames, dropped before writing results.json).
     """
     tokenizer, heldout = get_preset(preset).load_tokenizer(), load_records("prompts_heldout")
     prompts = heldout * samples
@@ -79,58 +75,38 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     reward_model = artifacts.load_model("rm", source)
     # SFT samples with other seeds: the reference every model is compared with
     reference_sft = artifacts.load_model("sft", reference_preset or preset)
-    reference = sum((complete(reference_sft, tokenizer, heldout, seed=seed + 1000 + s)
-                     for s in range(samples)), [])
-    results = {"preset": preset, "reference": f"SFT ({reference_preset or preset})",
-               "n_comparisons": len(prompts), "samples_per_prompt": samples,
-               "params": {}, "win_rate_vs_sft": {}, "win_rate_ci": {}, "mean_gold": {},
-               "rm_score": {}, "pretrain_val_loss": {}, "kl_to_sft": {}, "seconds": {},
-               "behaviour": {}, "win_rate_by_category": {}, "tables": {}}
-
-    def record(name: str, completions: list, params: int, loss: float | None,
-               kl: float | None, seconds: float | None) -> None:
-        table = judge_all(prompts, completions)
-        table["win"] = preferences(prompts, completions, reference, seed=seed)
-        results["params"][name] = params
-        results["win_rate_vs_sft"][name] = float(table.win.mean())
-        results["win_rate_ci"][name] = list(bootstrap_interval(table.win.tolist(),
-                                                                [p["id"] for p in prompts], seed))
-        results["win_rate_by_category"][name] = table.groupby("category").win.mean().to_dict()
-        results["mean_gold"][name] = float(table.total.mean())
-        results["rm_score"][name] = score_responses(
-            reward_model, tokenizer, [p["prompt"] for p in prompts],
-            [c[0] for c in completions], [c[1] for c in completions]).mean().item()
-        results["pretrain_val_loss"][name], results["kl_to_sft"][name] = loss, kl
-        results["seconds"][name] = seconds
-        results["behaviour"][name] = behaviour(table)
-        results["tables"][name] = table
-
+    judge = LabelerJudge(sample(reference_sft, tokenizer, heldout, samples, seed + 1000), seed)
+    rows = {}
     trained = artifacts.stages_of(preset)
     for name, stage in models().items():
         if stage.name not in trained:
             continue  # a stage this preset has no recipe for
         model = artifacts.load_model(stage.name, preset)
-        prefix = few_shot_prefix() if stage.prompted else ""
-        completions = sum((complete(model, tokenizer, heldout, seed=seed + s, prefix=prefix)
-                           for s in range(samples)), [])
-        record(name, completions, sum(p.numel() for p in model.parameters()),
-               stream_loss(model, val_stream, model.config.block_size),
-               None if stage.prompted else  # another context
-               kl_to_reference(model, sft, tokenizer, prompts, completions),
-               artifacts.train_seconds(stage.name, preset))
+        completions = sample(model, tokenizer, heldout, samples, seed,
+                             prefix=few_shot_prefix() if stage.prompted else "")
+        loss = stream_loss(model, val_stream, model.config.block_size)
+        kl = (None if stage.prompted else  # another context
+              kl_to_reference(model, sft, tokenizer, prompts, completions))
+        rows[name] = policy_row(judge, prompts, completions, reward_model, tokenizer,
+                                sum(p.numel() for p in model.parameters()), kl, seed,
+                                pretrain_val_loss=loss,
+                                seconds=artifacts.train_seconds(stage.name, preset))
     if best_of:
-        results["best_of_n_kl_bound"], sft_params = {}, sum(p.numel() for p in sft.parameters())
-        for name, row in best_of_n_rows(sft, reward_model, tokenizer, heldout, samples, best_of,
-                                        seed).items():
-            record(name, row["picks"], sft_params, None, row["kl"], row["seconds"])
-            results["best_of_n_kl_bound"][name] = best_of_n_kl_bound(row["n"])
+        sft_params = sum(p.numel() for p in sft.parameters())
+        for name, best in best_of_n_rows(sft, reward_model, tokenizer, heldout, samples,
+                                         best_of, seed).items():
+            rows[name] = policy_row(judge, prompts, best["picks"], reward_model, tokenizer,
+                                    sft_params, best["kl"], seed, pretrain_val_loss=None,
+                                    seconds=best["seconds"],
+                                    best_of_n_kl_bound=best_of_n_kl_bound(best["n"]))
     rankings = artifacts.load_rankings("validation", source)
-    results["rm_accuracy"] = pairwise_accuracy(reward_model, tokenizer, rankings)
     prompts_by_id = {p["id"]: p for p in load_records("prompts_validation")}
-    results["labeler_agreement"], _ = rankings_agreement(
-        rankings, prompts_by_id, get_preset(source).rm.ceiling_labeler_seed)
-    results["rm_oracle"], _ = oracle_accuracy(rankings, prompts_by_id)
-    return results
+    return {"preset": preset, "reference": f"SFT ({reference_preset or preset})",
+            "n_comparisons": len(prompts), "samples_per_prompt": samples, **by_column(rows),
+            "rm_accuracy": pairwise_accuracy(reward_model, tokenizer, rankings),
+            "labeler_agreement": rankings_agreement(
+                rankings, prompts_by_id, get_preset(source).rm.ceiling_labeler_seed)[0],
+            "rm_oracle": oracle_accuracy(rankings, prompts_by_id)[0]}
 
 
 def best_of_n_rows(sft, reward_model, tokenizer, heldout: list[dict], samples: int,
@@ -164,23 +140,16 @@ def best_of_n_rows(sft, reward_model, tokenizer, heldout: list[dict], samples: i
 
 def report_markdown(results: dict) -> str:
     """The results as a Markdown report: one table of models, then the RM line."""
-    def number(value, form: str) -> str:
-        return "n/a" if value is None else format(value, form)
-
     lines = [f"# Pipeline results: preset `{results['preset']}`", "",
              f"Held-out prompts x {results['samples_per_prompt']} samples = "
              f"{results['n_comparisons']} comparisons per model, judged by the gold labeler.", "",
-             "| model | parameters | win rate vs SFT (95% CI) | mean gold | RM score "
-             "| pretraining loss | KL to SFT (nats) | wall time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in results["win_rate_vs_sft"]:
-        low, high = results["win_rate_ci"][name]
-        lines.append(f"| {name} | {results['params'][name]:,} | "
-                     f"{results['win_rate_vs_sft'][name]:.1%} ({low:.1%}-{high:.1%}) | "
-                     f"{results['mean_gold'][name]:.2f} | {results['rm_score'][name]:.2f} | "
-                     f"{number(results['pretrain_val_loss'][name], '.3f')} | "
-                     f"{number(results['kl_to_sft'][name], '.2f')} | "
-                     f"{number(results['seconds'][name], '.0f')} |")
+             *markdown_table(results, {
+                 "parameters": "{params:,}",
+                 "win rate vs SFT (95% CI)":
+                     "{win_rate_vs_sft:.1%} ({win_rate_ci[0]:.1%}-{win_rate_ci[1]:.1%})",
+                 "mean gold": "{mean_gold:.2f}", "RM score": "{rm_score:.2f}",
+                 "pretraining loss": "{pretrain_val_loss:.3f}",
+                 "KL to SFT (nats)": "{kl_to_sft:.2f}", "wall time (s)": "{seconds:.0f}"})]
     lines += ["", "Wall time: a trained model's training time (its own stage only: the reward "
               "model's, which PPO, PPO-ptx, RLOO and best-of-n all use, is not included); "
               "best-of-n's: sampling and scoring n answers per comparison at evaluation. "
@@ -208,7 +177,7 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     if not distributed.is_main_process():
         return {}  # under torchrun the other processes only help train; rank 0 evaluates
     print("[evaluation]", flush=True)
-    # real preference data has no gold labeler: a gold reward model judges (rlhf_lite.gold_eval)
+    # real preference data has no gold labeler: a gold reward model judges (realdata.gold_eval)
     real = get_preset(preset).gold_rm is not None
     evaluate, report = ((gold_eval.evaluate_preset, gold_eval.report_markdown) if real
                         else (evaluate_preset, report_markdown))

@@ -43,14 +43,14 @@ Conventions (each is tested in tests/test_ppo.py):
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from . import checkpoints, distributed, precision
 from .chat import format_prompt
 from .checkpoints import Checkpoint, fingerprint
-from .data import load_records
+from .datasource import DataSource, stage_recipe
 from .gae import (
     GROUP_BASELINES,
     compute_gae,
@@ -61,9 +61,7 @@ from .gae import (
 )
 from .generation import generate, response_mask, sequence_logprobs
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
-from .labeler import gold_score
 from .model import without_dropout
-from .preference_data import PreferenceData, prompt_records, split_comparisons
 from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
 from .training import History, backward_and_step, resumable, run_steps
@@ -136,20 +134,6 @@ class PPOConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class PreferencePPOConfig(PPOConfig):
-    """PPO (or RLOO) on the prompts of a preference data set's "train" part (a real-data
-    preset). No gold score is logged (the gold RM is not an input of PPO: the evaluation
-    judges with it) and no PPO-ptx (the only pretraining text here is the toy world's)."""
-    data: PreferenceData = field(default_factory=PreferenceData)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.ptx_coef:
-            raise ValueError(f"PreferencePPOConfig.ptx_coef must be 0 (no pretraining text of "
-                             f"the data set's kind), got {self.ptx_coef}")
 
 
 class ValueModel(torch.nn.Module):
@@ -249,14 +233,18 @@ class PPOTrainer:
     policy: trained (starts as a copy of SFT). reference: frozen SFT. reward_model: frozen.
     value_model: trained (starts as a copy of the reward model).
     `pretrain_stream` (1-D token ids, `rlhf_lite.pretrain.token_stream`) is needed for PPO-ptx.
+    `recipe`: what its checkpoint records as the recipe (default: `cfg`;
+    `datasource.stage_recipe`).
     """
 
     def __init__(self, cfg: PPOConfig, sft_model, reward_model, tokenizer, prompts: list[dict],
-                 gold_judge=None, pretrain_stream: torch.Tensor | None = None):
+                 gold_judge=None, pretrain_stream: torch.Tensor | None = None,
+                 recipe: dict | None = None):
         if cfg.ptx_coef > 0 and pretrain_stream is None:
             raise ValueError("PPOConfig.ptx_coef > 0 (PPO-ptx) needs a pretrain_stream of token "
                              "ids")
         self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
+        self.recipe = recipe or cfg.as_dict()
         self.suppressed = never_generated(tokenizer)  # pad, unk: never sampled, never scored
         self.pretrain_stream = pretrain_stream
         self.gold_judge = gold_judge  # prompt, text, terminated -> score; logging only
@@ -469,7 +457,7 @@ def save_policy(trainer: PPOTrainer, path) -> None:
     model it was trained from."""
     checkpoints.save(Checkpoint(
         trainer.policy.state_dict(), step=trainer.iteration, max_steps=trainer.cfg.iterations,
-        model_config=asdict(trainer.policy.config), recipe=trainer.cfg.as_dict(),
+        model_config=asdict(trainer.policy.config), recipe=trainer.recipe,
         inputs=trainer.inputs(), history=trainer.history.to_dict(), resume=trainer.state()),
         path)
 
@@ -492,18 +480,14 @@ def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
                                for name, cfg in configs.items()})
 
 
-def build(cfg: PPOConfig, tokenizer, inputs: dict, path) -> None:
+def build(cfg: PPOConfig, data: DataSource, tokenizer, inputs: dict, path) -> None:
     """The "ppo" and "ppo_ptx" stages (rlhf_lite.stages): PPO from the SFT model against the
-    reward model on the train prompts (PPO-ptx, `ptx_coef` > 0, with the pretraining text),
-    logging the gold score; the policy is saved to `path`. With a `PreferencePPOConfig`, on the
-    prompts of its data set's policy half, with no gold score to log."""
-    if isinstance(cfg, PreferencePPOConfig):
-        prompts = prompt_records(split_comparisons(cfg.data, tokenizer)["train"])
-        judge = None
-    else:
-        prompts, judge = load_records("prompts_train"), gold_score
-    stream = (token_stream([r["text"] for r in load_records("pretrain_train")], tokenizer)
+    reward model on the data source's train prompts (PPO-ptx, `ptx_coef` > 0, with its
+    pretraining text), logging its gold score if it has a gold judge; the policy is saved to
+    `path`."""
+    stream = (token_stream(data.pretraining_text("train"), tokenizer)
               if cfg.ptx_coef > 0 else None)
-    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer, prompts, gold_judge=judge,
-                         pretrain_stream=stream)
+    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer,
+                         data.prompts("train", tokenizer), gold_judge=data.gold_judge,
+                         pretrain_stream=stream, recipe=stage_recipe(cfg, data))
     trainer.train(checkpoint_path=path)  # resumes an interrupted run, checkpoints as it goes

@@ -12,10 +12,10 @@ judges text, judges every model size alike.
 `gpt2-hh` runs them on real human preferences instead (Anthropic HH-RLHF: `hh_data`, env
 RLHF_HH_DATA, a local JSONL file or the hub's "Anthropic/hh-rlhf"): its base stage is the
 GPT-2 checkpoint itself (zero steps: the toy world's text has nothing to teach here), and its
-recipes are the `Preference*Config` subclasses, which name one `PreferenceData` source divided
-by prompt (`preference_data.split_comparisons`). SFT, the reward model, PPO, DPO and RLOO
-learn from one half; a "gold_rm" stage, trained on the other half only, judges them
-(`rlhf_lite.gold_eval`), as no gold labeler exists for real data.
+data source (`Preset.data`) is a `realdata.PreferenceSource`, one `PreferenceData` source
+divided by prompt (`realdata.preference_data.split_comparisons`). SFT, the reward model, PPO,
+DPO and RLOO learn from one half; a "gold_rm" stage, trained on the other half only, judges
+them (`rlhf_lite.realdata.gold_eval`), as no gold labeler exists for real data.
 
 Besides its recipes a preset says how the stages run (`runtime`: device, precision, gradient
 checkpointing); those settings are no part of any recipe, so changing them never makes a
@@ -29,14 +29,15 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .datasource import DataSource, ToyWorld
 from .dpo import DPOConfig
 from .hf import load_pretrained_tokenizer
-from .ppo import PPOConfig, PreferencePPOConfig
+from .ppo import PPOConfig
 from .precision import autocast
-from .preference_data import PreferenceData
 from .pretrain import PretrainConfig
-from .reward import PreferenceRewardConfig, RewardConfig
-from .sft import PreferenceSFTConfig, SFTConfig
+from .realdata import PreferenceData, PreferenceRewardConfig, PreferenceSource
+from .reward import RewardConfig
+from .sft import SFTConfig
 from .tokenizer import load_tokenizer
 from .training import TrainConfig
 from .utils import pick_device
@@ -88,6 +89,10 @@ class Preset:
     # real preference data only: the reward model that judges instead of the gold labeler,
     # trained on comparisons no other stage sees (None: the toy world's labeler judges)
     gold_rm: PreferenceRewardConfig | None = None
+    # where the stages get demonstrations, rankings, prompts and the gold judge: the toy world,
+    # or a preference data set (rlhf_lite.datasource; no part of a recipe, but every checkpoint
+    # of a stage that reads it records what its `recipe` says)
+    data: DataSource = field(default_factory=ToyWorld)
     # whose reward model PPO trains against: None = this preset's own; the paper used one
     # 6B reward model for policies of every size, so a smaller preset can borrow a larger one's
     reward_preset: str | None = None
@@ -171,16 +176,16 @@ def _gpt2_hh(data: PreferenceData) -> Preset:
     its rankings) learns from 20k of them, the gold RM from all of its half: a judge with
     several times the data. Starting points, not tuned on a GPU run."""
     gpt2 = PRESETS["gpt2"]
-    rm = PreferenceRewardConfig(data=data, batch_size=32, train=TrainConfig(
+    rm = PreferenceRewardConfig(batch_size=32, train=TrainConfig(
         max_steps=0, lr=1e-5, warmup_steps=50, eval_interval=500, desc="rm"))
-    # HH replies are long: 128 new tokens (512 + 128 fit GPT-2's 1024)
-    ppo = PreferencePPOConfig(data=data, iterations=100, max_new_tokens=128, lr=2e-6,
-                              value_lr=1e-5, beta=0.05)
+    # HH replies are long: 128 new tokens (512 + 128 fit GPT-2's 1024); no PPO-ptx (the
+    # only pretraining text here is the toy world's)
+    ppo = PPOConfig(iterations=100, max_new_tokens=128, lr=2e-6, value_lr=1e-5, beta=0.05)
     return Preset(
-        "gpt2-hh",
+        "gpt2-hh", data=PreferenceSource(data),
         base=PretrainConfig(init_from=gpt2_checkpoint(), train=TrainConfig(
             max_steps=0, desc="pretrain")),  # the checkpoint itself
-        sft=PreferenceSFTConfig(data=data, batch_size=32, train=TrainConfig(
+        sft=SFTConfig(batch_size=32, train=TrainConfig(
             max_steps=2000, lr=3e-5, warmup_steps=50, eval_interval=200, desc="sft")),
         rm=replace(rm, max_pairs=20_000), ppo=ppo, ppo_ptx=None, dpo=gpt2.dpo,
         rloo=replace(ppo, advantage="rloo", group_size=4),

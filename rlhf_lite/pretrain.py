@@ -137,8 +137,8 @@ def pretrain(cfg: PretrainConfig, tokenizer, train_texts: list[str], val_texts: 
     return model, history
 
 
-def build(cfg: PretrainConfig, tokenizer, inputs: dict, path) -> None:
+def build(cfg: PretrainConfig, data: None, tokenizer, inputs: dict, path) -> None:
     """The "base" stage (rlhf_lite.stages): pretrain (or continue pretraining a GPT-2
-    checkpoint) on the world's web text into `path`."""
+    checkpoint) on the world's web text into `path`, whatever data the later stages read."""
     texts = {n: [r["text"] for r in load_records(f"pretrain_{n}")] for n in ("train", "val")}
     pretrain(cfg, tokenizer, texts["train"], texts["val"], checkpoint_path=path)

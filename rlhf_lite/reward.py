@@ -34,18 +34,11 @@ import torch.nn.functional as F
 from . import distributed
 from .batching import encode_responses, epoch_batch, score_distinct
 from .checkpoints import fingerprint
-from .comparisons import (
-    accuracy_from_scores,
-    check_ranking,
-    flatten_rankings,
-    sample_rankings,
-    save_rankings,
-)
-from .data import load_records
+from .comparisons import accuracy_from_scores, check_ranking, flatten_rankings, save_rankings
+from .datasource import DataSource, stage_recipe
 from .model import GPT
-from .preference_data import PreferenceData, preferred_as_demonstrations, split_comparisons
 from .training import History, TrainConfig, train
-from .utils import check_config, integer, number, optional
+from .utils import check_config, integer, number
 
 
 @dataclass
@@ -74,21 +67,6 @@ class RewardConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class PreferenceRewardConfig(RewardConfig):
-    """A reward model on a preference data set's pairs (a real-data preset): the "rm" stage
-    reads its policy half, the "gold_rm" stage its gold half. The fields that sample and rank
-    (k, rounds, val_rounds, temperature, the seeds) are unused: people made the rankings."""
-    data: PreferenceData = field(default_factory=PreferenceData)
-    # train on the first N comparisons of its part only (random prompts): Gao et al. (2022)
-    # vary how much data a proxy RM has, and train the gold RM on more; None: all of them
-    max_pairs: int | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_config(self, {"max_pairs": optional(integer(1))})
 
 
 # ----------------------------------------------------------------------------- the model
@@ -186,14 +164,16 @@ def normalize_to_demonstrations(rm: RewardModel, tokenizer, demos: list[dict]) -
 # ----------------------------------------------------------------------------- training
 def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_rankings: list[dict],
                        val_rankings: list[dict], demos: list[dict], checkpoint_path=None,
-                       start_role: str = "sft") -> tuple[RewardModel, History]:
+                       start_role: str = "sft", recipe: dict | None = None
+                       ) -> tuple[RewardModel, History]:
     """Train an RM initialised from a copy of `sft_model`, normalise it; return it and its history.
 
     One step = cfg.batch_size rankings; cfg.epochs passes over `train_rankings`. History eval
     metrics: "val_loss" and "val_accuracy" on `val_rankings`. The bias is normalised after
     the last step, before the one final save (the checkpoint's extra["bias_shift"] holds the
     shift applied). `start_role` names the stage `sft_model` comes from in the checkpoint's
-    inputs (the gold RM starts from "base").
+    inputs (the gold RM starts from "base"), `recipe` what it records as its recipe (default:
+    `cfg`; `datasource.stage_recipe`).
     Under torchrun each process takes its shard of every batch's rankings, and the loss is
     the mean over all the batch's pairs (see rlhf_lite.distributed).
     """
@@ -218,45 +198,25 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
 
     history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn, finalize=finalize,
                     checkpoint_path=checkpoint_path, loss_weight=lambda b: len(b["chosen"]),
-                    meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
+                    meta={"model_config": asdict(sft_model.config),
+                          "recipe": recipe or cfg.as_dict(),
                           "inputs": {start_role: fingerprint(sft_model)}})
     rm.eval()
     return rm, history
 
 
-def build(cfg: RewardConfig, tokenizer, inputs: dict, path) -> None:
-    """The "rm" stage (rlhf_lite.stages): sample and rank completions of the SFT policy, save
-    them beside the checkpoint, then train the RM into `path`.
+def build(cfg: RewardConfig, data: DataSource, tokenizer, inputs: dict, path) -> None:
+    """The "rm" stage (rlhf_lite.stages): get the rankings of the train and validation prompts
+    from the data source (the toy world samples completions of the SFT policy and ranks them),
+    save them beside the checkpoint, then train the RM into `path`.
 
     Rankings of train prompts train it; rankings of validation prompts measure its accuracy
     (the held-out prompts stay unseen for the final evaluation). Sampling is seeded, so a
-    resumed build re-creates the same rankings. With a `PreferenceRewardConfig` the rankings
-    are the pairs of its data set's policy half, and its preferred responses the demonstrations.
+    resumed build re-creates the same rankings.
     """
-    if isinstance(cfg, PreferenceRewardConfig):
-        parts = split_comparisons(cfg.data, tokenizer)
-        rankings = {"train": parts["train"][: cfg.max_pairs], "validation": parts["validation"]}
-        demos = preferred_as_demonstrations(rankings["train"])
-    else:
-        rankings = {split: sample_rankings(cfg, inputs["sft"], tokenizer,
-                                           load_records(f"prompts_{split}"), split)
-                    for split in ("train", "validation")}
-        demos = load_records("demonstrations")
+    rankings = {split: data.rankings(split, tokenizer, inputs["sft"], cfg)
+                for split in ("train", "validation")}
     save_rankings(rankings, Path(path).parent)  # DPO trains on them, the evaluation validates
     train_reward_model(cfg, inputs["sft"], tokenizer, rankings["train"], rankings["validation"],
-                       demos, checkpoint_path=path)
-
-
-def build_gold(cfg: PreferenceRewardConfig, tokenizer, inputs: dict, path) -> None:
-    """The "gold_rm" stage (rlhf_lite.stages): the judge of a real-data preset, a reward model
-    trained on the gold half of its data set, which no other stage reads, from the base model
-    (not from SFT, which learnt the policy half), into `path`. Gao et al. (2022) judge
-    policies offline so: the proxy RM that PPO optimises is not the judge."""
-    if not isinstance(cfg, PreferenceRewardConfig):
-        raise TypeError(f"the gold_rm stage trains on a preference data set's held-out half: "
-                        f"its recipe must be a PreferenceRewardConfig, got {type(cfg).__name__}")
-    parts = split_comparisons(cfg.data, tokenizer)
-    pairs = parts["gold_train"][: cfg.max_pairs]
-    train_reward_model(cfg, inputs["base"], tokenizer, pairs, parts["gold_validation"],
-                       preferred_as_demonstrations(pairs), checkpoint_path=path,
-                       start_role="base")
+                       data.normalizing_demonstrations(rankings["train"]), checkpoint_path=path,
+                       recipe=stage_recipe(cfg, data))

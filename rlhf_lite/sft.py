@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from . import distributed
 from .batching import IGNORE_INDEX, encode_responses, epoch_batch
 from .checkpoints import fingerprint
-from .data import load_records, locate
+from .data import locate
+from .datasource import DataSource, stage_recipe
 from .model import GPT
-from .preference_data import PreferenceData, preferred_as_demonstrations, split_comparisons
 from .tokenizer import check_vocabulary
 from .training import History, TrainConfig, train
 from .utils import check_config, integer
@@ -51,14 +51,6 @@ class SFTConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class PreferenceSFTConfig(SFTConfig):
-    """SFT on a preference data set (a real-data preset): the preferred responses of its
-    "train" part stand in for demonstrations, those of "validation" validate. A subclass, so
-    the toy recipes (and every checkpoint made with them) stay exactly as they were."""
-    data: PreferenceData = field(default_factory=PreferenceData)
 
 
 def tokenize_demonstrations(records: list[dict], tokenizer,
@@ -111,12 +103,14 @@ def response_token_count(batch: dict[str, torch.Tensor]) -> int:
 
 
 def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[dict],
-              val_records: list[dict], checkpoint_path=None) -> tuple[GPT, History]:
+              val_records: list[dict], checkpoint_path=None, recipe: dict | None = None
+              ) -> tuple[GPT, History]:
     """Fine-tune a copy of `base_model` on demonstrations; return it and its history.
 
     History eval metric: "val_loss", the SFT loss on the validation demonstrations.
     Under torchrun each process takes its shard of every batch, and the loss is the mean over
-    all the batch's response tokens (see rlhf_lite.distributed).
+    all the batch's response tokens (see rlhf_lite.distributed). `recipe`: what the
+    checkpoint records as its recipe (default: `cfg`; `datasource.stage_recipe`).
     """
     model = copy.deepcopy(base_model)  # the caller's base model stays as it was
     block_size = model.config.block_size
@@ -133,21 +127,15 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
 
     history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, loss_weight=response_token_count,
-                    meta={"model_config": asdict(model.config), "recipe": cfg.as_dict(),
+                    meta={"model_config": asdict(model.config), "recipe": recipe or cfg.as_dict(),
                           "inputs": {"base": fingerprint(base_model)}})
     model.eval()
     return model, history
 
 
-def build(cfg: SFTConfig, tokenizer, inputs: dict, path) -> None:
+def build(cfg: SFTConfig, data: DataSource, tokenizer, inputs: dict, path) -> None:
     """The "sft" stage (rlhf_lite.stages): fine-tune the base model on the demonstrations of
-    the train prompts, validated on those of the validation prompts, into `path`; with a
-    `PreferenceSFTConfig`, on the preferred responses of its data set's policy half."""
-    if isinstance(cfg, PreferenceSFTConfig):
-        parts = split_comparisons(cfg.data, tokenizer)
-        train, val = (preferred_as_demonstrations(parts[name]) for name in ("train", "validation"))
-    else:
-        demos = load_records("demonstrations")
-        train = [d for d in demos if d["prompt_id"].startswith("train-")]
-        val = [d for d in demos if d["prompt_id"].startswith("validation-")]
-    train_sft(cfg, inputs["base"], tokenizer, train, val, checkpoint_path=path)
+    the train prompts, validated on those of the validation prompts, into `path`."""
+    train, val = (data.demonstrations(split, tokenizer) for split in ("train", "validation"))
+    train_sft(cfg, inputs["base"], tokenizer, train, val, checkpoint_path=path,
+              recipe=stage_recipe(cfg, data))

@@ -9,9 +9,10 @@ everything the rest of the course needs to know about it:
   side by side) and evaluates every stage that has a `label`;
 - `doctor` reports the state of each stage on disk; notebook 8 tables the labelled ones.
 
-To add a stage: write its module (a config dataclass and `build(cfg, tokenizer, inputs,
-path)`, which trains into `path` and may resume from it), add its recipe as a `Preset` field
-of the same name (`None` in a preset that does not train it), and add one entry below.
+To add a stage: write its module (a config dataclass and `build(cfg, data, tokenizer,
+inputs, path)`, which trains into `path` and may resume from it; `data` is the preset's data
+source, `rlhf_lite.datasource`), add its recipe as a `Preset` field of the same name (`None`
+in a preset that does not train it), and add one entry below.
 """
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ import torch
 
 from . import dpo, ppo, pretrain, reward, sft
 from .model import GPT, GPTConfig
+from .realdata import build_gold
 
 
 @dataclass
 class Stage:
     name: str  # checkpoint file name and the Preset field that holds the stage's recipe
-    # build(recipe, tokenizer, {input stage: model}, path): trains into `path`, resuming there
+    # build(recipe, data, tokenizer, {input stage: model}, path): trains into `path`, resuming
+    # there; `data` is the preset's data source, or None for a stage that reads none
     build: Callable[..., None]
     model: Callable[[GPTConfig], torch.nn.Module] = GPT  # the module a checkpoint loads into
     inputs: tuple[str, ...] = ()  # stages whose trained models it starts from
@@ -37,6 +40,10 @@ class Stage:
     # torch threads it is trained with: float sums depend on the thread count, so a stage
     # rebuilt from another notebook or the pipeline is then the same model bit for bit
     threads: int = 2
+    # whether it learns from the preset's data source (`rlhf_lite.datasource`), whose `recipe`
+    # its checkpoint then records: the base model learns the world's text whatever the data,
+    # DPO the rankings its reward model stage saved
+    reads_data: bool = True
 
 
 def _reward_model(config: GPTConfig) -> torch.nn.Module:
@@ -44,16 +51,18 @@ def _reward_model(config: GPTConfig) -> torch.nn.Module:
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("base", pretrain.build, group=0, label="base (prompted)", prompted=True),
+    Stage("base", pretrain.build, group=0, label="base (prompted)", prompted=True,
+          reads_data=False),
     Stage("sft", sft.build, inputs=("base",), group=1, label="SFT"),
     Stage("rm", reward.build, _reward_model, inputs=("sft",), group=2),
     # real-data presets only (gpt2-hh): the judge, a reward model on comparisons no other
     # stage sees, from the base model; not a policy, so not evaluated as one
-    Stage("gold_rm", reward.build_gold, _reward_model, inputs=("base",), group=2),
+    Stage("gold_rm", build_gold, _reward_model, inputs=("base",), group=2),
     Stage("ppo", ppo.build, inputs=("sft", "rm"), group=3, label="PPO", threads=1),
     Stage("ppo_ptx", ppo.build, inputs=("sft", "rm"), group=3, label="PPO-ptx", threads=1),
     # beyond InstructGPT (notebook 9): no RL, and RL without a value model
-    Stage("dpo", dpo.build, inputs=("sft", "rm"), group=3, label="DPO", threads=1),
+    Stage("dpo", dpo.build, inputs=("sft", "rm"), group=3, label="DPO", threads=1,
+          reads_data=False),
     Stage("rloo", ppo.build, inputs=("sft", "rm"), group=3, label="RLOO", threads=1),
 )}
 

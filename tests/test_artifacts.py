@@ -77,7 +77,7 @@ def test_interrupted_stage_is_partial_and_resumed(tiny_preset, monkeypatch):
     calls = []
     build = artifacts.STAGES["base"].build
     monkeypatch.setattr(artifacts.STAGES["base"], "build",
-                        lambda *args: (calls.append(args[3]), build(*args)))
+                        lambda *args: (calls.append(args[4]), build(*args)))
     artifacts.load_model("base", tiny_preset)
     assert calls == [partial] and final.exists() and not partial.exists()
     assert artifacts.status("base", tiny_preset) == "done"

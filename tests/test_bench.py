@@ -107,7 +107,7 @@ def test_gpu_bench_exits_with_a_message_without_cuda():
 def test_gpt2_stages_cuts_the_data_consistently_and_the_recipes_to_a_few_steps(tmp_path):
     from bench import gpt2_stages
     from rlhf_lite import artifacts, data
-    from rlhf_lite.preference_data import load_hh_rlhf
+    from rlhf_lite.realdata.preference_data import load_hh_rlhf
 
     folder = gpt2_stages.cut_data(tmp_path / "data", prompts=5)
     for split in ("train", "validation", "heldout"):
@@ -124,4 +124,4 @@ def test_gpt2_stages_cuts_the_data_consistently_and_the_recipes_to_a_few_steps(t
     assert len(rankings) == len(data.load_records("demonstrations"))
     hh = gpt2_stages.hh_standin_preset("/models/stand-in", hh_file)
     assert artifacts.stages_of(hh) == artifacts.stages_of("gpt2-hh")
-    assert {hh.sft.data.source, hh.rm.data.source, hh.ppo.data.source} == {hh_file}
+    assert hh.data.dataset.source == hh_file

@@ -251,7 +251,7 @@ def heldout_prompt():
 
 @pytest.mark.parametrize("prompt_id", ["heldout", "train-facts-999", "demo"])
 def test_demonstration_of_no_train_or_validation_prompt_is_an_error(tmp_path, prompt_id):
-    """sft.build keeps the demonstrations whose prompt_id starts with "train-" or
+    """The toy world gives SFT the demonstrations whose prompt_id starts with "train-" or
     "validation-": any other would be dropped without a word, so loading refuses it."""
     path = copy_world_files(tmp_path) / "demonstrations.jsonl"
     held = heldout_prompt()

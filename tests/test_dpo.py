@@ -224,11 +224,11 @@ def test_build_trains_on_the_rm_stage_rankings_and_needs_them(tmp_path):
     path = tmp_path / "dpo.partial.pt"
     cfg = quick_config(epochs=1)
     with pytest.raises(FileNotFoundError, match="build the 'rm' stage"):
-        dpo.build(cfg, TOKENIZER, {"sft": tiny_gpt()}, path)
+        dpo.build(cfg, None, TOKENIZER, {"sft": tiny_gpt()}, path)
     comparisons.save_rankings({"train": marker_rankings(8, 0), "validation": marker_rankings(2, 1)},
                          tmp_path)
     rm = reward.RewardModel(tiny_gpt(1))
-    dpo.build(cfg, TOKENIZER, {"sft": tiny_gpt(), "rm": rm}, path)
+    dpo.build(cfg, None, TOKENIZER, {"sft": tiny_gpt(), "rm": rm}, path)
     ckpt = checkpoints.read(path)
     assert ckpt.done and ckpt.step == 1 and ckpt.recipe == cfg.as_dict()
     assert ckpt.inputs == {"sft": checkpoints.fingerprint(tiny_gpt()),

@@ -11,7 +11,7 @@ from rlhf_lite.chat import format_prompt
 from rlhf_lite.comparisons import check_ranking
 from rlhf_lite.data import DataError
 from rlhf_lite.hf import load_pretrained, save_random_gpt2
-from rlhf_lite.preference_data import (
+from rlhf_lite.realdata.preference_data import (
     fitting,
     load_hh_rlhf,
     load_summarize_feedback,

@@ -26,9 +26,11 @@ from rlhf_lite import (
 )
 from rlhf_lite.chat import format_prompt
 from rlhf_lite.data import DataError
+from rlhf_lite.datasource import ToyWorld
 from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.hf import load_pretrained, save_random_gpt2
-from rlhf_lite.preference_data import (
+from rlhf_lite.realdata import PreferenceSource
+from rlhf_lite.realdata.preference_data import (
     PARTS,
     PreferenceData,
     file_digest,
@@ -96,13 +98,12 @@ def micro_hh(hh_file: str, checkpoint) -> presets.Preset:
     data = PreferenceData(source=hh_file, heldout_prompts=6, validation_fraction=0.2,
                           max_tokens=120)
     hh = presets.get_preset("gpt2-hh")
-    rm = replace(hh.rm, data=data, batch_size=4, epochs=2, train=steps(0, "rm", lr=3e-3),
-                 max_pairs=None)
-    policy = replace(hh.ppo, data=data, iterations=1, batch_size=8, minibatch_size=4,
+    rm = replace(hh.rm, batch_size=4, epochs=2, train=steps(0, "rm", lr=3e-3), max_pairs=None)
+    policy = replace(hh.ppo, iterations=1, batch_size=8, minibatch_size=4,
                      ppo_epochs=1, max_new_tokens=12, lr=1e-3)
     return replace(hh, name="hh-micro", device="cpu", precision="fp32",
-                   base=replace(hh.base, init_from=str(checkpoint)),
-                   sft=replace(hh.sft, data=data, batch_size=8, train=steps(3, "sft")),
+                   data=PreferenceSource(data), base=replace(hh.base, init_from=str(checkpoint)),
+                   sft=replace(hh.sft, batch_size=8, train=steps(3, "sft")),
                    rm=replace(rm, max_pairs=16),  # fewer pairs than the gold RM (its whole half)
                    gold_rm=replace(rm, train=steps(0, "gold rm", lr=3e-3)), ppo=policy,
                    dpo=DPOConfig(batch_size=8, train=steps(0, "dpo")),
@@ -155,13 +156,14 @@ def run(hh_file, checkpoint, tmp_path_factory):
 def test_the_preset_reads_one_source_and_starts_from_the_checkpoint_itself():
     hh = presets.get_preset("gpt2-hh")
     assert hh.base.init_from == presets.gpt2_checkpoint() and hh.base.train.max_steps == 0
-    data = {hh.recipe(s).data for s in artifacts.stages_of(hh) if hasattr(hh.recipe(s), "data")}
-    assert data == {PreferenceData(source=presets.hh_data())}
+    assert hh.data == PreferenceSource(PreferenceData(source=presets.hh_data()))
     assert set(artifacts.stages_of(hh)) == {"base", "sft", "rm", "gold_rm", "ppo", "dpo", "rloo"}
     assert hh.rloo.advantage == "rloo" and hh.ppo_ptx is None
-    # the other presets train no gold RM and keep their recipe classes (same recipe dicts)
+    # the other presets read the toy world, train no gold RM and keep their recipe classes
+    # (same recipe dicts)
     for name in ("toy", "tiny", "gpt2"):
         p = presets.get_preset(name)
+        assert p.data == ToyWorld() and p.data.recipe == {}
         assert p.gold_rm is None and "gold_rm" not in artifacts.stages_of(p)
         assert {type(p.sft).__name__, type(p.rm).__name__, type(p.ppo).__name__} == {
             "SFTConfig", "RewardConfig", "PPOConfig"}
@@ -176,13 +178,13 @@ def test_data_source_comes_from_the_environment(monkeypatch):
 
 
 def test_ptx_is_refused_on_preference_data():
-    with pytest.raises(ValueError, match="PreferencePPOConfig.ptx_coef must be 0"):
-        replace(presets.get_preset("gpt2-hh").ppo, ptx_coef=0.1)
+    with pytest.raises(ValueError, match="no pretraining text of its kind"):
+        presets.get_preset("gpt2-hh").data.pretraining_text("train")
 
 
 def test_split_keeps_each_prompt_on_one_side_and_is_seeded(hh_file, checkpoint):
     p = micro_hh(hh_file, checkpoint)
-    tokenizer, data = p.load_tokenizer(), p.sft.data
+    tokenizer, data = p.load_tokenizer(), p.data.dataset
     parts = split_comparisons(data, tokenizer)
     by_part = {name: {r["prompt"] for r in parts[name]} for name in PARTS}
     for i, a in enumerate(PARTS):
@@ -219,7 +221,7 @@ def test_malformed_data_names_the_file_and_line(tmp_path, checkpoint, monkeypatc
 # ----------------------------------------------------------------------------- end to end
 def test_no_gold_or_heldout_comparison_reaches_a_policy_or_the_proxy(run):
     p, seen = run["preset"], run["seen"]
-    parts = split_comparisons(p.sft.data, p.load_tokenizer())
+    parts = split_comparisons(p.data.dataset, p.load_tokenizer())
     gold = {r["prompt"] for n in ("gold_train", "gold_validation") for r in parts[n]}
     held = {r["prompt"] for r in parts["heldout"]}
     policy = {r["prompt"] for n in ("train", "validation") for r in parts[n]}
@@ -251,7 +253,7 @@ def test_base_is_the_checkpoint_and_the_gold_rm_is_not_the_proxy(run, checkpoint
     assert rm_ckpt.inputs == {"sft": checkpoints.fingerprint(artifacts.load_model("sft", p))}
     assert gold_ckpt.recipe["data"] == rm_ckpt.recipe["data"]  # one source, other halves
     gold, rm = artifacts.load_model("gold_rm", p), artifacts.load_model("rm", p)
-    parts = split_comparisons(p.sft.data, p.load_tokenizer())
+    parts = split_comparisons(p.data.dataset, p.load_tokenizer())
     tokenizer = p.load_tokenizer()
     gold_scores, rm_scores = (torch.cat(reward.pair_scores(m, tokenizer, parts["heldout"]))
                               for m in (gold, rm))
@@ -270,7 +272,7 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     policies = {"SFT", "PPO", "DPO", "RLOO"}  # no PPO-ptx (no recipe), no prompted base
-    for key in ("mean_gold_rm", "win_rate_vs_sft", "win_rate_ci", "mean_rm", "kl_to_sft",
+    for key in ("mean_gold_rm", "win_rate_vs_sft", "win_rate_ci", "rm_score", "kl_to_sft",
                 "mean_length", "terminated", "params"):
         assert set(saved[key]) == policies, key
     assert saved["n_prompts"] == 6 and saved["n_comparisons"] == 12
@@ -298,9 +300,9 @@ def test_another_file_at_the_same_path_makes_the_data_stages_stale(run, hh_file)
     p, original = run["preset"], Path(hh_file).read_bytes()
 
     def statuses() -> dict:
-        data = replace(p.sft.data)  # read the file again: its digest is of the bytes there now
+        data = replace(p.data.dataset)  # read the file again: its digest is of the bytes now
         assert data.digest and data.source == hh_file
-        now = replace(p, sft=replace(p.sft, data=data), gold_rm=replace(p.gold_rm, data=data))
+        now = replace(p, data=PreferenceSource(data))
         with pytest.MonkeyPatch.context() as monkeypatch:
             monkeypatch.setattr(paths, "ARTIFACTS_DIR", run["out"].parent / "artifacts")
             monkeypatch.setitem(presets.PRESETS, "hh-micro", now)
@@ -318,8 +320,7 @@ def test_another_file_at_the_same_path_makes_the_data_stages_stale(run, hh_file)
 
 def test_another_source_makes_the_data_stages_stale_but_not_the_base(run, hh_file):
     p = run["preset"]
-    moved = replace(p.sft.data, source=hh_file + ".copy")
-    other = replace(p, sft=replace(p.sft, data=moved), gold_rm=replace(p.gold_rm, data=moved))
+    other = replace(p, data=PreferenceSource(replace(p.data.dataset, source=hh_file + ".copy")))
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(paths, "ARTIFACTS_DIR", run["out"].parent / "artifacts")
         monkeypatch.setitem(presets.PRESETS, "hh-micro", other)

@@ -44,21 +44,34 @@ def test_notebooks_state_objectives_and_runtime_and_hold_no_errors():
 
 
 def package_imports() -> dict[str, set[str]]:
-    """module -> the package modules it imports (at any depth, function-level imports too)."""
+    """module -> the package modules it imports (at any depth, function-level imports too).
+    A subpackage's modules are named by their dotted path ("realdata.source"), the subpackage
+    itself by its name ("realdata", its __init__)."""
+    package = ROOT / "rlhf_lite"
+    names = {".".join(p.relative_to(package).with_suffix("").parts).removesuffix(".__init__")
+             for p in package.rglob("*.py")}
     graph = {}
-    for path in sorted((ROOT / "rlhf_lite").glob("*.py")):
-        name, imported = path.stem, set()
+    for path in sorted(package.rglob("*.py")):
+        name = ".".join(path.relative_to(package).with_suffix("").parts).removesuffix(".__init__")
+        folder = path.relative_to(package).parent.parts  # where "." points
+        imported = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 module = node.module or ""
-                if node.level == 1 or module.startswith("rlhf_lite"):
+                if node.level:  # from . / from .. : relative to this file's folder
+                    base = folder[: len(folder) - (node.level - 1)]
+                    module = ".".join([*base, *([module] if module else [])])
+                elif module.startswith("rlhf_lite"):
                     module = module.removeprefix("rlhf_lite").lstrip(".")
-                    imported |= ({module.split(".")[0]} if module
-                                 else {alias.name for alias in node.names})
+                else:
+                    continue
+                # "from .realdata import gold_eval" imports a module; "from .x import f" x
+                found = {f"{module}.{a.name}".lstrip(".") for a in node.names} & names
+                imported |= found or {module}
             elif isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[1] for a in node.names
+                imported |= {a.name.removeprefix("rlhf_lite.") for a in node.names
                              if a.name.startswith("rlhf_lite.")}
-        graph[name] = imported - {name, "__init__"}
+        graph[name] = imported - {name, "__init__", ""}
     return graph
 
 

@@ -31,7 +31,7 @@ such records instead and warns with their number and the first reasons, never si
 whose two responses are identical (they teach the RM nothing) are kept, with a warning.
 
 A real-data preset (`gpt2-hh`) runs every stage on one HH-RLHF source, divided once by
-`split_comparisons` as its recipes' `PreferenceData` says, by prompt (the comparisons of one
+`split_comparisons` as its `PreferenceData` says, by prompt (the comparisons of one
 prompt stay together, so no prompt is on both sides):
 
 * "heldout": prompts only the evaluation samples (their pairs measure both reward models);
@@ -54,10 +54,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from .batching import prompt_response_ids
-from .chat import BOT, USER
-from .data import DataError, file_sha256
-from .utils import check_config, integer, number, optional
+from ..batching import prompt_response_ids
+from ..chat import BOT, USER
+from ..data import DataError, file_sha256
+from ..utils import check_config, integer, number, optional
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")  # the speaker markers of an HH dialogue
 
@@ -306,7 +306,7 @@ PARTS = ("train", "validation", "gold_train", "gold_validation", "heldout")
 class PreferenceData:
     """Which HH-RLHF source a real-data preset reads and how it divides it (`split_comparisons`).
 
-    Part of the recipe of every stage that reads it (e.g. `sft.PreferenceSFTConfig`), so a
+    Part of the recipe of every stage that reads it (`PreferenceSource.recipe`), so a
     checkpoint records where its data came from and another source makes it stale. `digest`
     (computed, not set) is the content of a local source file: another file copied over the
     same path makes the checkpoints stale too. A hub name is recorded as the name only.
