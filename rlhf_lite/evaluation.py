@@ -41,7 +41,7 @@ def preferences(prompts: list[dict], ours: list[Completion],
     if not len(prompts) == len(ours) == len(theirs):
         raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(ours)} vs {len(theirs)}")
     labeler = GoldLabeler(seed=seed)
-    return [labeler.rank(p, [a[0], b[0]], [a[1], b[1]])[0] == 0
+    return [labeler.rank(p, [a.text, b.text], [a.terminated, b.terminated])[0] == 0
             for p, a, b in zip(prompts, ours, theirs)]
 
 
@@ -94,7 +94,7 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
     the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1), both
     with the never-generated tokens suppressed, as when sampling. Scored `batch_size`
     responses at a time: the logits of a batch take batch_size x T x vocabulary floats."""
-    texts, ended = [c[0] for c in completions], [c[1] for c in completions]
+    texts, ended = [c.text for c in completions], [c.terminated for c in completions]
     enc = encode_responses(tokenizer, [p["prompt"] for p in prompts], texts, ended)  # right-padded
     prompt_len = torch.tensor([len(tokenizer(format_prompt(p["prompt"]))["input_ids"])
                                for p in prompts])  # (N,)

@@ -50,7 +50,7 @@ def preference_data(preset) -> PreferenceData:
 
 def _scores(rm, tokenizer, prompts: list[dict], completions) -> torch.Tensor:
     return score_responses(rm, tokenizer, [p["prompt"] for p in prompts],
-                           [c[0] for c in completions], [c[1] for c in completions])
+                           [c.text for c in completions], [c.terminated for c in completions])
 
 
 def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:
@@ -87,7 +87,7 @@ def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:
         gold_scores = _scores(gold, tokenizer, prompts, completions)
         wins = ((gold_scores > reference_gold).double()
                 + 0.5 * (gold_scores == reference_gold).double()).tolist()
-        lengths = [len(c[0].split()) for c in completions]  # words: the same for any tokenizer
+        lengths = [len(c.text.split()) for c in completions]  # words: the same for any tokenizer
         results["params"][name] = sum(t.numel() for t in model.parameters())
         results["mean_gold_rm"][name] = gold_scores.mean().item()
         results["win_rate_vs_sft"][name] = sum(wins) / len(wins)
@@ -95,10 +95,10 @@ def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:
         results["mean_rm"][name] = _scores(rm, tokenizer, prompts, completions).mean().item()
         results["kl_to_sft"][name] = kl_to_reference(model, sft, tokenizer, prompts, completions)
         results["mean_length"][name] = sum(lengths) / len(lengths)
-        results["terminated"][name] = sum(c[1] for c in completions) / len(completions)
+        results["terminated"][name] = sum(c.terminated for c in completions) / len(completions)
         results["tables"][name] = pd.DataFrame({
-            "prompt": [q["prompt"] for q in prompts], "response": [c[0] for c in completions],
-            "terminated": [c[1] for c in completions], "gold_rm": gold_scores.tolist(),
+            "prompt": [q["prompt"] for q in prompts], "response": [c.text for c in completions],
+            "terminated": [c.terminated for c in completions], "gold_rm": gold_scores.tolist(),
             "win": wins})
     # the comparisons each RM learned from (the proxy may take fewer: max_pairs)
     results["rm_train_pairs"] = {"RM": len(parts["train"][: p.rm.max_pairs]),

@@ -99,7 +99,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         results["mean_gold"][name] = float(table.total.mean())
         results["rm_score"][name] = score_responses(
             reward_model, tokenizer, [p["prompt"] for p in prompts],
-            [c[0] for c in completions], [c[1] for c in completions]).mean().item()
+            [c.text for c in completions], [c.terminated for c in completions]).mean().item()
         results["pretrain_val_loss"][name], results["kl_to_sft"][name] = loss, kl
         results["seconds"][name] = seconds
         results["behaviour"][name] = behaviour(table)
@@ -153,8 +153,8 @@ def best_of_n_rows(sft, reward_model, tokenizer, heldout: list[dict], samples: i
     flat = [c for pool in pools for c in pool]
     scores = score_responses(reward_model, tokenizer,
                              [p["prompt"] for p in heldout * samples for _ in range(pool_size)],
-                             [c[0] for c in flat], [c[1] for c in flat]).view(len(pools),
-                                                                              pool_size).tolist()
+                             [c.text for c in flat], [c.terminated for c in flat]).view(
+                                 len(pools), pool_size).tolist()
     seconds = time.perf_counter() - start
     return {f"best-of-{n} (RM)": {
         "n": n, "picks": best_of_n([pool[:n] for pool in pools], [row[:n] for row in scores]),

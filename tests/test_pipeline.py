@@ -177,7 +177,8 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
     policy, reference = (GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16))
                          for _ in range(2))
     prompts = [{"prompt": "what is two plus three ?"}, {"prompt": "name three fruits ."}]
-    completions = [("five .", True), ("a plum a fig", False)]
+    completions = [generation.Completion("five .", True),
+                   generation.Completion("a plum a fig", False)]
     expected = 0.0
     for p, (text, ended) in zip(prompts, completions):
         context = tokenizer(f"user : {p['prompt']} bot :")["input_ids"]

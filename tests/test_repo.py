@@ -43,22 +43,27 @@ def test_notebooks_state_objectives_and_runtime_and_hold_no_errors():
         assert not errors, f"{path.name} has committed error outputs"
 
 
-def package_imports() -> dict[str, set[str]]:
-    """module -> the package modules it imports (at any depth, function-level imports too)."""
+def package_imports(package: Path = ROOT / "rlhf_lite") -> dict[str, set[str]]:
+    """module -> the package modules it imports (at any depth, function-level imports too).
+    A subpackage (e.g. `rlhf_lite/realdata/`) counts as one module, named after its folder."""
     graph = {}
-    for path in sorted((ROOT / "rlhf_lite").glob("*.py")):
-        name, imported = path.stem, set()
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).parts  # ("model.py",) or ("realdata", "gold.py")
+        name, inside = where[0].removesuffix(".py"), (package.name, *where[:-1])
+        imported = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level == 1 or module.startswith("rlhf_lite"):
-                    module = module.removeprefix("rlhf_lite").lstrip(".")
-                    imported |= ({module.split(".")[0]} if module
+                # the absolute module: `from ..utils import x` in realdata/ is rlhf_lite.utils
+                base = inside[:len(inside) - node.level + 1] if node.level else ()
+                module = (*base, *(node.module or "").split(".")) if node.module else base
+                if module[:1] == (package.name,):
+                    imported |= ({module[1]} if len(module) > 1
                                  else {alias.name for alias in node.names})
             elif isinstance(node, ast.Import):
                 imported |= {a.name.split(".")[1] for a in node.names
-                             if a.name.startswith("rlhf_lite.")}
-        graph[name] = imported - {name, "__init__"}
+                             if a.name.startswith(f"{package.name}.")}
+        graph[name] = graph.get(name, set()) | (imported - {name, "__init__"})
+    graph.pop("__init__", None)  # the package's own __init__.py
     return graph
 
 
@@ -92,6 +97,52 @@ def test_the_package_has_no_import_circle():
     assert {"evaluation", "reward", "stages", "artifacts"} <= set(graph)
     assert "labeler" in graph["evaluation"] and "batching" in graph["reward"]  # the walk works
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+# The package's layers, from the bottom (README, "How the package fits together"): a module
+# imports only from its own layer and the layers below it. realdata, the real preference data
+# (a subpackage, one entry), sits with the stages it feeds.
+LAYERS = {
+    "foundations": "utils paths data distributed precision checkpoints",
+    "model and sampling": "model tokenizer chat generation batching hf",
+    "the RL maths": "gae kl",
+    "the toy world and the stages": "world labeler comparisons training pretrain sft reward ppo "
+                                    "dpo preference_data realdata",
+    "presets, registry, artifacts": "presets stages artifacts",
+    "pipeline and notebooks": "evaluation pipeline gold_eval widgets exercises doctor",
+}
+LAYER = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules.split()}
+
+
+def upward_imports(graph: dict[str, set[str]], layer: dict[str, int]) -> list[str]:
+    """Each import of `graph` from a higher layer than the importer's, as "a -> b"."""
+    return [f"{module} -> {dep}" for module, deps in sorted(graph.items())
+            for dep in sorted(deps) if layer[dep] > layer[module]]
+
+
+def test_upward_imports_finds_an_import_from_above_and_only_that():
+    layer = {"a": 0, "b": 0, "c": 1}
+    assert upward_imports({"a": {"b", "c"}, "b": set(), "c": {"a", "b"}}, layer) == ["a -> c"]
+
+
+def test_a_subpackage_is_one_module_and_its_relative_imports_are_resolved(tmp_path):
+    package = tmp_path / "rlhf_lite"
+    (package / "realdata").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "utils.py").write_text("")
+    (package / "presets.py").write_text("from .realdata.gold import x\nfrom . import utils\n")
+    (package / "realdata" / "__init__.py").write_text("from .gold import x\n")
+    (package / "realdata" / "gold.py").write_text("from ..utils import y\nfrom .. import sft\n"
+                                                  "import rlhf_lite.model\nfrom . import gold\n")
+    assert package_imports(package) == {"utils": set(), "presets": {"realdata", "utils"},
+                                        "realdata": {"utils", "sft", "model"}}
+
+
+def test_every_module_has_a_layer_and_imports_only_from_its_own_or_below():
+    graph = package_imports()
+    assert not set(graph) - set(LAYER), f"modules without a layer: {set(graph) - set(LAYER)}"
+    upward = upward_imports(graph, LAYER)
+    assert not upward, f"imports from a layer above the importer's: {upward}"
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")  # a Markdown link's target
