@@ -40,9 +40,11 @@ from .stages import groups, models
 from .utils import atomic_write_text
 
 
-def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
+def build_stages(preset: str = "toy", force: bool = False, processes: int | None = None
+                 ) -> dict[str, float]:
     """Train (or load) every stage in order; returns the seconds each group of stages took
-    (a group trained side by side, e.g. "ppo + ppo_ptx", has one wall time)."""
+    (a group trained side by side, e.g. "ppo + ppo_ptx", has one wall time). `processes`: how
+    many stages of a group train at once (`artifacts.build_side_by_side`)."""
     seconds = {}
     for group in groups():
         # a preset may borrow another preset's reward model (built on first use)
@@ -53,7 +55,7 @@ def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
         for stage in stages:  # a stage that trains says so itself (artifacts.build)
             if not force and artifacts.status(stage, preset) == "done":
                 print(f"[{stage}] done: loaded", flush=True)
-        artifacts.build_side_by_side(stages, preset, rebuild=force)
+        artifacts.build_side_by_side(stages, preset, rebuild=force, processes=processes)
         seconds[" + ".join(stages)] = round(time.perf_counter() - start, 1)
     return seconds
 
@@ -201,10 +203,10 @@ def stage_times_line(results: dict) -> str:
 
 
 def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
-        samples: int = 3) -> dict:
+        samples: int = 3, processes: int | None = None) -> dict:
     start = time.perf_counter()
     out = Path(out) if out else paths.ARTIFACTS_DIR / preset / "pipeline"
-    stage_seconds = build_stages(preset, force)
+    stage_seconds = build_stages(preset, force, processes)
     if not distributed.is_main_process():
         return {}  # under torchrun the other processes only help train; rank 0 evaluates
     print("[evaluation]", flush=True)

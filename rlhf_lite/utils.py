@@ -255,16 +255,16 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def run_in_processes(fn, calls: list[tuple]) -> list:
-    """`[fn(*args) for args in calls]`, each call in a process of its own, as many at once
-    as the machine has cores (more calls wait for a free process).
+def run_in_processes(fn, calls: list[tuple], processes: int | None = None) -> list:
+    """`[fn(*args) for args in calls]`, each call in a process of its own, `processes` at once
+    (None: as many as the machine has cores; more calls wait for a free process).
 
     Spawned processes (fresh interpreters, on every OS) are safe whatever threads the caller
     has started; they share nothing, so `fn` must be a module-level function and it gets
     everything it needs through its arguments (pickled), results coming back the same way.
     """
-    with multiprocessing.get_context("spawn").Pool(min(len(calls), os.cpu_count() or 1),
-                                                   initializer=_end_with_parent,
+    processes = min(len(calls), processes or os.cpu_count() or 1)
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=_end_with_parent,
                                                    initargs=(os.getpid(),)) as pool:
         results = pool.starmap(fn, calls)
         # let the workers exit normally (leaving the block terminates them): a terminated worker
