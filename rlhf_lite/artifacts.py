@@ -82,7 +82,8 @@ def _data(p: Preset, stage: str):
 def _state(path: Path, stage: str, p: Preset, root: Path | None) -> str:
     """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
     ckpt = checkpoints.read(path)
-    if (not checkpoints.same_recipe(ckpt.recipe, stage_recipe(p.recipe(stage), _data(p, stage)))
+    cfg = p.recipe(stage)
+    if (not checkpoints.same_recipe(ckpt.recipe, cfg, stage_recipe(cfg, _data(p, stage)))
             or ckpt.data != checkpoints.data_fingerprint()):
         return "stale"
     expected = {}
@@ -160,14 +161,15 @@ def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
 
 
 def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild: bool = False,
-                       root: Path | None = None) -> None:
+                       root: Path | None = None, processes: int | None = None) -> None:
     """Build independent single-threaded stages (the PPO stages, DPO) in processes of their
-    own, as many at once as the CPU has cores (the others wait for a free one); each is the same
-    model bit for bit as built alone (its own thread count). Stages that use more threads, a
-    single core, a GPU or torchrun: one after the other."""
+    own, `processes` at once (None: as many as the CPU has cores; the others wait for a free
+    one); each is the same model bit for bit as built alone (its own thread count). Stages that
+    use more threads, a single process or core, a GPU or torchrun: one after the other, here."""
     p = _preset(preset)
+    processes = processes or os.cpu_count() or 1
     todo = [stage for stage in stages if rebuild or status(stage, p, root) != "done"]
-    if (len(todo) < 2 or distributed.is_distributed() or (os.cpu_count() or 1) < 2
+    if (len(todo) < 2 or distributed.is_distributed() or processes < 2
             or any(stage_threads(stage, p) > 1 for stage in todo)
             or pick_device(p.device).type != "cpu"):
         for stage in todo:
@@ -175,7 +177,7 @@ def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild:
         return
     # fresh processes: they get the preset itself and the artifacts folder as arguments
     printed = run_in_processes(_build_alone, [(stage, p, Path(root or paths.ARTIFACTS_DIR),
-                                               rebuild) for stage in todo])
+                                               rebuild) for stage in todo], processes)
     print("".join(printed), end="")  # in stage order, not in the order the processes wrote
 
 

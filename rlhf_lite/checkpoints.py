@@ -9,7 +9,7 @@ opened. Its fields (`Checkpoint`):
     max_steps     steps of the whole run
     model_config  the architecture (`GPTConfig` as a dict): enough to rebuild the module
     recipe        the stage's config as a dict; a different recipe makes the checkpoint stale,
-                  except for fields that only steer the run (`RUN_CONTROL`)
+                  except for fields that only steer the run (`result_fields`)
     inputs        {role: fingerprint} of the models this one was trained from (an RM: the SFT
                   model it started from); a changed input model makes the checkpoint stale
     data          fingerprint of the data files and tokenizer under data/ when it was saved
@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import torch
@@ -40,9 +40,6 @@ from . import distributed, paths
 from .data import CHECKSUM_FILE, checksums
 
 FORMAT = 2  # bumped when the layout changes; an older file is then rebuilt, not misread
-# Config fields that steer a run without changing its result (a progress-bar label, how often
-# to validate or to checkpoint): they never make a checkpoint stale.
-RUN_CONTROL = frozenset({"desc", "eval_interval", "checkpoint_interval"})
 
 
 @dataclass
@@ -83,20 +80,27 @@ def fingerprint(weights) -> str:
     return digest.hexdigest()[:16]
 
 
-def result_fields(recipe: dict) -> dict:
-    """A recipe (a config as a dict, nested configs included) without its `RUN_CONTROL` fields:
-    what two checkpoints must share to be the same model."""
-    return {k: result_fields(v) if isinstance(v, dict) else v
-            for k, v in recipe.items() if k not in RUN_CONTROL}
+def result_fields(recipe: dict, config) -> dict:
+    """`recipe` (a config as a dict, nested configs included) without the fields that `config`
+    (the config dataclass it is compared with) marks `run_control` (`utils.rule`): what two
+    checkpoints must share to be the same model. A progress-bar label or how often to validate
+    or to checkpoint steers a run without changing its result, so it never makes one stale."""
+    steering = {f.name for f in fields(config) if f.metadata.get("run_control")}
+    return {k: result_fields(v, getattr(config, k)) if _nested(config, k, v) else v
+            for k, v in recipe.items() if k not in steering}
 
 
-def config_dict(config) -> dict:
-    """A config dataclass (or a dict) as the plain dict a checkpoint stores."""
-    return config if isinstance(config, dict) else asdict(config)
+def _nested(config, name: str, value) -> bool:
+    """Whether `value`, the recipe's field `name`, is a nested config of `config`'s."""
+    return isinstance(value, dict) and is_dataclass(getattr(config, name, None))
 
 
-def same_recipe(saved: dict, config) -> bool:
-    return result_fields(saved) == result_fields(config_dict(config))
+def same_recipe(saved: dict, config, recipe: dict | None = None) -> bool:
+    """Whether a checkpoint's recipe is `config` (a config dataclass), up to `result_fields`;
+    `recipe`: what a run of `config` records, when that is more than `config` itself (a stage
+    that reads a data source: `datasource.stage_recipe`)."""
+    expected = asdict(config) if recipe is None else recipe
+    return result_fields(saved, config) == result_fields(expected, config)
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> None:

@@ -38,7 +38,7 @@ def make_rankings(policy: GPT, tokenizer, prompts: list[dict], k: int, labeler: 
     records = []
     for i in range(0, len(repeated), k):
         prompt, group = repeated[i], completions[i: i + k]
-        responses, terminated = [text for text, _ in group], [done for _, done in group]
+        responses, terminated = [c.text for c in group], [c.terminated for c in group]
         records.append({"prompt_id": prompt["id"], "prompt": prompt["prompt"],
                         "responses": responses, "terminated": terminated,
                         "ranking": labeler.rank(prompt, responses, terminated)})

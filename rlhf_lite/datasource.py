@@ -23,10 +23,9 @@ other implementation (`rlhf_lite.realdata.PreferenceSource`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, ClassVar, Protocol
 
-from .checkpoints import config_dict
 from .comparisons import sample_rankings
 from .data import load_records
 from .labeler import gold_score
@@ -50,7 +49,7 @@ class DataSource(Protocol):
 def stage_recipe(cfg, data: DataSource | None) -> dict:
     """What a stage's checkpoint records as its recipe: its config, and what `data` (None: a
     stage that reads no data source) says about itself."""
-    return {**config_dict(cfg), **(data.recipe if data is not None else {})}
+    return {**asdict(cfg), **(data.recipe if data is not None else {})}
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,24 +61,25 @@ from .generation import sequence_logprobs
 from .model import GPT, without_dropout
 from .tokenizer import never_generated
 from .training import History, TrainConfig, train
-from .utils import check_config, integer, number, train_side_by_side
+from .utils import check_config, integer, nested, number, rule, train_side_by_side
 
 
 @dataclass
 class DPOConfig:
-    beta: float = 0.1  # the KL coefficient of the objective DPO solves (paper: 0.1)
-    batch_size: int = 16  # rankings per step; all C(K, 2) pairs of a ranking share its step
-    epochs: int = 1  # passes over the rankings (as the RM: one)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+    # the KL coefficient of the objective DPO solves (paper: 0.1); > 0: at 0 every implicit
+    # reward is 0 and the loss is log 2 whatever the policy
+    beta: float = rule(0.1, number(0, low_open=True))
+    # rankings per step; all C(K, 2) pairs of a ranking share its step
+    batch_size: int = rule(16, integer(1))
+    epochs: int = rule(1, integer(1))  # passes over the rankings (as the RM: one)
+    train: TrainConfig = nested(lambda: TrainConfig(
         max_steps=0,  # unused: train_dpo sets it to epochs * ceil(rankings / batch_size)
         # a starting point, not tuned on the full toy run; no weight decay: it would pull the
         # weights towards 0, not towards the reference (PPO's policy has none either)
         lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50, desc="dpo"))
 
     def __post_init__(self):
-        # beta > 0: at 0 every implicit reward is 0 and the loss is log 2 whatever the policy
-        check_config(self, {"beta": number(0, low_open=True), "batch_size": integer(1),
-                            "epochs": integer(1)})
+        check_config(self)
 
     def as_dict(self) -> dict:
         return asdict(self)

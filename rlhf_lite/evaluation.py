@@ -41,7 +41,7 @@ def preferences(prompts: list[dict], ours: list[Completion],
     if not len(prompts) == len(ours) == len(theirs):
         raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(ours)} vs {len(theirs)}")
     labeler = GoldLabeler(seed=seed)
-    return [labeler.rank(p, [a[0], b[0]], [a[1], b[1]])[0] == 0
+    return [labeler.rank(p, [a.text, b.text], [a.terminated, b.terminated])[0] == 0
             for p, a, b in zip(prompts, ours, theirs)]
 
 
@@ -95,7 +95,7 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
     as PPO logs its KL: `generation.sequence_logprobs` (the never-generated tokens suppressed,
     as when sampling) and `kl.kl_estimate`. Scored `batch_size` responses at a time: the
     logits of a batch take batch_size x T x vocabulary floats."""
-    texts, ended = [c[0] for c in completions], [c[1] for c in completions]
+    texts, ended = [c.text for c in completions], [c.terminated for c in completions]
     enc = encode_responses(tokenizer, [p["prompt"] for p in prompts], texts, ended)  # right-padded
     mask = enc["labels"][:, 1:] != IGNORE_INDEX  # (N, T-1) position t scores token t+1
     suppressed, per_response = never_generated(tokenizer), []

@@ -53,7 +53,7 @@ def policy_row(judge: Judge, prompts: list[dict], completions: list[Completion],
     table, numbers = judge.judge(prompts, completions)
     wins = table.win.tolist()
     rm_scores = score_responses(reward_model, tokenizer, [p["prompt"] for p in prompts],
-                                [c[0] for c in completions], [c[1] for c in completions])
+                                [c.text for c in completions], [c.terminated for c in completions])
     return {"params": params, "win_rate_vs_sft": sum(wins) / len(wins),
             "win_rate_ci": list(bootstrap_interval(wins, [p["id"] for p in prompts], seed)),
             **numbers, "rm_score": rm_scores.mean().item(), "kl_to_sft": kl, **extra,

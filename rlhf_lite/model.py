@@ -21,36 +21,36 @@ V vocab_size, nh n_head, hd head_dim = C // nh.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from torch.nn import functional as F
 
-from .utils import check_config, integer, number
+from .utils import boolean, check_config, integer, number, rule
 
 
 @dataclass
 class GPTConfig:
-    vocab_size: int  # number of token ids: rows of wte, outputs of lm_head
-    block_size: int = 64  # max sequence length (cached + new tokens): number of learned positions
-    n_layer: int = 4  # number of transformer blocks
-    n_head: int = 4  # attention heads per block; each has head_dim = n_embd // n_head
-    n_embd: int = 128  # width C of the residual stream
-    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
-    bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
-    layer_norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2 uses 1e-5)
+    # number of token ids: rows of wte, outputs of lm_head
+    vocab_size: int = rule(MISSING, integer(1))
+    # max sequence length (cached + new tokens): number of learned positions
+    block_size: int = rule(64, integer(1))
+    n_layer: int = rule(4, integer(1))  # number of transformer blocks
+    # attention heads per block; each has head_dim = n_embd // n_head
+    n_head: int = rule(4, integer(1))
+    n_embd: int = rule(128, integer(1))  # width C of the residual stream
+    # dropout on embeddings, attention weights and residual branches
+    dropout: float = rule(0.0, number(0, 1, high_open=True))
+    bias: bool = rule(True, boolean())  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    # LayerNorm epsilon (GPT-2 uses 1e-5)
+    layer_norm_eps: float = rule(1e-5, number(0, low_open=True))
     # True: fused F.scaled_dot_product_attention; False: the same math written out
-    use_sdpa: bool = True
+    use_sdpa: bool = rule(True, boolean())
 
     def __post_init__(self):
-        size = integer(1)
-        check_config(self, {"vocab_size": size, "block_size": size, "n_layer": size,
-                            "n_head": size, "n_embd": size,
-                            "dropout": number(0, 1, high_open=True),
-                            "layer_norm_eps": number(0, low_open=True)},
-                     divisible=("n_embd", "n_head"))
+        check_config(self, divisible=("n_embd", "n_head"))
 
 
 class KVCache:

@@ -34,9 +34,11 @@ from .stages import groups, models
 from .utils import atomic_write_text
 
 
-def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
+def build_stages(preset: str = "toy", force: bool = False, processes: int | None = None
+                 ) -> dict[str, float]:
     """Train (or load) every stage in order; returns the seconds each group of stages took
-    (a group trained side by side, e.g. "ppo + ppo_ptx", has one wall time)."""
+    (a group trained side by side, e.g. "ppo + ppo_ptx", has one wall time). `processes`: how
+    many stages of a group train at once (`artifacts.build_side_by_side`)."""
     seconds = {}
     for group in groups():
         # a preset may borrow another preset's reward model (built on first use)
@@ -47,7 +49,7 @@ def build_stages(preset: str = "toy", force: bool = False) -> dict[str, float]:
         for stage in stages:  # a stage that trains says so itself (artifacts.build)
             if not force and artifacts.status(stage, preset) == "done":
                 print(f"[{stage}] done: loaded", flush=True)
-        artifacts.build_side_by_side(stages, preset, rebuild=force)
+        artifacts.build_side_by_side(stages, preset, rebuild=force, processes=processes)
         seconds[" + ".join(stages)] = round(time.perf_counter() - start, 1)
     return seconds
 
@@ -129,8 +131,8 @@ def best_of_n_rows(sft, reward_model, tokenizer, heldout: list[dict], samples: i
     flat = [c for pool in pools for c in pool]
     scores = score_responses(reward_model, tokenizer,
                              [p["prompt"] for p in heldout * samples for _ in range(pool_size)],
-                             [c[0] for c in flat], [c[1] for c in flat]).view(len(pools),
-                                                                              pool_size).tolist()
+                             [c.text for c in flat], [c.terminated for c in flat]).view(
+                                 len(pools), pool_size).tolist()
     seconds = time.perf_counter() - start
     return {f"best-of-{n} (RM)": {
         "n": n, "picks": best_of_n([pool[:n] for pool in pools], [row[:n] for row in scores]),
@@ -170,10 +172,10 @@ def stage_times_line(results: dict) -> str:
 
 
 def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
-        samples: int = 3) -> dict:
+        samples: int = 3, processes: int | None = None) -> dict:
     start = time.perf_counter()
     out = Path(out) if out else paths.ARTIFACTS_DIR / preset / "pipeline"
-    stage_seconds = build_stages(preset, force)
+    stage_seconds = build_stages(preset, force, processes)
     if not distributed.is_main_process():
         return {}  # under torchrun the other processes only help train; rank 0 evaluates
     print("[evaluation]", flush=True)

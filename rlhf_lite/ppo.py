@@ -66,6 +66,7 @@ from .pretrain import lm_loss, random_windows, token_stream
 from .tokenizer import never_generated
 from .training import History, backward_and_step, resumable, run_steps
 from .utils import (
+    boolean,
     check_config,
     check_finite,
     derive_seed,
@@ -73,6 +74,7 @@ from .utils import (
     number,
     one_of,
     optional,
+    rule,
     seed_everything,
     train_side_by_side,
 )
@@ -80,53 +82,59 @@ from .utils import (
 
 @dataclass
 class PPOConfig:
-    iterations: int = 40  # rollout + update rounds (about 1 minute on 2 CPU cores)
-    batch_size: int = 64  # prompts per rollout (paper: 512)
-    minibatch_size: int = 16  # responses per gradient step (paper: 64)
-    ppo_epochs: int = 4  # passes over each rollout (more reuse of expensive samples)
-    max_new_tokens: int = 20  # response length cap; longer answers count as unterminated
-    temperature: float = 1.0  # sampling temperature of rollouts (log-probs use the same one)
-    lr: float = 2e-5  # policy learning rate (AdamW); small: the policy must stay near SFT
-    value_lr: float = 1e-4  # value model learning rate
-    clip_eps: float = 0.2  # PPO ratio clip (paper: 0.2)
-    value_clip_eps: float = 0.2  # how far a value may move from its rollout value per update
-    gamma: float = 1.0  # discount: none, the episode is one short response
-    lam: float = 0.95  # GAE lambda: bias (0) vs variance (1) of the advantage estimate
-    beta: float = 0.1  # KL penalty coefficient (paper: 0.02; our small RM is easier to exploit)
-    adaptive_kl: bool = False  # adapt beta to keep the KL near kl_target (Ziegler et al.)
-    kl_target: float = 2.0  # target KL per response, in nats (adaptive only)
-    kl_horizon: int = 2000  # responses over which beta adapts (adaptive only)
-    kl_estimator: str = "k1"  # per-token KL estimator in the reward: k1, k2 or k3
-    missing_eos_penalty: float = 2.0  # subtracted from the RM score of unterminated responses
-    grad_clip: float = 1.0  # max gradient norm of each model
-    ptx_coef: float = 0.0  # PPO-ptx gamma: weight of the pretraining loss (0 = plain PPO)
-    ptx_batch_size: int = 8  # pretraining windows per minibatch (PPO-ptx)
+    # rollout + update rounds (about 1 minute on 2 CPU cores)
+    iterations: int = rule(40, integer(1))
+    batch_size: int = rule(64, integer(1))  # prompts per rollout (paper: 512)
+    minibatch_size: int = rule(16, integer(1))  # responses per gradient step (paper: 64)
+    # passes over each rollout (more reuse of expensive samples)
+    ppo_epochs: int = rule(4, integer(1))
+    # response length cap; longer answers count as unterminated
+    max_new_tokens: int = rule(20, integer(1))
+    # sampling temperature of rollouts (log-probs use the same one)
+    temperature: float = rule(1.0, number(0, low_open=True))
+    # policy learning rate (AdamW); small: the policy must stay near SFT
+    lr: float = rule(2e-5, number(0, low_open=True))
+    value_lr: float = rule(1e-4, number(0, low_open=True))  # value model learning rate
+    clip_eps: float = rule(0.2, number(0, low_open=True))  # PPO ratio clip (paper: 0.2)
+    # how far a value may move from its rollout value per update
+    value_clip_eps: float = rule(0.2, number(0, low_open=True))
+    # discount: none, the episode is one short response (0 would discount the RM score at eos
+    # away from every earlier token)
+    gamma: float = rule(1.0, number(0, 1, low_open=True))
+    # GAE lambda: bias (0) vs variance (1) of the advantage estimate
+    lam: float = rule(0.95, number(0, 1))
+    # KL penalty coefficient (paper: 0.02; our small RM is easier to exploit)
+    beta: float = rule(0.1, number(0))
+    # adapt beta to keep the KL near kl_target (Ziegler et al.)
+    adaptive_kl: bool = rule(False, boolean())
+    # target KL per response, in nats (adaptive only)
+    kl_target: float = rule(2.0, number(0, low_open=True))
+    kl_horizon: int = rule(2000, integer(1))  # responses over which beta adapts (adaptive only)
+    # per-token KL estimator in the reward: k1, k2 or k3
+    kl_estimator: str = rule("k1", one_of(KINDS))
+    # subtracted from the RM score of unterminated responses
+    missing_eos_penalty: float = rule(2.0, number(0))
+    # max gradient norm of each model; > 0: clip_grad_norm_ to 0 zeroes every gradient (no
+    # learning, no error)
+    grad_clip: float = rule(1.0, number(0, low_open=True))
+    # PPO-ptx gamma: weight of the pretraining loss (0 = plain PPO)
+    ptx_coef: float = rule(0.0, number(0))
+    ptx_batch_size: int = rule(8, integer(1))  # pretraining windows per minibatch (PPO-ptx)
     # tokens per pretraining window; None: the policy's context (toy: 64). GPT-2's 1024 would
     # cost about 5x PPO's own FLOPs per minibatch, so the gpt2 preset uses shorter windows
-    ptx_block_size: int | None = None
-    seed: int = 0  # prompt order, sampling and minibatch shuffling
+    ptx_block_size: int | None = rule(None, optional(integer(1)))
+    seed: int = rule(0, integer(0))  # prompt order, sampling and minibatch shuffling
     # iterations between checkpoints when training into a file (`PPOTrainer.train`); 0 = only
     # at the end. Steers the run only: it never makes a checkpoint stale.
-    checkpoint_interval: int = 10
+    checkpoint_interval: int = rule(10, integer(0), run_control=True)
     # "gae": the value model and GAE (InstructGPT); "rloo" or "grpo": a critic-free baseline
     # over the group_size samples of each prompt (gae.group_advantages), no value model
-    advantage: str = "gae"
-    group_size: int = 1  # samples per prompt in a rollout; a group baseline needs 2 or more
+    advantage: str = rule("gae", one_of(("gae",) + GROUP_BASELINES))
+    # samples per prompt in a rollout; a group baseline needs 2 or more
+    group_size: int = rule(1, integer(1))
 
     def __post_init__(self):
-        # grad_clip > 0: clip_grad_norm_ to 0 zeroes every gradient (no learning, no error);
-        # gamma 0 would discount the RM score at eos away from every earlier token
-        positive, fraction = number(0, low_open=True), number(0, 1)
-        check_config(self, {
-            "iterations": integer(1), "batch_size": integer(1), "minibatch_size": integer(1),
-            "ppo_epochs": integer(1), "max_new_tokens": integer(1), "temperature": positive,
-            "lr": positive, "value_lr": positive, "clip_eps": positive, "value_clip_eps": positive,
-            "gamma": number(0, 1, low_open=True), "lam": fraction, "beta": number(0),
-            "kl_target": positive, "kl_horizon": integer(1), "kl_estimator": one_of(KINDS),
-            "missing_eos_penalty": number(0), "grad_clip": positive, "ptx_coef": number(0),
-            "checkpoint_interval": integer(0), "ptx_block_size": optional(integer(1)),
-            "advantage": one_of(("gae",) + GROUP_BASELINES), "group_size": integer(1),
-            "ptx_batch_size": integer(1)})
+        check_config(self)
         if self.advantage != "gae" and (self.group_size < 2 or self.batch_size % self.group_size):
             raise ValueError(f"PPOConfig.group_size must be >= 2 and divide batch_size "
                              f"({self.batch_size}) for advantage {self.advantage!r}, got "

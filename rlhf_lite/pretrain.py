@@ -11,7 +11,7 @@ Its exp is the perplexity: the number of equally likely words the model hesitate
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,31 +21,41 @@ from .data import load_records
 from .hf import load_pretrained
 from .model import GPT, GPTConfig
 from .training import History, TrainConfig, train
-from .utils import check_config, derive_seed, eval_mode, integer, number
+from .utils import (
+    check_config,
+    derive_seed,
+    eval_mode,
+    integer,
+    nested,
+    number,
+    optional,
+    rule,
+    text,
+)
 
 
 @dataclass
 class PretrainConfig:
-    n_layer: int = 4  # transformer blocks
-    n_head: int = 4  # attention heads per block
-    n_embd: int = 128  # width of the residual stream
-    block_size: int = 64  # context length in tokens (prompts + responses fit easily); with
-    # init_from: the length of the training windows (at most the checkpoint's context)
-    dropout: float = 0.0  # the corpus is large relative to the model: no need to regularise
-    batch_size: int = 32  # windows per step
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+    # the model's own rules (GPTConfig), but at the preset, before any data is loaded
+    n_layer: int = rule(4, integer(1))  # transformer blocks
+    n_head: int = rule(4, integer(1))  # attention heads per block
+    n_embd: int = rule(128, integer(1))  # width of the residual stream
+    # context length in tokens (prompts + responses fit easily); with init_from: the length of
+    # the training windows (at most the checkpoint's context)
+    block_size: int = rule(64, integer(1))
+    # the corpus is large relative to the model: no need to regularise
+    dropout: float = rule(0.0, number(0, 1, high_open=True))
+    batch_size: int = rule(32, integer(1))  # windows per step
+    train: TrainConfig = nested(lambda: TrainConfig(
         max_steps=1000, lr=3e-3, warmup_steps=50, eval_interval=100, desc="pretrain"))
     # a GPT-2 checkpoint (hub name or folder, `hf.load_pretrained`) to continue pretraining on
     # the world's text instead of a fresh model: its architecture replaces n_layer, n_head,
     # n_embd; the invented facts of the world are only in this text, so a GPT-2 policy must
     # read it before the gold labeler's correctness can mean anything
-    init_from: str | None = None
+    init_from: str | None = rule(None, optional(text()))
 
     def __post_init__(self):
-        # the model's own checks (GPTConfig), but at the preset, before any data is loaded
-        check_config(self, {"n_layer": integer(1), "n_head": integer(1), "n_embd": integer(1),
-                            "block_size": integer(1), "dropout": number(0, 1, high_open=True),
-                            "batch_size": integer(1)}, divisible=("n_embd", "n_head"))
+        check_config(self, divisible=("n_embd", "n_head"))
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,32 +38,38 @@ from .comparisons import accuracy_from_scores, check_ranking, flatten_rankings, 
 from .datasource import DataSource, stage_recipe
 from .model import GPT
 from .training import History, TrainConfig, train
-from .utils import check_config, integer, number
+from .utils import check_config, integer, nested, number, rule
 
 
 @dataclass
 class RewardConfig:
-    k: int = 4  # completions ranked per prompt (paper: K = 4..9)
-    rounds: int = 16  # rankings per training prompt, each of K fresh samples from the SFT policy
-    val_rounds: int = 16  # rankings per validation prompt (held-out accuracy and its ceiling)
-    temperature: float = 1.0  # sampling temperature of the SFT policy
-    max_new_tokens: int = 24  # response length cap when sampling
-    sample_seed: int = 0  # seeds the training samples; validation samples use sample_seed + 1
-    labeler_seed: int = 0  # the labeler who ranks the training completions
-    val_labeler_seed: int = 1  # the labeler who ranks the validation completions
-    ceiling_labeler_seed: int = 2  # a second labeler re-ranking them: the agreement ceiling
-    batch_size: int = 16  # rankings per step; all C(K, 2) pairs of a ranking share its step
-    epochs: int = 1  # passes over the rankings (paper: one; more overfits)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+    # completions ranked per prompt (paper: K = 4..9); a ranking of one has no pair to learn from
+    k: int = rule(4, integer(2))
+    # rankings per training prompt, each of K fresh samples from the SFT policy
+    rounds: int = rule(16, integer(1))
+    # rankings per validation prompt (held-out accuracy and its ceiling)
+    val_rounds: int = rule(16, integer(1))
+    # sampling temperature of the SFT policy
+    temperature: float = rule(1.0, number(0, low_open=True))
+    # response length cap when sampling; with 0 every response is empty and the RM trains on
+    # nothing at 50% accuracy
+    max_new_tokens: int = rule(24, integer(1))
+    # seeds the training samples; validation samples use sample_seed + 1
+    sample_seed: int = rule(0, integer(0))
+    labeler_seed: int = rule(0, integer(0))  # the labeler who ranks the training completions
+    # the labeler who ranks the validation completions
+    val_labeler_seed: int = rule(1, integer(0))
+    # a second labeler re-ranking them: the agreement ceiling
+    ceiling_labeler_seed: int = rule(2, integer(0))
+    # rankings per step; all C(K, 2) pairs of a ranking share its step
+    batch_size: int = rule(16, integer(1))
+    epochs: int = rule(1, integer(1))  # passes over the rankings (paper: one; more overfits)
+    train: TrainConfig = nested(lambda: TrainConfig(
         max_steps=0,  # unused: train_reward_model sets it to epochs * ceil(rankings / batch_size)
         lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"))
 
     def __post_init__(self):
-        # k >= 2: a ranking of one completion has no pair to learn from; max_new_tokens >= 1:
-        # with 0 every response is empty and the RM trains on nothing at 50% accuracy
-        check_config(self, {"k": integer(2), "rounds": integer(1), "val_rounds": integer(1),
-                            "temperature": number(0, low_open=True), "max_new_tokens": integer(1),
-                            "batch_size": integer(1), "epochs": integer(1)})
+        check_config(self)
 
     def as_dict(self) -> dict:
         return asdict(self)

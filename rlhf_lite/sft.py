@@ -20,7 +20,7 @@ ever sees a pad. (Generation left-pads prompts instead; both layouts are masked 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,21 +33,22 @@ from .datasource import DataSource, stage_recipe
 from .model import GPT
 from .tokenizer import check_vocabulary
 from .training import History, TrainConfig, train
-from .utils import check_config, integer
+from .utils import check_config, integer, nested, rule
 
 
 @dataclass
 class SFTConfig:
-    batch_size: int = 32  # demonstrations per step (rows are padded to the longest demonstration)
+    # demonstrations per step (rows are padded to the longest demonstration)
+    batch_size: int = rule(32, integer(1))
     # 150 steps = ~15 epochs of the 324 train demonstrations (the paper: 16). The validation
     # loss bottoms out near epoch 6 and then rises, yet the gold score of samples does not
     # drop: the paper saw the same overfitting and picked epochs by reward, not validation loss.
     # No dropout (the base model's config): 0.1 did not improve the best validation loss.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+    train: TrainConfig = nested(lambda: TrainConfig(
         max_steps=150, lr=1e-3, warmup_steps=10, eval_interval=10, desc="sft"))
 
     def __post_init__(self):
-        check_config(self, {"batch_size": integer(1)})
+        check_config(self)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -32,32 +32,46 @@ import torch
 from . import checkpoints, distributed, precision
 from .checkpoints import Checkpoint
 from .paths import shown
-from .utils import check_config, check_finite, eval_mode, integer, number, progress, seed_everything
+from .utils import (
+    check_config,
+    check_finite,
+    eval_mode,
+    integer,
+    number,
+    progress,
+    rule,
+    seed_everything,
+    text,
+)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000  # total optimizer steps
-    lr: float = 3e-3  # peak learning rate, reached at the end of warmup
-    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio, reached at max_steps
-    warmup_steps: int = 50  # steps of linear warmup from ~0 to lr
-    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices and embeddings only)
-    beta1: float = 0.9  # AdamW momentum (gradient moving average)
-    beta2: float = 0.95  # AdamW squared-gradient average; < 0.999 reacts faster to loss spikes
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    eval_interval: int = 100  # steps between validation runs; 0 = only at the end
+    # total optimizer steps; 0 is allowed: a placeholder that a stage replaces (RewardConfig.train)
+    max_steps: int = rule(1000, integer(0))
+    # peak learning rate, reached at the end of warmup
+    lr: float = rule(3e-3, number(0, low_open=True))
+    # final lr = lr * min_lr_ratio, reached at max_steps
+    min_lr_ratio: float = rule(0.1, number(0, 1))
+    warmup_steps: int = rule(50, integer(0))  # steps of linear warmup from ~0 to lr
+    # AdamW decoupled weight decay (matrices and embeddings only)
+    weight_decay: float = rule(0.1, number(0))
+    # AdamW momentum (gradient moving average)
+    beta1: float = rule(0.9, number(0, 1, high_open=True))
+    # AdamW squared-gradient average; < 0.999 reacts faster to loss spikes
+    beta2: float = rule(0.95, number(0, 1, high_open=True))
+    grad_clip: float = rule(1.0, number(0))  # max global gradient norm; 0 disables clipping
+    # steps between validation runs; 0 = only at the end
+    eval_interval: int = rule(100, integer(0), run_control=True)
     # steps between checkpoints (resume after a kill); 0 = at the end
-    checkpoint_interval: int = 100
-    seed: int = 0  # seeds torch at the start of a fresh run (dropout); resume restores the RNG
-    desc: str = "train"  # label for the progress bar and error messages
+    checkpoint_interval: int = rule(100, integer(0), run_control=True)
+    # seeds torch at the start of a fresh run (dropout); resume restores the RNG
+    seed: int = rule(0, integer(0))
+    # label for the progress bar and error messages
+    desc: str = rule("train", text(), run_control=True)
 
     def __post_init__(self):
-        # max_steps 0 is allowed: a placeholder that a stage replaces (RewardConfig.train)
-        check_config(self, {
-            "max_steps": integer(0), "lr": number(0, low_open=True), "min_lr_ratio": number(0, 1),
-            "warmup_steps": integer(0), "weight_decay": number(0),
-            "beta1": number(0, 1, high_open=True), "beta2": number(0, 1, high_open=True),
-            "grad_clip": number(0), "eval_interval": integer(0), "checkpoint_interval": integer(0)})
+        check_config(self)
 
 
 @dataclass
@@ -175,7 +189,7 @@ def _start(model, optimizer, cfg: TrainConfig, ckpt: Checkpoint | None, checkpoi
         return History(), 0
     model.load_state_dict(ckpt.model)
     optimizer.load_state_dict(ckpt.resume["optimizer"])
-    saved, now = (checkpoints.result_fields(c) for c in (ckpt.resume["config"], asdict(cfg)))
+    saved, now = (checkpoints.result_fields(c, cfg) for c in (ckpt.resume["config"], asdict(cfg)))
     if saved != now:
         changed = [k for k, v in now.items() if saved.get(k) != v]
         warnings.warn(f"resuming {shown(checkpoint_path)} with a changed config: {changed}")

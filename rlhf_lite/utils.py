@@ -5,6 +5,7 @@ Imports are kept light on purpose (only torch at module level): every notebook i
 package first, so anything heavy here would slow every cell that starts a kernel.
 """
 
+import dataclasses
 import errno
 import io
 import math
@@ -154,10 +155,28 @@ def check_finite(value, what: str, step: int, lr: float | None = None) -> float:
 
 
 # ----------------------------------------------------------------------------- config checks
-# A rule is (what is allowed, in words; a test of one value). Every config's __post_init__
-# checks its fields with these, so a bad value fails at construction with one line naming
-# the field, instead of minutes later as an unrelated error deep in training (or not at all:
-# a negative lr runs gradient ascent).
+# Every field of a config carries its rule beside it (`rule`, `nested`), and one validator,
+# `check_config`, called by each config's __post_init__, checks them all: a bad value fails at
+# construction with one line naming the field, instead of minutes later as an unrelated error
+# deep in training (or not at all: a negative lr runs gradient ascent). A field without a rule
+# fails too (and tests/test_config_validation.py finds it before anyone builds the config).
+# A rule is (what is allowed, in words; a test of one value).
+def rule(default, allowed: tuple, run_control: bool = False):
+    """A config field: its default (`dataclasses.MISSING`: none) and its rule. `run_control`:
+    the field steers the run without changing its result (a progress-bar label, how often to
+    validate or to checkpoint), so it never makes a checkpoint stale
+    (`checkpoints.result_fields`)."""
+    return dataclasses.field(default=default,
+                             metadata={"rule": allowed, "run_control": run_control})
+
+
+def nested(default_factory):
+    """A config field holding another config, built by `default_factory`: checked by its own
+    class when it is built, so its rule only asks for a config dataclass."""
+    return dataclasses.field(default_factory=default_factory, metadata={"rule": (
+        "a config dataclass", lambda v: dataclasses.is_dataclass(v) and not isinstance(v, type))})
+
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -167,7 +186,7 @@ def _is_number(value) -> bool:
 
 
 def integer(low: int = 1) -> tuple:
-    """Rule: an int >= `low` (sizes: 1; step counts and intervals where 0 means "none": 0)."""
+    """Rule: an int >= `low` (sizes: 1; step counts, intervals where 0 means "none", seeds: 0)."""
     return f"an int >= {low}", lambda v: _is_int(v) and v >= low
 
 
@@ -186,26 +205,39 @@ def number(low: float = 0.0, high: float = math.inf, low_open: bool = False,
     return allowed, ok
 
 
+def boolean() -> tuple:
+    """Rule: True or False (not 0, 1 or "no")."""
+    return "a bool", lambda v: isinstance(v, bool)
+
+
+def text() -> tuple:
+    """Rule: a str (a name, a label, a path)."""
+    return "a str", lambda v: isinstance(v, str)
+
+
 def one_of(choices) -> tuple:
     """Rule: one of `choices` (e.g. rlhf_lite.kl.KINDS)."""
     return f"one of {tuple(choices)}", lambda v: v in choices
 
 
-def optional(rule: tuple) -> tuple:
-    """Rule: None, or what `rule` allows."""
-    allowed, ok = rule
+def optional(inner: tuple) -> tuple:
+    """Rule: None, or what `inner` allows."""
+    allowed, ok = inner
     return f"None or {allowed}", lambda v: v is None or ok(v)
 
 
-def check_config(config, rules: dict[str, tuple], divisible: tuple[str, str] | None = None) -> None:
+def check_config(config, divisible: tuple[str, str] | None = None) -> None:
     """Raise ValueError, naming class, field, value and what is allowed, for the first field of
-    `config` that breaks its rule; `divisible=("n_embd", "n_head")`: the first a multiple of
-    the second (checked once both are valid ints)."""
+    `config` that breaks its rule (a field without one is a TypeError); `divisible=("n_embd",
+    "n_head")`: the first a multiple of the second (checked once both are valid ints)."""
     cls = type(config).__name__
-    for name, (allowed, ok) in rules.items():
-        value = getattr(config, name)
+    for f in dataclasses.fields(config):
+        if "rule" not in f.metadata:
+            raise TypeError(f"{cls}.{f.name} has no rule: declare it with utils.rule or nested")
+        allowed, ok = f.metadata["rule"]
+        value = getattr(config, f.name)
         if not ok(value):
-            raise ValueError(f"{cls}.{name} must be {allowed}, got {value!r}")
+            raise ValueError(f"{cls}.{f.name} must be {allowed}, got {value!r}")
     if divisible:
         name, by = divisible
         if getattr(config, name) % getattr(config, by):
@@ -223,16 +255,16 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def run_in_processes(fn, calls: list[tuple]) -> list:
-    """`[fn(*args) for args in calls]`, each call in a process of its own, as many at once
-    as the machine has cores (more calls wait for a free process).
+def run_in_processes(fn, calls: list[tuple], processes: int | None = None) -> list:
+    """`[fn(*args) for args in calls]`, each call in a process of its own, `processes` at once
+    (None: as many as the machine has cores; more calls wait for a free process).
 
     Spawned processes (fresh interpreters, on every OS) are safe whatever threads the caller
     has started; they share nothing, so `fn` must be a module-level function and it gets
     everything it needs through its arguments (pickled), results coming back the same way.
     """
-    with multiprocessing.get_context("spawn").Pool(min(len(calls), os.cpu_count() or 1),
-                                                   initializer=_end_with_parent,
+    processes = min(len(calls), processes or os.cpu_count() or 1)
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=_end_with_parent,
                                                    initargs=(os.getpid(),)) as pool:
         results = pool.starmap(fn, calls)
         # let the workers exit normally (leaving the block terminates them): a terminated worker

@@ -126,10 +126,10 @@ class TemperatureExplorer(Explorer):
 
     def sample(self, temperature: float) -> list[str]:
         """`n_samples` responses at `temperature`, with the same seed at every temperature."""
-        return [text for text, _ in complete(self.model, self.tokenizer,
-                                             [self.prompt] * self.n_samples,
-                                             max_new_tokens=self.max_new_tokens,
-                                             temperature=temperature, seed=self.seed)]
+        return [c.text for c in complete(self.model, self.tokenizer,
+                                         [self.prompt] * self.n_samples,
+                                         max_new_tokens=self.max_new_tokens,
+                                         temperature=temperature, seed=self.seed)]
 
     def entropy(self, temperature: float) -> float:
         """Entropy (nats) of the first response token's distribution at `temperature`."""
@@ -351,8 +351,8 @@ class LabelerWidget:
         completions = complete(self.policy, self.tokenizer, [self.prompt] * self.k,
                                max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                seed=derive_seed(self.seed, self.shown))
-        self.responses = [text for text, _ in completions]
-        self.terminated = [done for _, done in completions]
+        self.responses = [c.text for c in completions]
+        self.terminated = [c.terminated for c in completions]
         self.shown += 1
         self.prompt_label.value = (f"<b>Prompt:</b> {html.escape(self.prompt['prompt'])} "
                                    f"<i>(rank the {self.k} responses, 1 = best)</i>")

@@ -1,5 +1,8 @@
-"""Synthetic rankings shared by the reward-model and DPO tests."""
+"""Synthetic rankings shared by the reward-model and DPO tests, and a reward model's accuracy
+on rankings counted by hand (the pipeline tests)."""
 import random
+
+from rlhf_lite.reward import score_responses
 
 
 def ranking(responses, order, terminated=None, prompt="what is two plus two ?"):
@@ -24,3 +27,16 @@ def marker_rankings(n, seed):
         order = sorted(range(4), key=lambda i: -counts[i])
         records.append(ranking(responses, order, prompt="name two fruits ."))
     return records
+
+
+def accuracy_by_hand(rm, tokenizer, rankings) -> float:
+    """Share of the pairs (better, worse) of each ranking's order whose better response `rm`
+    scores higher, ties 1/2: a loop over rankings, each one's responses scored together."""
+    hits = []
+    for r in rankings:
+        score = score_responses(rm, tokenizer, [r["prompt"]] * len(r["responses"]),
+                                r["responses"], r["terminated"]).tolist()
+        order = r["ranking"]
+        hits += [1.0 if score[a] > score[b] else 0.5 if score[a] == score[b] else 0.0
+                 for i, a in enumerate(order) for b in order[i + 1:]]
+    return sum(hits) / len(hits)

@@ -2,12 +2,15 @@
 import dataclasses
 import errno
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
 from rlhf_lite import checkpoints, paths, utils
 from rlhf_lite.checkpoints import Checkpoint
+from rlhf_lite.ppo import PPOConfig
+from rlhf_lite.sft import SFTConfig
 from rlhf_lite.training import TrainConfig
 
 
@@ -44,12 +47,33 @@ def test_non_finite_weights_are_never_written(tmp_path):
 
 
 def test_run_control_fields_are_not_part_of_the_result():
-    cfg = {"lr": 0.1, "desc": "a", "train": dataclasses.asdict(TrainConfig(desc="sft"))}
-    steered = {**cfg, "desc": "b", "train": {**cfg["train"], "eval_interval": 7,
-                                             "checkpoint_interval": 3, "desc": "other"}}
-    assert checkpoints.result_fields(cfg) == checkpoints.result_fields(steered)
-    assert checkpoints.same_recipe(cfg, steered)
-    assert not checkpoints.same_recipe(cfg, {**cfg, "train": {**cfg["train"], "lr": 1.0}})
+    cfg = SFTConfig(train=TrainConfig(desc="sft"))
+    saved = dataclasses.asdict(cfg)  # as a checkpoint stores it
+    steered = replace(cfg, train=replace(cfg.train, eval_interval=7, checkpoint_interval=3,
+                                         desc="other"))
+    assert checkpoints.result_fields(saved, cfg) == checkpoints.result_fields(
+        dataclasses.asdict(steered), steered)
+    assert "desc" not in checkpoints.result_fields(saved, cfg)["train"]
+    assert checkpoints.same_recipe(saved, steered)
+    assert not checkpoints.same_recipe(saved, replace(cfg, train=replace(cfg.train, lr=1.0)))
+    assert not checkpoints.same_recipe(saved, replace(cfg, batch_size=5))
+    ppo = PPOConfig()
+    assert checkpoints.same_recipe(dataclasses.asdict(ppo), replace(ppo, checkpoint_interval=1))
+
+
+def test_a_field_steers_the_run_because_its_config_says_so_not_by_its_name():
+    steering = {f"{cls.__name__}.{f.name}" for cls in (TrainConfig, PPOConfig, SFTConfig)
+                for f in dataclasses.fields(cls) if f.metadata.get("run_control")}
+    assert steering == {"TrainConfig.eval_interval", "TrainConfig.checkpoint_interval",
+                        "TrainConfig.desc", "PPOConfig.checkpoint_interval"}
+
+    @dataclasses.dataclass
+    class Recipe:  # a result field that happens to share a run-control field's name
+        desc: str = utils.rule("a", utils.text())
+
+    assert not checkpoints.same_recipe({"desc": "a"}, Recipe(desc="b"))
+    # a field the saved recipe has and the config no longer has: another recipe
+    assert not checkpoints.same_recipe({"desc": "a", "gone": 1}, Recipe())
 
 
 def test_damaged_weights_fail_the_checksum(tmp_path):

@@ -1,11 +1,15 @@
 """Every bad input stopped at the door: configs check their fields when built, the pipeline's
 command line before any stage runs; each error is one line naming the field and its value."""
+import importlib
 import math
+import pkgutil
 import re
-from dataclasses import fields, replace
+import typing
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 import pytest
 
+import rlhf_lite
 from rlhf_lite import pipeline
 from rlhf_lite.model import GPTConfig
 from rlhf_lite.ppo import PPOConfig
@@ -14,6 +18,7 @@ from rlhf_lite.pretrain import PretrainConfig
 from rlhf_lite.reward import RewardConfig
 from rlhf_lite.sft import SFTConfig
 from rlhf_lite.training import TrainConfig
+from rlhf_lite.utils import check_config, integer, rule
 
 CONFIGS = {"TrainConfig": TrainConfig, "PretrainConfig": PretrainConfig, "SFTConfig": SFTConfig,
            "RewardConfig": RewardConfig, "PPOConfig": PPOConfig,
@@ -108,20 +113,68 @@ def test_replace_is_checked_too():
         replace(PPOConfig(), lam=2.0)
 
 
+def test_a_field_breaking_its_rule_is_found_whenever_the_config_is_checked():
+    config = PPOConfig()
+    config.lam = 2.0  # set after construction: only a new check finds it
+    with pytest.raises(ValueError, match=r"^PPOConfig.lam must be a number in \[0, 1\], got 2.0$"):
+        check_config(config)
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_every_preset_constructs(name):
-    """Every recipe of the course, rebuilt field by field, passes its own checks."""
-    checked = 0
-    for f in fields(PRESETS[name]):
-        config = getattr(PRESETS[name], f.name)
-        if hasattr(config, "__post_init__"):
-            assert replace(config) == config  # replace runs __post_init__ again
-            checked += 1
-        if isinstance(getattr(config, "train", None), TrainConfig):
-            assert replace(config.train) == config.train
-        if isinstance(config, PretrainConfig):
-            config.model_config(vocab_size=195)  # the GPTConfig it builds
-    assert checked >= 4  # sft, reward model, ppo, ppo_ptx at least
+def test_every_recipe_of_every_preset_keeps_its_rules(name):
+    """Every recipe of the course (a preset may change one after building it), each config
+    nested in it and the GPTConfig a PretrainConfig builds pass their fields' rules."""
+    preset = PRESETS[name]
+    configs = [c for f in fields(preset) if is_dataclass(c := getattr(preset, f.name))]
+    configs += [held for c in configs for f in fields(c)
+                if is_dataclass(held := getattr(c, f.name))]
+    configs += [c.model_config(vocab_size=195) for c in configs if isinstance(c, PretrainConfig)]
+    for config in configs:
+        check_config(config)
+    for kind in (PretrainConfig, SFTConfig, RewardConfig, PPOConfig, TrainConfig, GPTConfig):
+        assert any(isinstance(c, kind) for c in configs), kind.__name__
+
+
+def config_classes() -> set[type]:
+    """Every config dataclass of the package: the classes named *Config and those with a field
+    rule in any of its modules (subpackages too), and the dataclasses their fields hold."""
+    modules = [importlib.import_module(m.name) for m in pkgutil.walk_packages(
+        rlhf_lite.__path__, "rlhf_lite.")]
+    found = {cls for module in modules for cls in vars(module).values()
+             if isinstance(cls, type) and is_dataclass(cls) and cls.__module__ == module.__name__
+             and (cls.__name__.endswith("Config") or any("rule" in f.metadata
+                                                         for f in fields(cls)))}
+    todo = list(found)
+    while todo:  # configs held by configs' fields (TrainConfig in SFTConfig, the data source)
+        for hint in typing.get_type_hints(todo.pop()).values():
+            for held in (hint, *typing.get_args(hint)):
+                if is_dataclass(held) and held not in found:
+                    found.add(held)
+                    todo.append(held)
+    return found
+
+
+def test_every_field_of_every_config_has_a_rule():
+    """A new field passes no check until it declares one (`utils.rule`; a config it holds:
+    `utils.nested`), so a field without a rule fails here, before anyone builds the config."""
+    configs = config_classes()
+    assert {TrainConfig, PPOConfig, GPTConfig, PretrainConfig, SFTConfig, RewardConfig} <= configs
+    without = [f"{cls.__name__}.{f.name}" for cls in configs for f in fields(cls)
+               if "rule" not in f.metadata]
+    assert not without, f"fields without a rule: {without}"
+
+
+def test_a_field_without_a_rule_is_refused_when_built():
+    @dataclass
+    class Loose:
+        n: int = rule(1, integer(1))
+        new: int = 0  # added without a rule
+
+        def __post_init__(self):
+            check_config(self)
+
+    with pytest.raises(TypeError, match=r"^Loose.new has no rule"):
+        Loose()
 
 
 # ----------------------------------------------------------------------------- the command line

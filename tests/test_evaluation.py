@@ -21,7 +21,7 @@ def test_wilson_interval_hand_values():
 
 
 def test_win_rate_of_better_answers_and_of_identical_answers():
-    good, bad = ("five .", True), ("what is one plus one ?", True)
+    good, bad = (generation.Completion(t, True) for t in ("five .", "what is one plus one ?"))
     prompts = [{**ARITH, "id": f"a{i}"} for i in range(400)]  # 400 prompts, one sample each
     better = evaluation.win_rate(prompts, [good] * 400, [bad] * 400, seed=1)
     # gold scores 10 vs 7: the labeler prefers the answer with probability sigmoid(3 / noise)

@@ -1,9 +1,14 @@
-"""The one-command pipeline on a micro preset: every stage, results.json, report, skipping."""
+"""The one-command pipeline on a micro preset: every stage, results.json, report, skipping.
+
+Its stages are trained once for the module (`built`); each test gets a copy of them (`micro`),
+which it may retrain, delete from or add to."""
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
+from synthetic import accuracy_by_hand
 
 from rlhf_lite import (
     artifacts,
@@ -44,8 +49,22 @@ def micro_preset() -> presets.Preset:
         rloo=PPOConfig(**{**ppo.as_dict(), "advantage": "rloo", "group_size": 2}))
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The artifacts folder of every stage of the micro preset, built once, one stage at a time
+    in this process; tests read it through `micro`'s copy, never change it."""
+    root = tmp_path_factory.mktemp("built") / "artifacts"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(paths, "ARTIFACTS_DIR", root)
+        monkeypatch.setitem(presets.PRESETS, "micro", micro_preset())
+        pipeline.build_stages("micro", processes=1)
+    return root
+
+
 @pytest.fixture
-def micro(tmp_path, monkeypatch):
+def micro(built, tmp_path, monkeypatch):
+    """A test's own copy of the built micro preset (tmp_path / "artifacts")."""
+    shutil.copytree(built, tmp_path / "artifacts")
     monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
     monkeypatch.setitem(presets.PRESETS, "micro", micro_preset())
     return tmp_path
@@ -72,8 +91,15 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     # the RM's pick of 16 scores higher by the RM than its pick of 4, which beats plain SFT
     assert (saved["rm_score"][best_of[16]] > saved["rm_score"][best_of[4]]
             > saved["rm_score"]["SFT"])
-    assert all(0 <= r <= 1 for r in saved["win_rate_vs_sft"].values())
-    assert 0 <= saved["rm_accuracy"] <= 1 and 0.5 < saved["labeler_agreement"] < 0.95
+    # SFT against the reference: SFT's own samples with the reference's seeds (1000 on)
+    tokenizer, heldout = load_tokenizer(), data.load_records("prompts_heldout")
+    sft, rm = artifacts.load_model("sft", "micro"), artifacts.load_model("rm", "micro")
+    ours, theirs = (generation.complete(sft, tokenizer, heldout, seed=s) for s in (0, 1000))
+    assert saved["win_rate_vs_sft"]["SFT"] == evaluation.win_rate(heldout, ours, theirs)[
+        "win_rate"]
+    assert saved["rm_accuracy"] == pytest.approx(accuracy_by_hand(
+        rm, tokenizer, artifacts.load_rankings("validation", "micro")), abs=1e-6)  # float32
+    assert 0.5 < saved["labeler_agreement"] < 0.95
     assert saved["n_comparisons"] == 102  # every held-out prompt, one sample each
     assert saved["kl_to_sft"]["base (prompted)"] is None
     assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)  # SFT against itself
@@ -112,7 +138,6 @@ def test_a_registered_stage_is_built_and_evaluated_by_the_pipeline(micro, monkey
 def test_rankings_are_sampled_again_when_a_notebook_trained_the_rm_without_saving_them(micro):
     # notebook 3 trains the RM itself; notebook 8 and the pipeline still need its validation
     # rankings
-    pipeline.build_stages("micro")
     path = artifacts.rankings_path("validation", "micro")
     saved = path.read_text()
     path.unlink()
@@ -128,26 +153,25 @@ def test_force_retrains_every_stage(micro):
     written = {stage: path.stat().st_mtime_ns for stage, path in paths_.items()}
     pipeline.build_stages("micro")
     assert {stage: path.stat().st_mtime_ns for stage, path in paths_.items()} == written  # loaded
-    pipeline.build_stages("micro", force=True)
+    pipeline.build_stages("micro", force=True, processes=1)
     assert all(path.stat().st_mtime_ns != written[stage] for stage, path in paths_.items())
 
 
-def test_stages_built_side_by_side_equal_stages_built_alone(micro, monkeypatch, capsys):
-    monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 2)  # a core for each PPO stage
-    pipeline.build_stages("micro")  # base, SFT, RM, then PPO and PPO-ptx in two processes
+def test_stages_built_side_by_side_equal_stages_built_alone(micro, capsys):
+    # `built` trained every stage one at a time in this process
+    alone = {s: torch.load(artifacts.checkpoint_path(s, "micro"), weights_only=False)
+             for s in ("ppo", "ppo_ptx")}
+    capsys.readouterr()
+    artifacts.build_side_by_side(["ppo", "ppo_ptx"], "micro", rebuild=True, processes=2)
     printed = capsys.readouterr().out  # what the processes printed, here and in stage order
-    first, second = (printed.index(f"stage '{s}' (micro preset) is missing")
+    first, second = (printed.index(f"stage '{s}' (micro preset) is rebuilt")
                      for s in ("ppo", "ppo_ptx"))
     assert first < second
-    together = {s: torch.load(artifacts.checkpoint_path(s, "micro"), weights_only=False)
-                for s in ("ppo", "ppo_ptx")}
-    monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 1)  # no spare core: one at a time
     for stage in ("ppo", "ppo_ptx"):
-        artifacts.build_side_by_side([stage], "micro", rebuild=True)
-        alone = torch.load(artifacts.checkpoint_path(stage, "micro"), weights_only=False)
-        assert alone["history"]["metrics"] == together[stage]["history"]["metrics"], stage
-        for name, weight in alone["model"].items():
-            assert torch.equal(weight, together[stage]["model"][name]), (stage, name)
+        together = torch.load(artifacts.checkpoint_path(stage, "micro"), weights_only=False)
+        assert together["history"]["metrics"] == alone[stage]["history"]["metrics"], stage
+        for name, weight in together["model"].items():
+            assert torch.equal(weight, alone[stage]["model"][name]), (stage, name)
 
 
 def test_best_of_n_keeps_the_reward_models_favourite_of_the_first_n_samples(micro):
@@ -177,7 +201,8 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
     policy, reference = (GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16))
                          for _ in range(2))
     prompts = [{"prompt": "what is two plus three ?"}, {"prompt": "name three fruits ."}]
-    completions = [("five .", True), ("a plum a fig", False)]
+    completions = [generation.Completion("five .", True),
+                   generation.Completion("a plum a fig", False)]
     expected = 0.0
     for p, (text, ended) in zip(prompts, completions):
         context = tokenizer(f"user : {p['prompt']} bot :")["input_ids"]
@@ -226,6 +251,9 @@ def test_few_shot_prefix_leaves_room_for_the_longest_prompt_and_answer():
 def test_a_preset_without_a_recipe_neither_trains_nor_evaluates_that_stage(micro, monkeypatch):
     lean = dataclasses.replace(presets.PRESETS["micro"], name="lean", dpo=None, rloo=None)
     monkeypatch.setitem(presets.PRESETS, "lean", lean)
+    # micro's stages and rankings, which are lean's too: only lean's evaluation is new
+    shutil.copytree(micro / "artifacts" / "micro", micro / "artifacts" / "lean",
+                    ignore=shutil.ignore_patterns("dpo.*", "rloo.*"))
     assert artifacts.stages_of("lean") == ["base", "sft", "rm", "ppo", "ppo_ptx"]
     assert "dpo" not in pipeline.build_stages("lean") and not artifacts.checkpoint_path(
         "dpo", "lean").exists()

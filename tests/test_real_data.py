@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import accuracy_by_hand
 
 from rlhf_lite import (
     artifacts,
@@ -134,8 +135,6 @@ def recording(monkeypatch, seen: dict) -> None:
     monkeypatch.setattr(sft, "train_sft", sft_spy)
     monkeypatch.setattr(reward, "train_reward_model", rm_spy)
     monkeypatch.setattr(ppo, "PPOTrainer", PPOSpy)
-    # the PPO stages in this process, not side by side in fresh ones the spies do not reach
-    monkeypatch.setattr(artifacts.os, "cpu_count", lambda: 1)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +146,9 @@ def run(hh_file, checkpoint, tmp_path_factory):
         monkeypatch.setattr(paths, "ARTIFACTS_DIR", root / "artifacts")
         monkeypatch.setitem(presets.PRESETS, "hh-micro", micro_hh(hh_file, checkpoint))
         recording(monkeypatch, seen)
-        results = pipeline.run("hh-micro", out=root / "out", samples=2)
+        # one process: the PPO stages in this one, not side by side in fresh ones the spies
+        # do not reach
+        results = pipeline.run("hh-micro", out=root / "out", samples=2, processes=1)
         yield {"results": results, "seen": seen, "out": root / "out",
                "preset": presets.get_preset("hh-micro")}
 
@@ -268,7 +269,7 @@ def test_base_is_the_checkpoint_and_the_gold_rm_is_not_the_proxy(run, checkpoint
 
 
 def test_results_and_report_have_the_gold_rm_metrics(run):
-    results, out = run["results"], run["out"]
+    results, out, p = run["results"], run["out"], run["preset"]
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     policies = {"SFT", "PPO", "DPO", "RLOO"}  # no PPO-ptx (no recipe), no prompted base
@@ -284,8 +285,12 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
         assert abs(saved["mean_gold_rm"][name]) < 100
     assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)
     assert saved["kl_to_sft"]["PPO"] != 0.0  # it moved (lr 1e-3 here)
-    for key in ("rm_accuracy", "gold_rm_accuracy"):
-        assert 0 <= saved[key] <= 1
+    tokenizer = p.load_tokenizer()
+    parts = split_comparisons(p.sft.data, tokenizer)
+    for key, stage, part in (("rm_accuracy", "rm", "validation"),
+                             ("gold_rm_accuracy", "gold_rm", "gold_validation")):
+        assert saved[key] == pytest.approx(accuracy_by_hand(
+            artifacts.load_model(stage, p), tokenizer, parts[part]), abs=1e-6), key  # float32
     # the preferred replies help and the others refuse: both RMs learn that from their pairs
     assert saved["heldout_accuracy"]["RM"] >= 0.8 and saved["heldout_accuracy"]["gold RM"] >= 0.8
     assert saved["split_sizes"]["heldout"] > 0 and "gold_rm" in " ".join(saved["stage_seconds"])

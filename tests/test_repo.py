@@ -43,35 +43,35 @@ def test_notebooks_state_objectives_and_runtime_and_hold_no_errors():
         assert not errors, f"{path.name} has committed error outputs"
 
 
-def package_imports() -> dict[str, set[str]]:
+def package_imports(package: Path = ROOT / "rlhf_lite") -> dict[str, set[str]]:
     """module -> the package modules it imports (at any depth, function-level imports too).
     A subpackage's modules are named by their dotted path ("realdata.source"), the subpackage
-    itself by its name ("realdata", its __init__)."""
-    package = ROOT / "rlhf_lite"
-    names = {".".join(p.relative_to(package).with_suffix("").parts).removesuffix(".__init__")
-             for p in package.rglob("*.py")}
+    itself by its name ("realdata": its __init__)."""
+    def dotted(path: Path) -> str:
+        return ".".join(path.relative_to(package).with_suffix("").parts).removesuffix(".__init__")
+
+    names = {dotted(p) for p in package.rglob("*.py")}
     graph = {}
     for path in sorted(package.rglob("*.py")):
-        name = ".".join(path.relative_to(package).with_suffix("").parts).removesuffix(".__init__")
-        folder = path.relative_to(package).parent.parts  # where "." points
+        folder = path.relative_to(package).parent.parts  # where "from ." points
         imported = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                module = node.module or ""
                 if node.level:  # from . / from .. : relative to this file's folder
-                    base = folder[: len(folder) - (node.level - 1)]
-                    module = ".".join([*base, *([module] if module else [])])
-                elif module.startswith("rlhf_lite"):
-                    module = module.removeprefix("rlhf_lite").lstrip(".")
+                    base = folder[:len(folder) - node.level + 1]
+                    module = ".".join([*base, *([node.module] if node.module else [])])
+                elif (node.module or "").startswith(package.name):
+                    module = node.module.removeprefix(package.name).lstrip(".")
                 else:
                     continue
-                # "from .realdata import gold_eval" imports a module; "from .x import f" x
+                # `from .realdata import gold_eval` imports a module, `from .x import f` only x
                 found = {f"{module}.{a.name}".lstrip(".") for a in node.names} & names
                 imported |= found or {module}
             elif isinstance(node, ast.Import):
-                imported |= {a.name.removeprefix("rlhf_lite.") for a in node.names
-                             if a.name.startswith("rlhf_lite.")}
-        graph[name] = imported - {name, "__init__", ""}
+                imported |= {a.name.removeprefix(f"{package.name}.") for a in node.names
+                             if a.name.startswith(f"{package.name}.")}
+        graph[dotted(path)] = imported - {dotted(path), "__init__", ""}
+    graph.pop("__init__", None)  # the package's own __init__.py
     return graph
 
 
@@ -105,6 +105,57 @@ def test_the_package_has_no_import_circle():
     assert {"evaluation", "reward", "stages", "artifacts"} <= set(graph)
     assert "labeler" in graph["evaluation"] and "batching" in graph["reward"]  # the walk works
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+# The package's layers, from the bottom (README, "How the package fits together"): a module
+# imports only from its own layer and the layers below it. realdata, the real preference data
+# (a subpackage), sits with the stages it feeds, but for its evaluation (gold_eval).
+LAYERS = {
+    "foundations": "utils paths data distributed precision checkpoints",
+    "model and sampling": "model tokenizer chat generation batching hf",
+    "the RL maths": "gae kl",
+    "the toy world and the stages": "world labeler comparisons datasource training pretrain sft "
+                                    "reward ppo dpo realdata realdata.preference_data "
+                                    "realdata.source",
+    "presets, registry, artifacts": "presets stages artifacts",
+    "pipeline and notebooks": "evaluation judges pipeline realdata.gold_eval widgets exercises "
+                              "doctor",
+}
+LAYER = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules.split()}
+
+
+def upward_imports(graph: dict[str, set[str]], layer: dict[str, int]) -> list[str]:
+    """Each import of `graph` from a higher layer than the importer's, as "a -> b"."""
+    return [f"{module} -> {dep}" for module, deps in sorted(graph.items())
+            for dep in sorted(deps) if layer[dep] > layer[module]]
+
+
+def test_upward_imports_finds_an_import_from_above_and_only_that():
+    layer = {"a": 0, "b": 0, "c": 1}
+    assert upward_imports({"a": {"b", "c"}, "b": set(), "c": {"a", "b"}}, layer) == ["a -> c"]
+
+
+def test_a_subpackages_modules_are_named_and_their_relative_imports_resolved(tmp_path):
+    package = tmp_path / "rlhf_lite"
+    (package / "realdata").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "utils.py").write_text("")
+    (package / "sft.py").write_text("")
+    (package / "presets.py").write_text("from .realdata.gold import x\nfrom . import utils\n")
+    (package / "realdata" / "__init__.py").write_text("from .gold import x\n")
+    (package / "realdata" / "gold.py").write_text("from ..utils import y\nfrom .. import sft\n"
+                                                  "import rlhf_lite.model\nfrom . import gold\n")
+    assert package_imports(package) == {
+        "utils": set(), "sft": set(), "presets": {"realdata.gold", "utils"},
+        "realdata": {"realdata.gold"},
+        "realdata.gold": {"utils", "sft", "model"}}
+
+
+def test_every_module_has_a_layer_and_imports_only_from_its_own_or_below():
+    graph = package_imports()
+    assert not set(graph) - set(LAYER), f"modules without a layer: {set(graph) - set(LAYER)}"
+    upward = upward_imports(graph, LAYER)
+    assert not upward, f"imports from a layer above the importer's: {upward}"
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")  # a Markdown link's target

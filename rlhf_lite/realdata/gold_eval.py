@@ -41,7 +41,7 @@ from .preference_data import PARTS, prompt_records
 
 def _scores(rm, tokenizer, prompts: list[dict], completions: list[Completion]) -> torch.Tensor:
     return score_responses(rm, tokenizer, [p["prompt"] for p in prompts],
-                           [c[0] for c in completions], [c[1] for c in completions])
+                           [c.text for c in completions], [c.terminated for c in completions])
 
 
 class GoldRMJudge:
@@ -58,14 +58,14 @@ class GoldRMJudge:
         scores = _scores(self.gold_rm, self.tokenizer, prompts, completions)
         wins = ((scores > self.reference_scores).double()
                 + 0.5 * (scores == self.reference_scores).double()).tolist()
-        lengths = [len(c[0].split()) for c in completions]  # words: the same for any tokenizer
+        lengths = [len(c.text.split()) for c in completions]  # words: the same for any tokenizer
         table = pd.DataFrame({"prompt": [q["prompt"] for q in prompts],
-                              "response": [c[0] for c in completions],
-                              "terminated": [c[1] for c in completions],
+                              "response": [c.text for c in completions],
+                              "terminated": [c.terminated for c in completions],
                               "gold_rm": scores.tolist(), "win": wins})
         return table, {"mean_gold_rm": scores.mean().item(),
                        "mean_length": sum(lengths) / len(lengths),
-                       "terminated": sum(c[1] for c in completions) / len(completions)}
+                       "terminated": sum(c.terminated for c in completions) / len(completions)}
 
 
 def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:

@@ -57,7 +57,7 @@ from typing import Callable
 from ..batching import prompt_response_ids
 from ..chat import BOT, USER
 from ..data import DataError, file_sha256
-from ..utils import check_config, integer, number, optional
+from ..utils import check_config, integer, number, optional, rule, text
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")  # the speaker markers of an HH dialogue
 
@@ -311,24 +311,27 @@ class PreferenceData:
     (computed, not set) is the content of a local source file: another file copied over the
     same path makes the checkpoints stale too. A hub name is recorded as the name only.
     """
-    source: str = "Anthropic/hh-rlhf"  # a local HH-RLHF JSONL file (.gz or not) or a hub name
-    split: str = "train"  # the hub split to read (a local file is one split)
-    max_records: int | None = None  # N records of random prompts (a quicker run); None: all
-    heldout_prompts: int = 256  # prompts kept for the evaluation: no stage trains on them
-    gold_fraction: float = 0.5  # share of the other prompts whose comparisons only the gold RM sees
-    validation_fraction: float = 0.05  # of each half: prompts that measure its reward model
+    # a local HH-RLHF JSONL file (.gz or not) or a hub name
+    source: str = rule("Anthropic/hh-rlhf", text())
+    split: str = rule("train", text())  # the hub split to read (a local file is one split)
+    # N records of random prompts (a quicker run); None: all
+    max_records: int | None = rule(None, optional(integer(1)))
+    # prompts kept for the evaluation: no stage trains on them
+    heldout_prompts: int = rule(256, integer(1))
+    # share of the other prompts whose comparisons only the gold RM sees
+    gold_fraction: float = rule(0.5, number(0, 1, low_open=True, high_open=True))
+    # of each half: prompts that measure its reward model
+    validation_fraction: float = rule(0.05, number(0, 1, low_open=True, high_open=True))
     # a pair is kept when prompt + response + eos fit, for both responses; with PPO's
     # max_new_tokens it must fit the model's context (GPT-2: 1024)
-    max_tokens: int = 512
-    seed: int = 0  # the shuffle of the prompts that divides them
-    digest: str = dataclasses.field(init=False, default="")  # a local file's content
+    max_tokens: int = rule(512, integer(2))
+    seed: int = rule(0, integer(0))  # the shuffle of the prompts that divides them
+    # a local file's content ("" for a hub name), computed
+    digest: str = dataclasses.field(init=False, default="", metadata={"rule": text()})
 
     def __post_init__(self):
         object.__setattr__(self, "digest", file_digest(self.source))
-        check_config(self, {"max_records": optional(integer(1)), "heldout_prompts": integer(1),
-                            "gold_fraction": number(0, 1, low_open=True, high_open=True),
-                            "validation_fraction": number(0, 1, low_open=True, high_open=True),
-                            "max_tokens": integer(2)})
+        check_config(self)
 
 
 def file_digest(source: str) -> str:

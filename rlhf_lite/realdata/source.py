@@ -11,11 +11,11 @@ overoptimization"), and `rlhf_lite.realdata.gold_eval` judges the policies with 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import reward
 from ..datasource import stage_recipe
-from ..utils import check_config, integer, optional
+from ..utils import integer, nested, optional, rule
 from .preference_data import (
     PreferenceData,
     preferred_as_demonstrations,
@@ -31,11 +31,7 @@ class PreferenceRewardConfig(reward.RewardConfig):
     val_rounds, temperature, the seeds) are unused: people made the rankings."""
     # train on the first N comparisons of its part only (random prompts): Gao et al. (2022)
     # vary how much data a proxy RM has, and train the gold RM on more; None: all of them
-    max_pairs: int | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_config(self, {"max_pairs": optional(integer(1))})
+    max_pairs: int | None = rule(None, optional(integer(1)))
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class PreferenceSource:
     """The data source of a real-data preset (`rlhf_lite.datasource.DataSource`): the parts of
     `dataset` (`preference_data.PARTS`). Its rankings are K = 2 pairs that people labelled; the
     preferred responses stand in for demonstrations."""
-    dataset: PreferenceData = field(default_factory=PreferenceData)
+    dataset: PreferenceData = nested(PreferenceData)
     gold_judge = None  # no labeler to ask about a new answer: the gold RM judges afterwards
 
     @property
