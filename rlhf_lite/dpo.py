@@ -47,7 +47,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import distributed
 from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
 from .checkpoints import fingerprint
 from .comparisons import (
@@ -60,7 +59,7 @@ from .comparisons import (
 from .generation import logprobs_from_logits, suppress_tokens
 from .model import GPT, without_dropout
 from .tokenizer import never_generated
-from .training import History, TrainConfig, train
+from .training import History, TrainConfig, set_by_epochs, train
 from .utils import check_config, eval_mode, integer, number, train_side_by_side
 
 
@@ -70,7 +69,7 @@ class DPOConfig:
     batch_size: int = 16  # rankings per step; all C(K, 2) pairs of a ranking share its step
     epochs: int = 1  # passes over the rankings (as the RM: one)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=0,  # unused: train_dpo sets it to epochs * ceil(rankings / batch_size)
+        max_steps=None,  # train_dpo counts them: epochs * ceil(rankings / batch_size)
         # a starting point, not tuned on the full toy run; no weight decay: it would pull the
         # weights towards 0, not towards the reference (PPO's policy has none either)
         lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50, desc="dpo"))
@@ -78,7 +77,7 @@ class DPOConfig:
     def __post_init__(self):
         # beta > 0: at 0 every implicit reward is 0 and the loss is log 2 whatever the policy
         check_config(self, {"beta": number(0, low_open=True), "batch_size": integer(1),
-                            "epochs": integer(1)})
+                            "epochs": integer(1), "train": set_by_epochs()})
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -211,8 +210,7 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     metrics on `val_rankings`: "val_loss", "val_accuracy" (implicit-reward accuracy, ties 1/2)
     and "val_margin". `stop_after`: as `training.train` (stop and checkpoint; call again to
     resume). `extra_inputs`: more {role: fingerprint} for the checkpoint's inputs (e.g. the
-    "rm" stage that wrote the rankings). Under torchrun each process takes its shard of every
-    batch's rankings, and the loss is the mean over all the batch's pairs.
+    "rm" stage that wrote the rankings).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
@@ -227,13 +225,13 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     n = len(train_rankings)
     train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
 
-    def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed)).tolist()
-        return collate_pairs(tokenizer, [train_rankings[i] for i in idx],
-                             [ref_train[i] for i in idx])
+    def get_batch(step: int) -> list[int]:  # the indices of the step's rankings
+        return epoch_batch(n, cfg.batch_size, step, cfg.train.seed).tolist()
 
-    def loss_fn(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch_loss(model, batch, cfg.beta, suppressed)
+    def loss_fn(model, idx: list[int]) -> tuple[torch.Tensor, int]:
+        batch = collate_pairs(tokenizer, [train_rankings[i] for i in idx],
+                              [ref_train[i] for i in idx])
+        return batch_loss(model, batch, cfg.beta, suppressed), len(batch["chosen"])
 
     def eval_fn(m: GPT) -> dict[str, float]:
         logp = rankings_logprobs(m, tokenizer, val_rankings)  # (M_val,)
@@ -244,7 +242,6 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
 
     history = train(policy, loss_fn, get_batch, train_cfg, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, stop_after=stop_after,
-                    loss_weight=lambda b: len(b["chosen"]),
                     meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
                           "inputs": {"sft": fingerprint(sft_model), **(extra_inputs or {})}})
     policy.eval()

@@ -30,7 +30,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed
 from .batching import encode_responses, epoch_batch
 from .checkpoints import fingerprint
 from .comparisons import (
@@ -43,7 +42,7 @@ from .comparisons import (
 from .data import load_records
 from .model import GPT
 from .preference_data import PreferenceData, preferred_as_demonstrations, split_comparisons
-from .training import History, TrainConfig, train
+from .training import History, TrainConfig, set_by_epochs, train
 from .utils import check_config, eval_mode, integer, number, optional
 
 
@@ -61,7 +60,7 @@ class RewardConfig:
     batch_size: int = 16  # rankings per step; all C(K, 2) pairs of a ranking share its step
     epochs: int = 1  # passes over the rankings (paper: one; more overfits)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=0,  # unused: train_reward_model sets it to epochs * ceil(rankings / batch_size)
+        max_steps=None,  # train_reward_model counts them: epochs * ceil(rankings / batch_size)
         lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"))
 
     def __post_init__(self):
@@ -69,7 +68,8 @@ class RewardConfig:
         # with 0 every response is empty and the RM trains on nothing at 50% accuracy
         check_config(self, {"k": integer(2), "rounds": integer(1), "val_rounds": integer(1),
                             "temperature": number(0, low_open=True), "max_new_tokens": integer(1),
-                            "batch_size": integer(1), "epochs": integer(1)})
+                            "batch_size": integer(1), "epochs": integer(1),
+                            "train": set_by_epochs()})
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -200,8 +200,6 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     the last step, before the one final save (the checkpoint's extra["bias_shift"] holds the
     shift applied). `start_role` names the stage `sft_model` comes from in the checkpoint's
     inputs (the gold RM starts from "base").
-    Under torchrun each process takes its shard of every batch's rankings, and the loss is
-    the mean over all the batch's pairs (see rlhf_lite.distributed).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
@@ -210,9 +208,13 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     n = len(train_rankings)
     train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
 
-    def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed))
-        return collate_rankings(tokenizer, [train_rankings[i] for i in idx.tolist()])
+    def get_batch(step: int) -> list[dict]:
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
+        return [train_rankings[i] for i in idx.tolist()]
+
+    def loss_fn(m: RewardModel, rankings: list[dict]) -> tuple[torch.Tensor, int]:
+        batch = collate_rankings(tokenizer, rankings)
+        return rm_loss(m, batch), len(batch["chosen"])  # the mean over the rankings' pairs
 
     def eval_fn(m: RewardModel) -> dict[str, float]:
         chosen, rejected = pair_scores(m, tokenizer, val_rankings)
@@ -222,8 +224,8 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     def finalize(m: RewardModel) -> dict[str, float]:
         return {"bias_shift": normalize_to_demonstrations(m, tokenizer, demos)}
 
-    history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn, finalize=finalize,
-                    checkpoint_path=checkpoint_path, loss_weight=lambda b: len(b["chosen"]),
+    history = train(rm, loss_fn, get_batch, train_cfg, eval_fn=eval_fn, finalize=finalize,
+                    checkpoint_path=checkpoint_path,
                     meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
                           "inputs": {start_role: fingerprint(sft_model)}})
     rm.eval()

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import distributed
 from .batching import IGNORE_INDEX, epoch_batch, pad_right, prompt_response_ids
 from .checkpoints import fingerprint
 from .data import load_records, locate
@@ -120,8 +119,6 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
     """Fine-tune a copy of `base_model` on demonstrations; return it and its history.
 
     History eval metric: "val_loss", the SFT loss on the validation demonstrations.
-    Under torchrun each process takes its shard of every batch, and the loss is the mean over
-    all the batch's response tokens (see rlhf_lite.distributed).
     """
     model = copy.deepcopy(base_model)  # the caller's base model stays as it was
     block_size = model.config.block_size
@@ -130,14 +127,17 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
     n = len(train_records)
 
     def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed))
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
         return {name: t[idx] for name, t in data.items()}
+
+    def loss_fn(m: GPT, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return sft_loss(m, batch), response_token_count(batch)
 
     def eval_fn(m: GPT) -> dict[str, float]:
         return {"val_loss": sft_loss(m, val).item()}
 
-    history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path, loss_weight=response_token_count,
+    history = train(model, loss_fn, get_batch, cfg.train, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path,
                     meta={"model_config": asdict(model.config), "recipe": cfg.as_dict(),
                           "inputs": {"base": fingerprint(base_model)}})
     model.eval()
