@@ -122,11 +122,17 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def shard(batch):
-    """This process's share of a batch (a tensor, split along dim 0, or a list): every W-th
-    item from position `rank` on. Shards differ in size by at most one item."""
-    n, w = len(batch), world_size()
+    """This process's share of a batch (a tensor, split along dim 0, or a list; or a tuple or
+    dict of them, each split alike): every W-th item from position `rank` on. Shards differ
+    in size by at most one item."""
+    w = world_size()
     if w == 1:
         return batch
+    if isinstance(batch, tuple):
+        return tuple(shard(part) for part in batch)
+    if isinstance(batch, dict):
+        return {name: shard(part) for name, part in batch.items()}
+    n = len(batch)
     if n < w:
         raise ValueError(f"a batch of {n} examples cannot be split over {w} processes: "
                          f"every process needs at least one (use a batch size >= {w})")

@@ -47,7 +47,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import distributed
 from .batching import IGNORE_INDEX, encode_responses, epoch_batch, score_distinct
 from .checkpoints import fingerprint
 from .comparisons import (
@@ -60,7 +59,7 @@ from .comparisons import (
 from .generation import sequence_logprobs
 from .model import GPT, without_dropout
 from .tokenizer import never_generated
-from .training import History, TrainConfig, train
+from .training import History, TrainConfig, set_by_epochs, train
 from .utils import check_config, integer, nested, number, rule, train_side_by_side
 
 
@@ -73,10 +72,11 @@ class DPOConfig:
     batch_size: int = rule(16, integer(1))
     epochs: int = rule(1, integer(1))  # passes over the rankings (as the RM: one)
     train: TrainConfig = nested(lambda: TrainConfig(
-        max_steps=0,  # unused: train_dpo sets it to epochs * ceil(rankings / batch_size)
+        max_steps=None,  # train_dpo counts them: epochs * ceil(rankings / batch_size)
         # a starting point, not tuned on the full toy run; no weight decay: it would pull the
         # weights towards 0, not towards the reference (PPO's policy has none either)
-        lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50, desc="dpo"))
+        lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50, desc="dpo"),
+        set_by_epochs())
 
     def __post_init__(self):
         check_config(self)
@@ -182,8 +182,7 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     metrics on `val_rankings`: "val_loss", "val_accuracy" (implicit-reward accuracy, ties 1/2)
     and "val_margin". `stop_after`: as `training.train` (stop and checkpoint; call again to
     resume). `extra_inputs`: more {role: fingerprint} for the checkpoint's inputs (e.g. the
-    "rm" stage that wrote the rankings). Under torchrun each process takes its shard of every
-    batch's rankings, and the loss is the mean over all the batch's pairs.
+    "rm" stage that wrote the rankings).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
@@ -198,13 +197,13 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     n = len(train_rankings)
     train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
 
-    def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed)).tolist()
-        return collate_pairs(tokenizer, [train_rankings[i] for i in idx],
-                             [ref_train[i] for i in idx])
+    def get_batch(step: int) -> list[int]:  # the indices of the step's rankings
+        return epoch_batch(n, cfg.batch_size, step, cfg.train.seed).tolist()
 
-    def loss_fn(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch_loss(model, batch, cfg.beta, suppressed)
+    def loss_fn(model, idx: list[int]) -> tuple[torch.Tensor, int]:
+        batch = collate_pairs(tokenizer, [train_rankings[i] for i in idx],
+                              [ref_train[i] for i in idx])
+        return batch_loss(model, batch, cfg.beta, suppressed), len(batch["chosen"])
 
     def eval_fn(m: GPT) -> dict[str, float]:
         logp = rankings_logprobs(m, tokenizer, val_rankings)  # (M_val,)
@@ -215,7 +214,6 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
 
     history = train(policy, loss_fn, get_batch, train_cfg, eval_fn=eval_fn,
                     checkpoint_path=checkpoint_path, stop_after=stop_after,
-                    loss_weight=lambda b: len(b["chosen"]),
                     meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
                           "inputs": {"sft": fingerprint(sft_model), **(extra_inputs or {})}})
     policy.eval()

@@ -157,12 +157,12 @@ PRESETS = {
         sft=SFTConfig(batch_size=32, train=TrainConfig(  # ~10 epochs of the 324 demonstrations
             max_steps=100, lr=3e-5, warmup_steps=10, eval_interval=10, desc="sft")),
         rm=RewardConfig(max_new_tokens=32, batch_size=16, train=TrainConfig(
-            max_steps=0, lr=1e-5, warmup_steps=10, eval_interval=50, desc="rm")),
+            max_steps=None, lr=1e-5, warmup_steps=10, eval_interval=50, desc="rm")),
         # BPE splits the world's invented words into pieces: answers take more tokens than words
         ppo=PPOConfig(max_new_tokens=32, lr=2e-6, value_lr=1e-5, beta=0.05),
         ppo_ptx=PPOConfig(max_new_tokens=32, lr=2e-6, value_lr=1e-5, beta=0.05,
                           ptx_coef=PTX_COEF, ptx_block_size=256),
-        dpo=DPOConfig(train=TrainConfig(max_steps=0, lr=1e-6, warmup_steps=10, weight_decay=0.0,
+        dpo=DPOConfig(train=TrainConfig(max_steps=None, lr=1e-6, warmup_steps=10, weight_decay=0.0,
                                         eval_interval=50, desc="dpo")),
         rloo=PPOConfig(max_new_tokens=32, lr=2e-6, beta=0.05, advantage="rloo", group_size=4),
         device=None, precision="auto", threads=0),
@@ -177,14 +177,14 @@ def _gpt2_hh(data: PreferenceData) -> Preset:
     several times the data. Starting points, not tuned on a GPU run."""
     gpt2 = PRESETS["gpt2"]
     rm = PreferenceRewardConfig(batch_size=32, train=TrainConfig(
-        max_steps=0, lr=1e-5, warmup_steps=50, eval_interval=500, desc="rm"))
+        max_steps=None, lr=1e-5, warmup_steps=50, eval_interval=500, desc="rm"))
     # HH replies are long: 128 new tokens (512 + 128 fit GPT-2's 1024); no PPO-ptx (the
     # only pretraining text here is the toy world's)
     ppo = PPOConfig(iterations=100, max_new_tokens=128, lr=2e-6, value_lr=1e-5, beta=0.05)
     return Preset(
         "gpt2-hh", data=PreferenceSource(data),
         base=PretrainConfig(init_from=gpt2_checkpoint(), train=TrainConfig(
-            max_steps=0, desc="pretrain")),  # the checkpoint itself
+            max_steps=0, desc="pretrain")),  # no steps: the GPT-2 checkpoint itself
         sft=SFTConfig(batch_size=32, train=TrainConfig(
             max_steps=2000, lr=3e-5, warmup_steps=50, eval_interval=200, desc="sft")),
         rm=replace(rm, max_pairs=20_000), ppo=ppo, ppo_ptx=None, dpo=gpt2.dpo,

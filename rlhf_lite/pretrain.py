@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from . import distributed
 from .data import load_records
 from .hf import load_pretrained
 from .model import GPT, GPTConfig
@@ -132,16 +131,18 @@ def pretrain(cfg: PretrainConfig, tokenizer, train_texts: list[str], val_texts: 
                          f"context of {cfg.init_from} ({model.config.block_size} tokens)")
     seed = cfg.train.seed
 
-    def get_batch(step: int):  # under torchrun: this process's windows of the step's batch
-        x, y = random_windows(train_stream, cfg.batch_size, cfg.block_size,
+    def get_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return random_windows(train_stream, cfg.batch_size, cfg.block_size,
                               seed=derive_seed(seed, step))
-        return distributed.shard(x), distributed.shard(y)
+
+    def loss_fn(m: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return lm_loss(m, batch), batch[1].numel()  # the mean over every target token
 
     def eval_fn(m: GPT) -> dict[str, float]:
         return {"val_loss": stream_loss(m, val_stream, cfg.block_size)}
 
-    history = train(model, lm_loss, get_batch, cfg.train, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path, loss_weight=lambda b: b[1].numel(),
+    history = train(model, loss_fn, get_batch, cfg.train, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path,
                     meta={"model_config": asdict(model.config), "recipe": cfg.as_dict()})
     model.eval()
     return model, history

@@ -31,13 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed
 from .batching import encode_responses, epoch_batch, score_distinct
 from .checkpoints import fingerprint
 from .comparisons import accuracy_from_scores, check_ranking, flatten_rankings, save_rankings
 from .datasource import DataSource, stage_recipe
 from .model import GPT
-from .training import History, TrainConfig, train
+from .training import History, TrainConfig, set_by_epochs, train
 from .utils import check_config, integer, nested, number, rule
 
 
@@ -65,8 +64,8 @@ class RewardConfig:
     batch_size: int = rule(16, integer(1))
     epochs: int = rule(1, integer(1))  # passes over the rankings (paper: one; more overfits)
     train: TrainConfig = nested(lambda: TrainConfig(
-        max_steps=0,  # unused: train_reward_model sets it to epochs * ceil(rankings / batch_size)
-        lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"))
+        max_steps=None,  # train_reward_model counts them: epochs * ceil(rankings / batch_size)
+        lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"), set_by_epochs())
 
     def __post_init__(self):
         check_config(self)
@@ -180,8 +179,6 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     shift applied). `start_role` names the stage `sft_model` comes from in the checkpoint's
     inputs (the gold RM starts from "base"), `recipe` what it records as its recipe (default:
     `cfg`; `datasource.stage_recipe`).
-    Under torchrun each process takes its shard of every batch's rankings, and the loss is
-    the mean over all the batch's pairs (see rlhf_lite.distributed).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
@@ -190,9 +187,13 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     n = len(train_rankings)
     train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
 
-    def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed))
-        return collate_rankings(tokenizer, [train_rankings[i] for i in idx.tolist()])
+    def get_batch(step: int) -> list[dict]:
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
+        return [train_rankings[i] for i in idx.tolist()]
+
+    def loss_fn(m: RewardModel, rankings: list[dict]) -> tuple[torch.Tensor, int]:
+        batch = collate_rankings(tokenizer, rankings)
+        return rm_loss(m, batch), len(batch["chosen"])  # the mean over the rankings' pairs
 
     def eval_fn(m: RewardModel) -> dict[str, float]:
         chosen, rejected = pair_scores(m, tokenizer, val_rankings)
@@ -202,8 +203,8 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     def finalize(m: RewardModel) -> dict[str, float]:
         return {"bias_shift": normalize_to_demonstrations(m, tokenizer, demos)}
 
-    history = train(rm, rm_loss, get_batch, train_cfg, eval_fn=eval_fn, finalize=finalize,
-                    checkpoint_path=checkpoint_path, loss_weight=lambda b: len(b["chosen"]),
+    history = train(rm, loss_fn, get_batch, train_cfg, eval_fn=eval_fn, finalize=finalize,
+                    checkpoint_path=checkpoint_path,
                     meta={"model_config": asdict(sft_model.config),
                           "recipe": recipe or cfg.as_dict(),
                           "inputs": {start_role: fingerprint(sft_model)}})

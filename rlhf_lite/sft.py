@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from . import distributed
 from .batching import IGNORE_INDEX, encode_responses, epoch_batch
 from .checkpoints import fingerprint
 from .data import locate
@@ -109,9 +108,8 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
     """Fine-tune a copy of `base_model` on demonstrations; return it and its history.
 
     History eval metric: "val_loss", the SFT loss on the validation demonstrations.
-    Under torchrun each process takes its shard of every batch, and the loss is the mean over
-    all the batch's response tokens (see rlhf_lite.distributed). `recipe`: what the
-    checkpoint records as its recipe (default: `cfg`; `datasource.stage_recipe`).
+    `recipe`: what the checkpoint records as its recipe (default: `cfg`;
+    `datasource.stage_recipe`).
     """
     model = copy.deepcopy(base_model)  # the caller's base model stays as it was
     block_size = model.config.block_size
@@ -120,14 +118,17 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
     n = len(train_records)
 
     def get_batch(step: int) -> dict[str, torch.Tensor]:
-        idx = distributed.shard(epoch_batch(n, cfg.batch_size, step, cfg.train.seed))
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)
         return {name: t[idx] for name, t in data.items()}
+
+    def loss_fn(m: GPT, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return sft_loss(m, batch), response_token_count(batch)
 
     def eval_fn(m: GPT) -> dict[str, float]:
         return {"val_loss": sft_loss(m, val).item()}
 
-    history = train(model, sft_loss, get_batch, cfg.train, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path, loss_weight=response_token_count,
+    history = train(model, loss_fn, get_batch, cfg.train, eval_fn=eval_fn,
+                    checkpoint_path=checkpoint_path,
                     meta={"model_config": asdict(model.config), "recipe": recipe or cfg.as_dict(),
                           "inputs": {"base": fingerprint(base_model)}})
     model.eval()

@@ -17,8 +17,10 @@ Every stage is "minimise a loss over batches", so one loop serves them all:
   function of the step (`get_batch(step)`), so an interrupted run resumed from its
   checkpoint ends bit-for-bit where an uninterrupted one would (on CPU, same thread count).
   `resumable` and `run_steps` are the periodic checkpoint/resume that PPO uses too.
-- Data parallel under torchrun (rlhf_lite.distributed): each process trains on its shard of
-  every batch, DDP averages the gradients, rank 0 alone writes the checkpoint.
+- Data parallel under torchrun (rlhf_lite.distributed), all of it here: each process trains
+  on its shard of every batch, its loss weighted by its share of the batch's loss terms, DDP
+  averages the gradients, rank 0 alone writes the checkpoint. A stage's code is the same
+  whether one process runs it or several.
 """
 
 import math
@@ -38,6 +40,7 @@ from .utils import (
     eval_mode,
     integer,
     number,
+    optional,
     progress,
     rule,
     seed_everything,
@@ -47,8 +50,10 @@ from .utils import (
 
 @dataclass
 class TrainConfig:
-    # total optimizer steps; 0 is allowed: a placeholder that a stage replaces (RewardConfig.train)
-    max_steps: int = rule(1000, integer(0))
+    # total optimizer steps; 0: none, the model as given is the finished run (gpt2-hh's base
+    # stage: the GPT-2 checkpoint itself); None: `epochs` passes over the data, counted by the
+    # stage (the reward model and DPO, see `set_by_epochs`)
+    max_steps: int | None = rule(1000, optional(integer(0)))
     # peak learning rate, reached at the end of warmup
     lr: float = rule(3e-3, number(0, low_open=True))
     # final lr = lr * min_lr_ratio, reached at max_steps
@@ -72,6 +77,13 @@ class TrainConfig:
 
     def __post_init__(self):
         check_config(self)
+
+
+def set_by_epochs() -> tuple:
+    """Rule (utils.check_config) for the TrainConfig of a stage that trains for `epochs`
+    passes over its data: max_steps None, the stage counts the steps."""
+    return ("a TrainConfig with max_steps=None (the stage's `epochs` sets the steps)",
+            lambda train: train.max_steps is None)
 
 
 @dataclass
@@ -244,45 +256,45 @@ def train(
     cfg: TrainConfig,
     eval_fn=None,
     checkpoint_path=None,
-    resume: bool = True,
     meta: dict | None = None,
     stop_after: int | None = None,
-    loss_weight=None,
     finalize=None,
 ) -> History:
     """Train `model` for cfg.max_steps optimizer steps; return the History.
 
-    loss_fn(model, batch) -> scalar loss tensor.
-    get_batch(step) -> batch. Must be a deterministic function of `step` (e.g. sample with a
+    get_batch(step) -> the step's whole batch: a tensor or list with one row per example, or a
+        tuple or dict of them. Must be a deterministic function of `step` (e.g. sample with a
         torch.Generator seeded by the step), so a resumed run replays exactly the same data.
+    loss_fn(model, batch) -> (loss, n): the loss, a scalar tensor that is the mean of n terms
+        (tokens, pairs) of `batch`.
     eval_fn(model) -> {name: value}, run every cfg.eval_interval steps and at the end.
-    checkpoint_path: where to save (every cfg.checkpoint_interval steps and at the end).
-        With `resume`, an existing checkpoint is loaded and training continues from its
-        step; a finished one just loads the weights and returns its history. A checkpoint
-        trained from other input models (meta["inputs"] differs) is not resumed: the
-        run starts afresh and overwrites it. With cfg.max_steps 0 the model as given is saved
-        as a finished run (a stage that only passes a checkpoint on).
+    checkpoint_path: where to save (every cfg.checkpoint_interval steps and at the end). An
+        existing checkpoint there is loaded and training continues from its step; a finished
+        one just loads the weights and returns its history. A checkpoint trained from other
+        input models (meta["inputs"] differs) is not resumed: the run starts afresh and
+        overwrites it. With cfg.max_steps 0 the model as given is saved as the finished run.
     meta: what the checkpoint records besides weights and progress (`checkpoints.Checkpoint`):
         "model_config", "recipe", "inputs" (fingerprints of the models this one is trained
         from, see checkpoints.fingerprint).
     stop_after: stop (and checkpoint) once this many steps in total are done; calling again
         resumes. Useful in tests, and to split a long run over several sessions.
-    loss_weight(batch) -> how many terms loss_fn averages over (e.g. response tokens); used
-        only under DDP, where it makes a step equal to one on the combined batch of all
-        processes (distributed.scale_for_global_mean). None: every shard weighs the same.
     finalize(model) -> {name: number}, run once when the last step is done, before the final
         checkpoint is written (the reward model's bias normalisation): the finished
         checkpoint holds the final model, written once; the numbers go to Checkpoint.extra.
 
-    Data parallel (inside a torchrun process group, see rlhf_lite.distributed): get_batch(step)
-    returns this process's shard of the step's batch (distributed.shard), loss_fn receives the
-    model wrapped in DDP, eval_fn the plain model (every process evaluates the same weights on
-    the same data), and only rank 0 writes the checkpoint. History.train_loss is the loss of
-    the combined batch, on every process.
+    Data parallel (inside a torchrun process group, see rlhf_lite.distributed): loss_fn
+    receives this process's shard of the batch (every W-th example, `distributed.shard`) and
+    the model wrapped in DDP; each process's loss is weighted by its n, so a step is the one on
+    the mean over the whole batch (`distributed.scale_for_global_mean`). eval_fn receives the
+    plain model (every process evaluates the same weights on the same data), and only rank 0
+    writes the checkpoint. History.train_loss is the loss of the whole batch, on every process.
     """
+    if cfg.max_steps is None:
+        raise ValueError(f"{cfg.desc}: TrainConfig.max_steps is None (left to a stage that "
+                         "counts its steps from epochs): give a number of steps")
     optimizer = make_optimizer(model, cfg)
     meta = meta or {}
-    ckpt = resumable(checkpoint_path, meta.get("inputs", {})) if resume else None
+    ckpt = resumable(checkpoint_path, meta.get("inputs", {}))
     history, start = _start(model, optimizer, cfg, ckpt, checkpoint_path)
     end = cfg.max_steps if stop_after is None else min(stop_after, cfg.max_steps)
     extra = {}  # finalize's numbers, once the last step is done
@@ -316,9 +328,8 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = get_batch(step)
-        loss, combined_loss = distributed.scale_for_global_mean(
-            loss_fn(replica, batch), loss_weight(batch) if loss_weight else 1)
+        batch = distributed.shard(get_batch(step))  # this process's share of the step's batch
+        loss, combined_loss = distributed.scale_for_global_mean(*loss_fn(replica, batch))
         # the combined loss is the same on every process, so a NaN stops them all together
         loss_value = check_finite(combined_loss, f"{cfg.desc}: loss", step, lr)
         (norm_value,) = backward_and_step([model], optimizer, scaler, loss, max_norm,

@@ -170,10 +170,11 @@ def rule(default, allowed: tuple, run_control: bool = False):
                              metadata={"rule": allowed, "run_control": run_control})
 
 
-def nested(default_factory):
+def nested(default_factory, allowed: tuple | None = None):
     """A config field holding another config, built by `default_factory`: checked by its own
-    class when it is built, so its rule only asks for a config dataclass."""
-    return dataclasses.field(default_factory=default_factory, metadata={"rule": (
+    class when it is built, so its rule only asks for a config dataclass, or what `allowed`
+    asks of it (e.g. training.set_by_epochs)."""
+    return dataclasses.field(default_factory=default_factory, metadata={"rule": allowed or (
         "a config dataclass", lambda v: dataclasses.is_dataclass(v) and not isinstance(v, type))})
 
 

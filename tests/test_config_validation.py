@@ -11,6 +11,7 @@ import pytest
 
 import rlhf_lite
 from rlhf_lite import pipeline
+from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.model import GPTConfig
 from rlhf_lite.ppo import PPOConfig
 from rlhf_lite.presets import PRESETS
@@ -21,13 +22,14 @@ from rlhf_lite.training import TrainConfig
 from rlhf_lite.utils import check_config, integer, rule
 
 CONFIGS = {"TrainConfig": TrainConfig, "PretrainConfig": PretrainConfig, "SFTConfig": SFTConfig,
-           "RewardConfig": RewardConfig, "PPOConfig": PPOConfig,
+           "RewardConfig": RewardConfig, "PPOConfig": PPOConfig, "DPOConfig": DPOConfig,
            "GPTConfig": lambda **kw: GPTConfig(**{"vocab_size": 50, **kw})}
 
+BY_EPOCHS = "a TrainConfig with max_steps=None (the stage's `epochs` sets the steps)"
 # (config, field, bad value, what the message says is allowed)
 BAD = [
-    ("TrainConfig", "max_steps", -1, "an int >= 0"),
-    ("TrainConfig", "max_steps", 2.5, "an int >= 0"),
+    ("TrainConfig", "max_steps", -1, "None or an int >= 0"),
+    ("TrainConfig", "max_steps", 2.5, "None or an int >= 0"),
     ("TrainConfig", "lr", -3e-3, "a finite number > 0"),  # gradient ascent, silently, today
     ("TrainConfig", "lr", 0.0, "a finite number > 0"),
     ("TrainConfig", "lr", math.nan, "a finite number > 0"),
@@ -53,6 +55,9 @@ BAD = [
     ("RewardConfig", "temperature", 0.0, "a finite number > 0"),
     ("RewardConfig", "batch_size", 0, "an int >= 1"),  # ZeroDivisionError today
     ("RewardConfig", "epochs", 0, "an int >= 1"),
+    # a step count of its own would contradict `epochs` (it used to be silently replaced)
+    ("RewardConfig", "train", TrainConfig(max_steps=50), BY_EPOCHS),
+    ("DPOConfig", "train", TrainConfig(max_steps=0), BY_EPOCHS),
     ("PPOConfig", "iterations", 0, "an int >= 1"),
     ("PPOConfig", "batch_size", 0, "an int >= 1"),
     ("PPOConfig", "minibatch_size", 0, "an int >= 1"),
@@ -102,10 +107,11 @@ def test_width_must_divide_into_heads(make):
 
 
 def test_the_edges_that_mean_something_stay_allowed():
-    TrainConfig(max_steps=0)  # a placeholder a stage replaces (RewardConfig.train)
+    TrainConfig(max_steps=0)  # no training: the model as given is the finished run
+    TrainConfig(max_steps=None)  # the steps of `epochs` passes, counted by the stage
     TrainConfig(warmup_steps=0, grad_clip=0.0, eval_interval=0, min_lr_ratio=0.0, lr=1)
     PPOConfig(beta=0.0, lam=0.0, gamma=1.0, ptx_coef=0.0, clip_eps=100.0, kl_estimator="k3")
-    RewardConfig(k=2, train=TrainConfig(max_steps=0))
+    RewardConfig(k=2, train=TrainConfig(max_steps=None))
 
 
 def test_replace_is_checked_too():

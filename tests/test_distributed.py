@@ -61,10 +61,11 @@ RANKINGS = [  # K = 2, 3, 4, 2: 1, 3, 6, 1 pairs (odd total)
 # by all keys) moves by a fraction of lr that depends on the summation order. At lr 1e-2 that
 # alone gives differences of 1e-5 between one and two processes; at lr 1e-4 they are ~3e-8,
 # far below TOLERANCE, while a wrongly weighted step is off by ~lr (checked below).
-TWO_STEPS = dict(max_steps=2, lr=1e-4, warmup_steps=1, eval_interval=1)
+TWO_STEPS = dict(lr=1e-4, warmup_steps=1, eval_interval=1)
 TOLERANCE = 1e-6
-SFT_CFG = SFTConfig(batch_size=4, train=TrainConfig(**TWO_STEPS, desc="sft-ddp"))
-RM_CFG = RewardConfig(batch_size=4, epochs=2, train=TrainConfig(**TWO_STEPS, desc="rm-ddp"))
+SFT_CFG = SFTConfig(batch_size=4, train=TrainConfig(max_steps=2, **TWO_STEPS, desc="sft-ddp"))
+RM_CFG = RewardConfig(batch_size=4, epochs=2,  # 2 epochs of one batch: two steps
+                      train=TrainConfig(max_steps=None, **TWO_STEPS, desc="rm-ddp"))
 
 
 def tiny_gpt(seed=0):
@@ -93,14 +94,15 @@ def train_stages(out_dir) -> dict:
 
 
 def sft_with_equal_shard_weights() -> dict:
-    """train_sft's two steps, but without loss_weight: DDP averages per-process token means."""
+    """train_sft's two steps, but every process's mean weighs the same (n = 1): DDP averages
+    per-process token means."""
     data = tokenize_demonstrations(DEMOS, TOKENIZER, block_size=48)
     model = tiny_gpt()
 
     def get_batch(step):
-        idx = distributed.shard(epoch_batch(len(DEMOS), SFT_CFG.batch_size, step, seed=0))
+        idx = epoch_batch(len(DEMOS), SFT_CFG.batch_size, step, seed=0)
         return {name: t[idx] for name, t in data.items()}
-    train(model, sft_loss, get_batch, SFT_CFG.train)
+    train(model, lambda m, batch: (sft_loss(m, batch), 1), get_batch, SFT_CFG.train)
     return state(model)
 
 
@@ -197,7 +199,7 @@ def test_equal_shard_weights_would_not_equal_the_combined_batch(replicas, single
     (rank0, rank1), _ = replicas
     assert all(torch.equal(rank0["unweighted_sft"][k], rank1["unweighted_sft"][k])
                for k in rank0["unweighted_sft"])
-    assert max_abs_diff(single["sft_steps"], single["sft"]) == 0.0  # loss_weight: DDP only
+    assert max_abs_diff(single["sft_steps"], single["sft"]) == 0.0  # n weighs under DDP only
     assert max_abs_diff(rank0["unweighted_sft"], single["sft"]) > 100 * TOLERANCE
 
 
@@ -241,6 +243,9 @@ def test_splits_that_cannot_work_raise_clear_errors(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     assert distributed.shard(list("abcdefg")) == ["b", "e"]  # every 3rd item from rank 1 on
+    x, y = distributed.shard((torch.arange(7), -torch.arange(7)))  # each part split alike
+    assert x.tolist() == [1, 4] and y.tolist() == [-1, -4]
+    assert distributed.shard({"ids": torch.arange(5)})["ids"].tolist() == [1, 4]
     assert distributed.per_process(63, "PPOConfig.batch_size") == 21
     with pytest.raises(ValueError, match=r"^a batch of 2 examples cannot be split over 3 process"):
         distributed.shard(torch.arange(2))

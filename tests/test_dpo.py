@@ -35,7 +35,7 @@ def tiny_gpt(seed=0):
 
 def quick_config(epochs=2, **train):
     return DPOConfig(beta=0.1, batch_size=8, epochs=epochs, train=TrainConfig(
-        **{"max_steps": 0, "lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.0,
+        **{"max_steps": None, "lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.0,
            "eval_interval": 0, "desc": "dpo-test", **train}))
 
 

@@ -45,7 +45,7 @@ def micro_gpt2(checkpoint, tmp_path, monkeypatch):
                                   block_size=32, batch_size=4, train=steps(3, "pretrain")),
                      sft=SFTConfig(batch_size=8, train=steps(2, "sft")),
                      rm=RewardConfig(k=2, rounds=1, val_rounds=1, max_new_tokens=8,
-                                         batch_size=128, train=steps(0, "rm")),
+                                         batch_size=128, train=steps(None, "rm")),
                      ppo=ppo, ppo_ptx=replace(ppo, ptx_coef=0.1, ptx_batch_size=2))
     monkeypatch.setitem(presets.PRESETS, "gpt2-micro", preset)
     return "gpt2-micro"

@@ -45,7 +45,7 @@ def micro_preset() -> presets.Preset:
         sft=SFTConfig(batch_size=4, train=steps(2, "sft")),
         rm=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
         ppo=ppo, ppo_ptx=PPOConfig(**{**ppo.as_dict(), "ptx_coef": 1.0, "ptx_batch_size": 2}),
-        dpo=DPOConfig(batch_size=64, train=steps(2, "dpo")),
+        dpo=DPOConfig(batch_size=64, train=steps(None, "dpo")),
         rloo=PPOConfig(**{**ppo.as_dict(), "advantage": "rloo", "group_size": 2}))
 
 

@@ -72,7 +72,11 @@ def get_batch(step: int):
     return random_windows(STREAM, 8, 16, seed=step)
 
 
-def run(precision_name: str, loss_fn=lm_loss, batches=get_batch, **train_kwargs):
+def token_mean_loss(model: GPT, batch) -> tuple[torch.Tensor, int]:
+    return lm_loss(model, batch), batch[1].numel()
+
+
+def run(precision_name: str, loss_fn=token_mean_loss, batches=get_batch, **train_kwargs):
     """A tiny GPT trained for CFG's steps under `precision_name` autocast on the CPU."""
     model = tiny_gpt()
     with precision.autocast(precision_name, CPU):
@@ -119,7 +123,7 @@ def test_an_overflowed_fp16_gradient_skips_the_step():
         x, y, overflow = batch
         if overflow:
             model.lm_head.weight.register_hook(lambda grad: torch.full_like(grad, math.inf))
-        return lm_loss(model, (x, y))
+        return token_mean_loss(model, (x, y))
 
     def batches(step):
         return *get_batch(step), step == last

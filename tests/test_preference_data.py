@@ -233,7 +233,7 @@ def test_reward_model_trains_on_converted_pairs(tmp_path, tiny_gpt2):
                            [True])
     assert enc["input_ids"][0, -1] == tokenizer.eos_token_id  # the score is read at the eos
     cfg = RewardConfig(batch_size=2, epochs=15, train=TrainConfig(
-        max_steps=0, lr=1e-2, warmup_steps=1, eval_interval=0, desc="rm"))
+        max_steps=None, lr=1e-2, warmup_steps=1, eval_interval=0, desc="rm"))
     rm, history = train_reward_model(cfg, model, tokenizer, rankings, rankings,
                                      preferred_as_demonstrations(rankings))
     assert len(history.train_loss) == 15 * 3  # 6 rankings, 2 per step

@@ -99,15 +99,15 @@ def micro_hh(hh_file: str, checkpoint) -> presets.Preset:
     data = PreferenceData(source=hh_file, heldout_prompts=6, validation_fraction=0.2,
                           max_tokens=120)
     hh = presets.get_preset("gpt2-hh")
-    rm = replace(hh.rm, batch_size=4, epochs=2, train=steps(0, "rm", lr=3e-3), max_pairs=None)
+    rm = replace(hh.rm, batch_size=4, epochs=2, train=steps(None, "rm", lr=3e-3), max_pairs=None)
     policy = replace(hh.ppo, iterations=1, batch_size=8, minibatch_size=4,
                      ppo_epochs=1, max_new_tokens=12, lr=1e-3)
     return replace(hh, name="hh-micro", device="cpu", precision="fp32",
                    data=PreferenceSource(data), base=replace(hh.base, init_from=str(checkpoint)),
                    sft=replace(hh.sft, batch_size=8, train=steps(3, "sft")),
                    rm=replace(rm, max_pairs=16),  # fewer pairs than the gold RM (its whole half)
-                   gold_rm=replace(rm, train=steps(0, "gold rm", lr=3e-3)), ppo=policy,
-                   dpo=DPOConfig(batch_size=8, train=steps(0, "dpo")),
+                   gold_rm=replace(rm, train=steps(None, "gold rm", lr=3e-3)), ppo=policy,
+                   dpo=DPOConfig(batch_size=8, train=steps(None, "dpo")),
                    rloo=replace(policy, advantage="rloo", group_size=2))
 
 

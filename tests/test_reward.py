@@ -208,7 +208,7 @@ def test_tiny_reward_model_learns_a_marker(tmp_path):
     train, val = marker_rankings(160, seed=0), marker_rankings(40, seed=1)
     demos = [{"prompt": "name two fruits .", "response": "pear and banana ."}]
     cfg = RewardConfig(batch_size=8, epochs=3,
-                       train=TrainConfig(max_steps=0, lr=3e-3, warmup_steps=5, eval_interval=30,
+                       train=TrainConfig(max_steps=None, lr=3e-3, warmup_steps=5, eval_interval=30,
                                          desc="rm-test"))
     path = tmp_path / "rm.pt"
     rm, history = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos,
@@ -236,7 +236,7 @@ def test_sft_and_rm_stages_build_save_and_load(tmp_path, monkeypatch):
                                         train=quick("pretrain")),
         sft=SFTConfig(batch_size=8, train=quick("sft")),
         rm=RewardConfig(k=2, rounds=1, val_rounds=1, max_new_tokens=8,
-                        train=replace(quick("rm"), max_steps=0))))
+                        train=replace(quick("rm"), max_steps=None))))
     rm = artifacts.load_model("rm", "tiny")  # builds base, then sft, then rm
     assert isinstance(rm, RewardModel) and not rm.training
     assert [artifacts.status(s, "tiny") for s in ("base", "sft", "rm")] == ["done"] * 3
@@ -257,7 +257,7 @@ def test_a_killed_reward_model_run_resumes_to_the_same_normalised_model(tmp_path
     train, val = marker_rankings(48, seed=0), marker_rankings(8, seed=1)
     demos = [{"prompt": "name two fruits .", "response": "pear and banana ."}]
     cfg = RewardConfig(batch_size=8, epochs=2, train=TrainConfig(
-        max_steps=0, lr=3e-3, warmup_steps=2, eval_interval=4, checkpoint_interval=4,
+        max_steps=None, lr=3e-3, warmup_steps=2, eval_interval=4, checkpoint_interval=4,
         desc="rm-test"))
     straight, _ = train_reward_model(cfg, tiny_gpt(), TOKENIZER, train, val, demos,
                                      checkpoint_path=tmp_path / "a.pt")

@@ -36,12 +36,13 @@ def get_batch(step):
 
 
 def loss_fn(model, batch):
+    """The mean loss over the batch's targets, and their number (as train requires)."""
     x, y = batch
-    return F.cross_entropy(model(x), y)
+    return F.cross_entropy(model(x), y), len(y)
 
 
 def eval_fn(model):
-    return {"val_loss": loss_fn(model, get_batch(10_000)).item()}
+    return {"val_loss": loss_fn(model, get_batch(10_000))[0].item()}
 
 
 @pytest.fixture
@@ -143,10 +144,22 @@ def test_a_checkpoint_of_other_input_models_is_not_resumed(tmp_path, one_thread,
     assert "already trained for 6 steps" in capsys.readouterr().out
 
 
+def test_zero_steps_save_the_model_as_given_and_none_is_no_step_count(tmp_path):
+    model, path = TinyLM(), tmp_path / "untrained.pt"
+    hist = train(model, lambda m, b: pytest.fail("trained"), get_batch, TrainConfig(max_steps=0),
+                 checkpoint_path=path)
+    ckpt = checkpoints.read(path)
+    assert hist.steps == [] and ckpt.done and (ckpt.step, ckpt.max_steps) == (0, 0)
+    assert all(torch.equal(ckpt.model[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"^sft: TrainConfig.max_steps is None \(left to a stage"):
+        train(model, loss_fn, get_batch, TrainConfig(max_steps=None, desc="sft"))
+
+
 def test_nan_loss_raises_and_keeps_checkpoint(tmp_path):
     def nan_at_7(model, batch):
         step, batch = batch
-        return loss_fn(model, batch) * (float("nan") if step == 7 else 1.0)
+        loss, n = loss_fn(model, batch)
+        return loss * (float("nan") if step == 7 else 1.0), n
 
     model = TinyLM()
     cfg = TrainConfig(max_steps=20, warmup_steps=2, checkpoint_interval=5, desc="pretrain")
@@ -161,7 +174,7 @@ def test_nan_loss_raises_and_keeps_checkpoint(tmp_path):
 
 def test_nan_gradient_raises():
     def inf_grad(model, batch):  # finite loss (0), infinite gradient (d sqrt(x)/dx at 0)
-        return (model.head.weight * 0).sum().sqrt()
+        return (model.head.weight * 0).sum().sqrt(), 1
 
     with pytest.raises(FloatingPointError, match="gradient norm is nan at step 0"):
         train(TinyLM(), inf_grad, get_batch, TrainConfig(max_steps=3))
@@ -209,7 +222,7 @@ def test_grad_clip_bounds_norm(grad_clip):
 
     handle = register_optimizer_step_pre_hook(record_norm)
     try:
-        hist = train(TinyLM(), lambda m, b: 1e6 * loss_fn(m, b), get_batch,
+        hist = train(TinyLM(), lambda m, b: (1e6 * loss_fn(m, b)[0], 1), get_batch,
                      TrainConfig(max_steps=5, grad_clip=grad_clip))
     finally:
         handle.remove()
