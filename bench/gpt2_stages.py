@@ -134,11 +134,12 @@ def presets_for(checkpoint: str, hh_file: str) -> dict:
 
 def run_stage(stage: str, preset_name: str, checkpoint: str, hh_file: str, root: str) -> dict:
     """Build one stage (in this process: the parent runs each in a fresh one)."""
-    from rlhf_lite import artifacts
+    from rlhf_lite import artifacts, paths
 
+    paths.ARTIFACTS_DIR = Path(root)  # this fresh process's artifacts folder
     preset = presets_for(checkpoint, hh_file)[preset_name]
     start = time.perf_counter()
-    artifacts.build(stage, preset, root=Path(root))
+    artifacts.build(stage, preset)
     return {"preset": preset_name, "stage": stage, "seconds": time.perf_counter() - start,
             "threads": artifacts.stage_threads(stage, preset),
             "peak RSS (GiB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}

@@ -44,25 +44,25 @@ def _source(p: Preset, stage: str) -> Preset:
     return p if p.source_of(stage) == p.name else get_preset(p.source_of(stage))
 
 
-def _folder(preset: str | Preset, root: Path | None) -> Path:
-    return Path(root or paths.ARTIFACTS_DIR) / _preset(preset).name
+def _folder(preset: str | Preset) -> Path:
+    """artifacts/<preset>/ under paths.ARTIFACTS_DIR (RLHF_ARTIFACTS_DIR, read at import)."""
+    return paths.ARTIFACTS_DIR / _preset(preset).name
 
 
-def checkpoint_path(stage: str, preset: str | Preset = "toy", root: Path | None = None) -> Path:
-    """Where a stage's finished checkpoint lives (root: the artifacts folder, by default
-    paths.ARTIFACTS_DIR)."""
-    return _folder(preset, root) / f"{stage}.pt"
+def checkpoint_path(stage: str, preset: str | Preset = "toy") -> Path:
+    """Where a stage's finished checkpoint lives."""
+    return _folder(preset) / f"{stage}.pt"
 
 
-def partial_path(stage: str, preset: str | Preset = "toy", root: Path | None = None) -> Path:
+def partial_path(stage: str, preset: str | Preset = "toy") -> Path:
     """Where a stage is trained until it has finished (then it replaces `checkpoint_path`)."""
-    return _folder(preset, root) / f"{stage}.partial.pt"
+    return _folder(preset) / f"{stage}.partial.pt"
 
 
-def rankings_path(split: str, preset: str | Preset = "toy", root: Path | None = None) -> Path:
+def rankings_path(split: str, preset: str | Preset = "toy") -> Path:
     """Where the "rm" stage saves the rankings it trained ("train") and validated
     ("validation") on."""
-    return comparisons.rankings_file(_folder(preset, root), split)
+    return comparisons.rankings_file(_folder(preset), split)
 
 
 def stages_of(preset: str | Preset) -> list[str]:
@@ -79,7 +79,7 @@ def _data(p: Preset, stage: str):
     return p.data if get_stage(stage).reads_data else None
 
 
-def _state(path: Path, stage: str, p: Preset, root: Path | None) -> str:
+def _state(path: Path, stage: str, p: Preset) -> str:
     """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
     ckpt = checkpoints.read(path)
     cfg = p.recipe(stage)
@@ -89,26 +89,26 @@ def _state(path: Path, stage: str, p: Preset, root: Path | None) -> str:
     expected = {}
     for role in get_stage(stage).inputs:
         source = _source(p, role)
-        if status(role, source, root) != "done":
+        if status(role, source) != "done":
             return "stale"
-        expected[role] = checkpoints.verified_fingerprint(checkpoint_path(role, source, root))
+        expected[role] = checkpoints.verified_fingerprint(checkpoint_path(role, source))
     if ckpt.inputs != expected:
         return "stale"
     return "done" if ckpt.done else "partial"
 
 
-def status(stage: str, preset: str | Preset = "toy", root: Path | None = None) -> str:
+def status(stage: str, preset: str | Preset = "toy") -> str:
     """'missing'; 'stale': made with another recipe, or from an input model (its SFT, its
     reward model) that is not done or has changed since; 'partial': a run of the current
     recipe was interrupted (it resumes); 'done'. A damaged or foreign file is a RuntimeError
     naming it."""
-    p, final, partial = _preset(preset), checkpoint_path(stage, preset, root), partial_path(
-        stage, preset, root)
-    final_state = _state(final, stage, p, root) if final.exists() else None
+    p, final, partial = _preset(preset), checkpoint_path(stage, preset), partial_path(
+        stage, preset)
+    final_state = _state(final, stage, p) if final.exists() else None
     if final_state == "done":
         checkpoints.verified_fingerprint(final)  # flipped bytes in the weights are not "done"
         return "done"
-    if partial.exists() and _state(partial, stage, p, root) != "stale":
+    if partial.exists() and _state(partial, stage, p) != "stale":
         return "partial"
     return final_state or "missing"
 
@@ -121,18 +121,17 @@ def stage_threads(stage: str, preset: str | Preset = "toy") -> int:
     return chosen or os.cpu_count() or 1
 
 
-def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
-          root: Path | None = None) -> None:
+def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False) -> None:
     """Train `stage` with the preset's recipe from its input models (loaded, or built first),
     into its partial file, then move it over the finished checkpoint. `rebuild` starts the
     partial file afresh; the old finished checkpoint stays until the new one replaces it."""
     p, spec = _preset(preset), get_stage(stage)
-    final, partial = checkpoint_path(stage, p, root), partial_path(stage, p, root)
-    if partial.exists() and (rebuild or _state(partial, stage, p, root) == "stale"):
+    final, partial = checkpoint_path(stage, p), partial_path(stage, p)
+    if partial.exists() and (rebuild or _state(partial, stage, p) == "stale"):
         partial.unlink()  # another recipe's (or a forced run's) weights must not be resumed
-    inputs = {role: load_model(role, _source(p, role), root=root) for role in spec.inputs}
+    inputs = {role: load_model(role, _source(p, role)) for role in spec.inputs}
     print(f"stage '{stage}' ({p.name} preset) is "
-          f"{'rebuilt' if rebuild else status(stage, p, root)}: training it into {shown(final)}")
+          f"{'rebuilt' if rebuild else status(stage, p)}: training it into {shown(final)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(stage_threads(stage, p))
     try:
@@ -145,13 +144,13 @@ def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
     distributed.barrier()
 
 
-def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
-               root: Path | None = None) -> torch.nn.Module:
+def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False
+               ) -> torch.nn.Module:
     """The trained model of `stage` (e.g. "base"): loaded, resumed, or trained from scratch."""
     spec, p = get_stage(stage), _preset(preset)
-    if rebuild or status(stage, p, root) != "done":
-        build(stage, p, rebuild, root)
-    ckpt = checkpoints.read(checkpoint_path(stage, p, root))
+    if rebuild or status(stage, p) != "done":
+        build(stage, p, rebuild)
+    ckpt = checkpoints.read(checkpoint_path(stage, p))
     model = spec.model(GPTConfig(**ckpt.model_config))  # on the caller's device context
     model.load_state_dict(ckpt.model)
     for module in model.modules():
@@ -161,64 +160,64 @@ def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False,
 
 
 def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild: bool = False,
-                       root: Path | None = None, processes: int | None = None) -> None:
+                       processes: int | None = None) -> None:
     """Build independent single-threaded stages (the PPO stages, DPO) in processes of their
     own, `processes` at once (None: as many as the CPU has cores; the others wait for a free
     one); each is the same model bit for bit as built alone (its own thread count). Stages that
     use more threads, a single process or core, a GPU or torchrun: one after the other, here."""
     p = _preset(preset)
     processes = processes or os.cpu_count() or 1
-    todo = [stage for stage in stages if rebuild or status(stage, p, root) != "done"]
+    todo = [stage for stage in stages if rebuild or status(stage, p) != "done"]
     if (len(todo) < 2 or distributed.is_distributed() or processes < 2
             or any(stage_threads(stage, p) > 1 for stage in todo)
             or pick_device(p.device).type != "cpu"):
         for stage in todo:
-            load_model(stage, p, rebuild, root)
+            load_model(stage, p, rebuild)
         return
-    # fresh processes: they get the preset itself and the artifacts folder as arguments
-    printed = run_in_processes(_build_alone, [(stage, p, Path(root or paths.ARTIFACTS_DIR),
-                                               rebuild) for stage in todo], processes)
+    # fresh processes: they get the preset itself and this process's artifacts folder (which a
+    # test may have moved) as arguments
+    printed = run_in_processes(_build_alone, [(stage, p, paths.ARTIFACTS_DIR, rebuild)
+                                              for stage in todo], processes)
     print("".join(printed), end="")  # in stage order, not in the order the processes wrote
 
 
-def _build_alone(stage: str, preset: Preset, root: Path, rebuild: bool) -> str:
-    """Build one stage in a fresh process; returns what it printed."""
+def _build_alone(stage: str, preset: Preset, artifacts_dir: Path, rebuild: bool) -> str:
+    """Build one stage in a fresh process, under `artifacts_dir`; returns what it printed."""
+    paths.ARTIFACTS_DIR = artifacts_dir
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        load_model(stage, preset, rebuild, root)
+        load_model(stage, preset, rebuild)
     return printed.getvalue()
 
 
-def load_history(stage: str, preset: str | Preset = "toy", root: Path | None = None
-                 ) -> History:
+def load_history(stage: str, preset: str | Preset = "toy") -> History:
     """The training log saved with a stage's checkpoint (PPO stages: one step per iteration,
     their metrics in `History.metrics`); the stage is trained first if it is not done."""
-    load_model(stage, preset, root=root)
-    return History.from_dict(checkpoints.read(checkpoint_path(stage, preset, root)).history)
+    load_model(stage, preset)
+    return History.from_dict(checkpoints.read(checkpoint_path(stage, preset)).history)
 
 
-def train_seconds(stage: str, preset: str | Preset = "toy", root: Path | None = None
+def train_seconds(stage: str, preset: str | Preset = "toy"
                   ) -> float | None:
     """How long the finished checkpoint of `stage` took to train (seconds, summed over resumed
     runs; the rm stage: its training, not the sampling and ranking before it); None when the
     checkpoint does not record it or does not exist."""
-    path = checkpoint_path(stage, preset, root)
+    path = checkpoint_path(stage, preset)
     return checkpoints.read(path).seconds if path.exists() else None
 
 
-def save_rankings(rankings: dict[str, list[dict]], preset: str | Preset = "toy",
-                  root: Path | None = None) -> None:
+def save_rankings(rankings: dict[str, list[dict]], preset: str | Preset = "toy") -> None:
     """Write {split: rankings} where `load_rankings` finds them."""
-    comparisons.save_rankings(rankings, _folder(preset, root))
+    comparisons.save_rankings(rankings, _folder(preset))
 
 
-def load_rankings(split: str, preset: str | Preset = "toy", root: Path | None = None
+def load_rankings(split: str, preset: str | Preset = "toy"
                   ) -> list[dict]:
     """The rankings the "rm" stage used on a split; asked of the data source again if the file
     is gone (the toy world samples them again, seeded)."""
-    path = rankings_path(split, preset, root)
+    path = rankings_path(split, preset)
     if not path.exists():
         p = _preset(preset)
-        records = p.data.rankings(split, p.load_tokenizer(), load_model("sft", p, root=root),
+        records = p.data.rankings(split, p.load_tokenizer(), load_model("sft", p),
                                   p.rm)
-        save_rankings({split: records}, p, root)
+        save_rankings({split: records}, p)
     return comparisons.read_rankings(path)

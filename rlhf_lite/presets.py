@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -69,26 +69,36 @@ PTX_COEF = 0.1
 DPO_BETA = 0.5
 
 
+def recipe_field(default_factory):
+    """A `Preset` field holding the recipe (a config dataclass, or None: not trained) of the
+    stage of the same name in rlhf_lite.stages."""
+    return field(default_factory=default_factory, metadata={"recipe": True})
+
+
+def recipe_fields(preset_class) -> list[str]:
+    """The names of a Preset class's stage recipes, in declaration order."""
+    return [f.name for f in fields(preset_class) if f.metadata.get("recipe")]
+
+
 @dataclass
 class Preset:
     name: str  # the name notebooks and the pipeline use
     # One recipe per stage of rlhf_lite.stages, each field named after its stage.
     # stage 0: base model, pretrained on the world's text (from scratch or from GPT-2)
-    base: PretrainConfig = field(default_factory=PretrainConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)  # stage 1: supervised fine-tuning
-    rm: RewardConfig = field(default_factory=RewardConfig)  # stage 2: reward model
-    ppo: PPOConfig = field(default_factory=PPOConfig)  # stage 3: PPO against the reward model
-    ppo_ptx: PPOConfig = field(  # stage 3 with pretraining gradients mixed in (notebook 7)
-        default_factory=lambda: PPOConfig(ptx_coef=PTX_COEF))
+    base: PretrainConfig = recipe_field(PretrainConfig)
+    sft: SFTConfig = recipe_field(SFTConfig)  # stage 1: supervised fine-tuning
+    rm: RewardConfig = recipe_field(RewardConfig)  # stage 2: reward model
+    ppo: PPOConfig = recipe_field(PPOConfig)  # stage 3: PPO against the reward model
+    ppo_ptx: PPOConfig = recipe_field(  # stage 3 with pretraining gradients mixed in (notebook 7)
+        lambda: PPOConfig(ptx_coef=PTX_COEF))
     # Beyond InstructGPT, on the same reward model and rankings; None: not trained by this
     # preset. DPO: the policy trained directly on the rm stage's rankings, no RL.
-    dpo: DPOConfig | None = field(default_factory=lambda: DPOConfig(beta=DPO_BETA))
+    dpo: DPOConfig | None = recipe_field(lambda: DPOConfig(beta=DPO_BETA))
     # RLOO: PPO's loop with a leave-one-out baseline over 4 samples per prompt, no value model
-    rloo: PPOConfig | None = field(
-        default_factory=lambda: PPOConfig(advantage="rloo", group_size=4))
+    rloo: PPOConfig | None = recipe_field(lambda: PPOConfig(advantage="rloo", group_size=4))
     # real preference data only: the reward model that judges instead of the gold labeler,
     # trained on comparisons no other stage sees (None: the toy world's labeler judges)
-    gold_rm: PreferenceRewardConfig | None = None
+    gold_rm: PreferenceRewardConfig | None = recipe_field(lambda: None)
     # where the stages get demonstrations, rankings, prompts and the gold judge: the toy world,
     # or a preference data set (rlhf_lite.datasource; no part of a recipe, but every checkpoint
     # of a stage that reads it records what its `recipe` says)
@@ -117,7 +127,11 @@ class Preset:
         return self.reward_source if stage == "rm" else self.name
 
     def recipe(self, stage: str):
-        """The config dataclass of `stage` (a name in rlhf_lite.stages)."""
+        """The config dataclass of `stage` (a name in rlhf_lite.stages; None: this preset does
+        not train it): the field of that name declared with `recipe_field`, and no other."""
+        if stage not in recipe_fields(type(self)):
+            raise KeyError(f"Preset has no recipe field for stage {stage!r}: declare one with "
+                           "presets.recipe_field (a dataclass subclass of Preset can add it)")
         return getattr(self, stage)
 
     def load_tokenizer(self):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_lite import artifacts, checkpoints, doctor, paths, presets
+from rlhf_lite import artifacts, checkpoints, doctor, paths, presets, stages
 from rlhf_lite.checkpoints import fingerprint
 from rlhf_lite.pretrain import PretrainConfig
 from rlhf_lite.sft import SFTConfig
@@ -247,3 +247,11 @@ def test_messages_show_paths_inside_the_repository_relative(tmp_path):
     inside = paths.REPO_ROOT / "artifacts" / "toy" / "base.pt"
     assert artifacts.shown(inside) == str(Path("artifacts") / "toy" / "base.pt")
     assert artifacts.shown(tmp_path / "base.pt") == str((tmp_path / "base.pt").resolve())
+
+
+def test_every_stage_has_a_recipe_field_and_no_other_field_is_a_recipe():
+    assert sorted(presets.recipe_fields(presets.Preset)) == sorted(stages.STAGES)
+    toy = presets.get_preset("toy")
+    assert toy.recipe("sft") is toy.sft and presets.get_preset("tiny").recipe("dpo") is None
+    with pytest.raises(KeyError, match="no recipe field for stage 'device'"):
+        toy.recipe("device")  # a Preset field, but how stages run, not a stage's recipe

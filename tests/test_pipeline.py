@@ -126,9 +126,15 @@ def test_a_registered_stage_is_built_and_evaluated_by_the_pipeline(micro, monkey
     extra = stages.Stage("sft_again", stages.STAGES["sft"].build, inputs=("base",), group=1,
                          label="SFT again")
     monkeypatch.setitem(stages.STAGES, "sft_again", extra)
-    preset = presets.get_preset("micro")
-    preset.sft_again = SFTConfig(batch_size=4, train=TrainConfig(max_steps=1, warmup_steps=1,
-                                                                 eval_interval=0))
+
+    @dataclasses.dataclass
+    class WithSFTAgain(presets.Preset):  # the recipe: a field of the stage's name
+        sft_again: SFTConfig = presets.recipe_field(lambda: SFTConfig(
+            batch_size=4, train=TrainConfig(max_steps=1, warmup_steps=1, eval_interval=0)))
+
+    monkeypatch.setitem(presets.PRESETS, "micro", WithSFTAgain(
+        **{f.name: getattr(presets.get_preset("micro"), f.name)
+           for f in dataclasses.fields(presets.Preset)}))
     seconds = pipeline.build_stages("micro")
     assert "sft + sft_again" in seconds and artifacts.status("sft_again", "micro") == "done"
     results = pipeline.evaluate_preset("micro", samples=1)
