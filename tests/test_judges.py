@@ -2,6 +2,7 @@
 import pandas as pd
 
 from rlhf_lite import judges
+from rlhf_lite.generation import Completion
 
 
 def test_by_column_lays_rows_out_by_key_and_keeps_keys_only_some_rows_have():
@@ -39,7 +40,8 @@ def test_policy_row_holds_the_judges_verdict_and_the_callers_numbers(monkeypatch
     monkeypatch.setattr(judges, "score_responses",
                         lambda rm, tok, prompts, texts, ended: pd.Series([1.0, 2.0, 3.0, 6.0]))
     prompts = [{"id": f"p{i}", "prompt": "q"} for i in range(4)]
-    completions = [("a", True), ("b", True), ("c", False), ("d", True)]
+    completions = [Completion("a", True), Completion("b", True), Completion("c", False),
+                   Completion("d", True)]
     row = judges.policy_row(CoinJudge(), prompts, completions, None, None, params=7, kl=0.25,
                             seconds=2.0)
     assert row["win_rate_vs_sft"] == 0.5 and row["mean_length"] == 3.0

@@ -286,7 +286,7 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
     assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)
     assert saved["kl_to_sft"]["PPO"] != 0.0  # it moved (lr 1e-3 here)
     tokenizer = p.load_tokenizer()
-    parts = split_comparisons(p.sft.data, tokenizer)
+    parts = split_comparisons(p.data.dataset, tokenizer)
     for key, stage, part in (("rm_accuracy", "rm", "validation"),
                              ("gold_rm_accuracy", "gold_rm", "gold_validation")):
         assert saved[key] == pytest.approx(accuracy_by_hand(
