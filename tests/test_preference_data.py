@@ -79,6 +79,12 @@ def test_hh_rlhf_splits_prompt_and_final_replies(tmp_path):
     ({"chosen": HH[0]["chosen"], "rejected": "\n\nHuman: What is two plus two?\n\nAssistant:  "},
      "'rejected': the last Assistant reply is empty"),
     ({"chosen": HH[0]["chosen"], "rejected": HH[2]["rejected"]}, "earlier turns differ"),
+    # an empty question: the prompt would be empty (or miss a turn)
+    ({"chosen": "\n\nHuman:  \n\nAssistant: Four.", "rejected": "\n\nHuman: \n\nAssistant: Five."},
+     "'chosen': Human turn 1 of 1 is empty"),
+    ({"chosen": "\n\nHuman: Hi!\n\nAssistant: Hello.\n\nHuman:\n\nAssistant: Bye.",
+      "rejected": "\n\nHuman: Hi!\n\nAssistant: Hello.\n\nHuman:\n\nAssistant: No."},
+     "'chosen': Human turn 2 of 2 is empty"),
 ])
 def test_hh_rlhf_malformed_record_names_file_line_and_field(tmp_path, bad, field):
     path = write_jsonl(tmp_path / "hh.jsonl", [HH[0], bad, HH[2]])
@@ -189,6 +195,8 @@ def test_summarize_comparisons_put_the_chosen_summary_first(tmp_path):
     ({"info": {**POST, "post": ""}}, "'info.post' is missing or empty"),
     ({"info": {**POST, "title": None}}, "'info.title' should be str"),
     ({"info": "a post"}, "'info' should be an object"),
+    ({"split": 0}, "'split' should be str"),  # names no split: not taken for any
+    ({"split": None}, "'split' should be str"),
 ])
 def test_summarize_malformed_record_names_file_line_and_field(tmp_path, change, field):
     path = write_jsonl(tmp_path / "batch1.json",
@@ -214,6 +222,12 @@ def test_summarize_keeps_only_the_records_of_the_split(tmp_path):
     # an invalid record of another split is no concern of this one
     write_jsonl(path, [records[1], {**records[0], "choice": 7}])
     assert [r["prompt_id"] for r in load_summarize_feedback(path)] == ["t3_def"]
+    # a split that is no string names none: refused, or skipped with skip_invalid
+    write_jsonl(path, [records[1], {**records[1], "split": 1}])
+    with pytest.warns(UserWarning, match=r"skipped 1 of 2 invalid records; first: .*line 2: "
+                                         r"field 'split' should be str .*got int 1"):
+        rankings = load_summarize_feedback(path, skip_invalid=True)
+    assert [r["prompt_id"] for r in rankings] == ["t3_def"]
 
 
 # ------------------------------------------------------------------------- the RM trains on them

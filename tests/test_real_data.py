@@ -6,6 +6,7 @@ so the split is checked where it matters: no comparison of the gold half reaches
 the proxy reward model."""
 import gzip
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from rlhf_lite.realdata.preference_data import (
     file_digest,
     hh_rlhf_ranking,
     split_comparisons,
+    too_long,
 )
 from rlhf_lite.training import TrainConfig
 
@@ -204,6 +206,26 @@ def test_split_keeps_each_prompt_on_one_side_and_is_seeded(hh_file, checkpoint):
     assert {r["prompt"] for r in other["gold_train"]} != by_part["gold_train"]
 
 
+def test_pairs_too_long_are_counted_per_part_and_warned_of_once(hh_file, checkpoint):
+    p = micro_hh(hh_file, checkpoint)
+    tokenizer = p.load_tokenizer()
+    whole = split_comparisons(p.data.dataset, tokenizer)  # all fit in 120 tokens
+    assert too_long(p.data.dataset, tokenizer) == dict.fromkeys(PARTS, 0)
+    data = replace(p.data.dataset, max_tokens=44)  # the multi-turn dialogues do not fit
+    with pytest.warns(UserWarning, match=r"train.jsonl.gz: \d+ of 64 comparisons longer than 44 "
+                                         r"tokens \(prompt \+ response \+ eos\) were left out: "
+                                         r"train \d+ of \d+, validation ") as caught:
+        parts = split_comparisons(data, tokenizer)
+    left_out = too_long(data, tokenizer)
+    assert left_out == {name: len(whole[name]) - len(parts[name]) for name in PARTS}
+    assert sum(left_out.values()) >= 20  # a third of the records are multi-turn
+    message = str(caught[0].message)
+    assert all(f"{name} {left_out[name]} of {len(whole[name])}" in message for name in PARTS)
+    with warnings.catch_warnings():  # once per process: the stages read the split again
+        warnings.simplefilter("error")
+        assert split_comparisons(data, tokenizer) == parts
+
+
 def test_malformed_data_names_the_file_and_line(tmp_path, checkpoint, monkeypatch):
     monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
     records = hh_records()
@@ -295,7 +317,10 @@ def test_results_and_report_have_the_gold_rm_metrics(run):
     assert saved["heldout_accuracy"]["RM"] >= 0.8 and saved["heldout_accuracy"]["gold RM"] >= 0.8
     assert saved["split_sizes"]["heldout"] > 0 and "gold_rm" in " ".join(saved["stage_seconds"])
     assert saved["rm_train_pairs"] == {"RM": 16, "gold RM": saved["split_sizes"]["gold_train"]}
+    assert saved["too_long"] == dict.fromkeys(PARTS, 0)
     report = (out / "report.md").read_text()
+    assert ("0 of 64 comparisons longer than 120 tokens (prompt + response + eos) were left "
+            "out: train 0 of ") in report
     assert "| PPO |" in report and "win rate vs SFT by gold RM" in report
     assert "which neither saw" in report and "Stage times" in report
     assert "(trained on 16)" in report

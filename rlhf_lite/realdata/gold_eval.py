@@ -36,7 +36,7 @@ from ..judges import by_column, markdown_table, policy_row, sample
 from ..presets import get_preset
 from ..reward import pairwise_accuracy, score_responses
 from ..stages import models
-from .preference_data import PARTS, prompt_records
+from .preference_data import PARTS, prompt_records, too_long, too_long_note
 
 
 def _scores(rm, tokenizer, prompts: list[dict], completions: list[Completion]) -> torch.Tensor:
@@ -95,6 +95,8 @@ def evaluate_preset(preset: str, samples: int = 3, seed: int = 0) -> dict:
                                 seed)
     return {"preset": preset, "judge": "gold reward model", "data": asdict(p.data.dataset),
             "split_sizes": {name: len(r) for name, r in parts.items()},
+            # comparisons left out of each part as longer than the data's max_tokens
+            "too_long": too_long(p.data.dataset, tokenizer),
             "n_prompts": len(heldout), "samples_per_prompt": samples,
             "n_comparisons": len(prompts), **by_column(rows),
             # the comparisons each RM learned from (the proxy may take fewer: max_pairs)
@@ -114,6 +116,7 @@ def report_markdown(results: dict) -> str:
              f"= {results['n_comparisons']} responses per model, judged by a gold reward model "
              f"trained on {pairs['gold RM']:,} comparisons that no policy or proxy RM saw "
              f"(data: `{results['data']['source']}`).", "",
+             too_long_note(results["too_long"], sizes, results["data"]["max_tokens"]) + ".", "",
              *markdown_table(results, {
                  "parameters": "{params:,}", "mean gold RM": "{mean_gold_rm:.3f}",
                  "win rate vs SFT by gold RM (95% CI)":

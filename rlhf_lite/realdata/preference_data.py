@@ -80,7 +80,8 @@ def _ranking(prompt_id: str, prompt: str, preferred: str, other: str) -> dict:
 def split_dialogue(dialogue: str, where: str, field: str) -> tuple[list[tuple[str, str]], str]:
     """An HH dialogue -> (turns before the last reply as (speaker, text), the last reply).
 
-    The dialogue must start with a Human turn and end with an Assistant turn.
+    The dialogue must start with a Human turn and end with an Assistant turn, and no Human turn
+    may be empty (an empty first question would make an empty prompt).
     """
     parts = HH_TURN.split(dialogue)  # ["", speaker, text, speaker, text, ...]
     if parts[0].strip() or len(parts) < 5:
@@ -92,6 +93,10 @@ def split_dialogue(dialogue: str, where: str, field: str) -> tuple[list[tuple[st
                         f"an Assistant reply, got turns {[s for s, _ in turns]}")
     if not turns[-1][1]:
         raise DataError(f"{where}: field '{field}': the last Assistant reply is empty")
+    questions = [text for speaker, text in turns if speaker == "Human"]
+    if not all(questions):
+        raise DataError(f"{where}: field '{field}': Human turn {questions.index('') + 1} of "
+                        f"{len(questions)} is empty")
     return turns[:-1], turns[-1][1]
 
 
@@ -207,10 +212,18 @@ def _records(name_or_path: str | Path, split: str, load_kwargs: dict
 def _of_split(lines: list[tuple], split: str, source) -> list[tuple]:
     """The lines of a summarize-from-feedback file whose record is of `split` by its own
     "split" field ("train", "valid1", "valid2"; "validation" takes both valid ones, like the
-    hub's split). Unreadable lines and records without the field stay: they are checked later."""
+    hub's split). Unreadable lines and records without the field stay: they are checked later.
+    A "split" that is not a string names no split (it would slip into every one): the line
+    stays as its DataError."""
     wanted = {split, "valid1", "valid2"} if split == "validation" else {split}
-    kept = [line for line in lines if isinstance(line[0], DataError)
-            or not isinstance(line[0].get("split"), str) or line[0]["split"] in wanted]
+    kept = []
+    for record, where, i in lines:
+        if isinstance(record, dict) and not isinstance(record.get("split", ""), str):
+            record = DataError(f"{where}: field 'split' should be str (\"train\", \"valid1\" or "
+                               f"\"valid2\"), got {type(record['split']).__name__} "
+                               f"{record['split']!r}")
+        if isinstance(record, DataError) or "split" not in record or record["split"] in wanted:
+            kept.append((record, where, i))
     if not kept:  # every line is then a record with a split field
         found = sorted({record["split"] for record, *_ in lines})
         raise DataError(f"{source}: no records of split {split!r}; its records' splits: {found}")
@@ -364,11 +377,33 @@ def split_comparisons(data: PreferenceData, tokenizer) -> dict[str, list[dict]]:
     the first N of a part. The first `heldout_prompts` are held out, then `gold_fraction` of
     the rest go to the gold half; `validation_fraction` of each half validate its reward
     model. Pairs that do not fit in `data.max_tokens` tokens are then left out of every part
-    (`fitting`). A DataError names the source when a part is empty.
-
-    Computed once per process for a source, recipe and tokenizer (its name and size): the
-    stages of a pipeline would otherwise each tokenize the whole data set again.
+    (`fitting`), with a warning that counts them per part (`too_long` returns the counts). A
+    DataError names the source when a part is empty.
     """
+    parts, _ = _divided(data, tokenizer)
+    return {name: list(records) for name, records in parts.items()}  # the caller's own
+
+
+def too_long(data: PreferenceData, tokenizer) -> dict[str, int]:
+    """How many comparisons of each part `split_comparisons` left out as longer than
+    `data.max_tokens` tokens."""
+    return dict(_divided(data, tokenizer)[1])
+
+
+def too_long_note(left_out: dict[str, int], sizes: dict[str, int], max_tokens: int) -> str:
+    """The left-out comparisons in words, per part ("of" the part before they were left out);
+    `sizes`: the parts' sizes after."""
+    each = ", ".join(f"{name} {left_out[name]:,} of {left_out[name] + sizes[name]:,}"
+                     for name in PARTS)
+    return (f"{sum(left_out.values()):,} of {sum(left_out.values()) + sum(sizes.values()):,} "
+            f"comparisons longer than {max_tokens} tokens (prompt + response + eos) were left "
+            f"out: {each}")
+
+
+def _divided(data: PreferenceData, tokenizer) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """The parts and the left-out counts, computed once per process for a source, recipe and
+    tokenizer (its name and size): the stages of a pipeline would otherwise each tokenize the
+    whole data set again (and warn of the same left-out pairs)."""
     path = Path(data.source)
     stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
     key = (data, stamp, tokenizer.name_or_path, len(tokenizer))  # a reloaded tokenizer hits
@@ -376,13 +411,15 @@ def split_comparisons(data: PreferenceData, tokenizer) -> dict[str, list[dict]]:
         if len(_splits) >= 4:  # a few sources or recipes at a time
             _splits.clear()
         _splits[key] = _split(data, stamp, tokenizer)
-    return {name: list(records) for name, records in _splits[key].items()}  # the caller's own
+    return _splits[key]
 
 
-_splits: dict[tuple, dict[str, list[dict]]] = {}  # split_comparisons' results in this process
+# _divided's results in this process
+_splits: dict[tuple, tuple[dict[str, list[dict]], dict[str, int]]] = {}
 
 
-def _split(data: PreferenceData, stamp: tuple | None, tokenizer) -> dict[str, list[dict]]:
+def _split(data: PreferenceData, stamp: tuple | None, tokenizer
+           ) -> tuple[dict[str, list[dict]], dict[str, int]]:
     rankings = _read(data.source, data.split, stamp)
     prompts = list(dict.fromkeys(r["prompt"] for r in rankings))  # each prompt once
     random.Random(data.seed).shuffle(prompts)
@@ -400,16 +437,20 @@ def _split(data: PreferenceData, stamp: tuple | None, tokenizer) -> dict[str, li
                         (rest[:n_gold], ("gold_validation", "gold_train"))):
         n_val = max(1, round(len(half) * data.validation_fraction))
         part_of.update({p: names[0] for p in half[:n_val]} | {p: names[1] for p in half[n_val:]})
-    parts = {name: [] for name in PARTS}
+    parts, left_out = {name: [] for name in PARTS}, {}
     for r in rankings:
         parts[part_of[r["prompt"]]].append(r)
     for name in PARTS:
-        parts[name], _ = fitting(parts[name], tokenizer, data.max_tokens)
+        parts[name], left_out[name] = fitting(parts[name], tokenizer, data.max_tokens)
         if not parts[name]:
             raise DataError(f"{data.source}: no comparisons in part {name!r} of "
                             f"{len(rankings)} records that fit {data.max_tokens} tokens; use "
                             "more records, other fractions or a larger max_tokens")
-    return parts
+    if any(left_out.values()):
+        sizes = {name: len(records) for name, records in parts.items()}
+        warnings.warn(f"{data.source}: {too_long_note(left_out, sizes, data.max_tokens)}; a "
+                      "larger max_tokens keeps them (up to the model's context)")
+    return parts, left_out
 
 
 def prompt_records(rankings: list[dict]) -> list[dict]:
