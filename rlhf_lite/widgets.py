@@ -32,8 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .chat import format_prompt
-from .comparisons import check_ranking
-from .data import SCHEMAS, read_jsonl, write_jsonl
+from .comparisons import check_ranking, read_rankings
+from .data import DataError, locate, write_jsonl
 from .gae import compute_gae
 from .generation import complete
 from .kl import KINDS, penalised_rewards
@@ -314,12 +314,17 @@ class LabelerWidget:
     "responses", "terminated", "ranking" (indices, best first)}, exactly what
     `comparisons.read_rankings` reads and `reward.train_reward_model` trains on; then the next
     prompt is shown. Completions are sampled from `policy`, seeded per prompt shown.
+
+    Nothing is appended to a file that does not hold valid rankings already (the RM would fail
+    on it later), and a path that cannot be written is reported in the widget: either way the
+    ranks stay for another try. The prompts are checked up front, before anyone ranks.
     """
 
     def __init__(self, policy, tokenizer, prompts: list[dict], path: str | Path, k: int = 4,
                  seed: int = 0, temperature: float = 1.0, max_new_tokens: int = 24):
         if k < 2:
             raise ValueError(f"k must be at least 2 to rank, got {k}")
+        check_prompts(prompts)
         self.policy, self.tokenizer, self.path = policy, tokenizer, Path(path)
         self.k, self.seed = k, seed
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
@@ -383,22 +388,32 @@ class LabelerWidget:
                 "ranking": self.ranking()}
 
     def save(self) -> bool:
-        """Append the current ranking to `path` and move on; False (nothing written) if refused."""
+        """Append the current ranking to `path` and move on; False (nothing written, the ranks
+        kept) if refused, with the reason in the message."""
         try:
             record = self.record()
         except ValueError as e:
-            self.message.value = (f"<span style='color:#b00'>{html.escape(str(e))} "
-                                  "Nothing was saved.</span>")
-            return False
+            return self.refuse(str(e))
         check_ranking(record, f"ranking for {self.path}")  # the RM's own check, before writing
-        saved = (read_jsonl(self.path, SCHEMAS["rankings"]) if self.path.exists() else [])
-        saved.append(record)
-        write_jsonl(self.path, saved)  # atomic: a crash never leaves half a line
-        saved = len(saved)
-        self.message.value = (f"<span style='color:#070'>Saved: {saved} ranking(s) in "
+        try:
+            saved = read_rankings(self.path) if self.path.exists() else []
+            write_jsonl(self.path, [*saved, record])  # atomic: a crash never leaves half a line
+        except ValueError as e:  # a DataError naming line and field, or bytes that are not text
+            return self.refuse(f"{self.path} does not hold valid rankings ({e}): fix or move "
+                               "that file, or rank into another path.")
+        except OSError as e:  # a folder in the way or not writable, a full disk
+            return self.refuse(f"Could not save to {self.path} ({e}): rank into a path you can "
+                               "write.")
+        self.message.value = (f"<span style='color:#070'>Saved: {len(saved) + 1} ranking(s) in "
                               f"{html.escape(str(self.path))}.</span>")
         self.next_prompt()
         return True
+
+    def refuse(self, reason: str) -> bool:
+        """Show why nothing was saved; the prompt and its ranks stay."""
+        self.message.value = (f"<span style='color:#b00'>{html.escape(reason)} "
+                              "Nothing was saved.</span>")
+        return False
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
         """The live widget, plus a static HTML view of the prompt and its responses."""
@@ -407,6 +422,20 @@ class LabelerWidget:
         bundle["text/html"] = (f"<div>{self.prompt_label.value}<ol type='A'>{items}</ol>"
                                "<i>Run the notebook to rank them.</i></div>")
         return bundle
+
+
+def check_prompts(prompts: list[dict]) -> None:
+    """The labeler's prompts: at least one, each with a non-empty "id" (its rankings are saved
+    under it) and "prompt"; a DataError naming the prompt's file and line (or its index)."""
+    if not prompts:
+        raise ValueError("no prompts to rank: pass a non-empty list of prompt records "
+                         "{'id', 'prompt'}")
+    for i, prompt in enumerate(prompts):
+        for field in ("id", "prompt"):
+            value = prompt.get(field) if isinstance(prompt, dict) else None
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{locate(prompt) or f'prompts[{i}]'}: field {field!r} should "
+                                f"be a non-empty string, got {value!r}")
 
 
 def verbose_student_rankings(rankings: list[dict], noise: float = LABELER_NOISE, seed: int = 0

@@ -203,6 +203,62 @@ def test_labeler_needs_two_responses(tiny_policy, tokenizer, tmp_path):
                               tmp_path / "x", k=1)
 
 
+def test_labeler_needs_prompts_with_ids(tiny_policy, tokenizer, tmp_path):
+    """Checked before anyone ranks: not a ZeroDivisionError at start or a KeyError on save."""
+    with pytest.raises(ValueError, match="no prompts to rank"):
+        widgets.LabelerWidget(tiny_policy, tokenizer, [], tmp_path / "x")
+    prompts = data.load_records("prompts_train")[:2]
+    with pytest.raises(data.DataError, match=r"prompts\[1\]: field 'id' should be a non-empty "
+                                             r"string, got None"):
+        widgets.LabelerWidget(tiny_policy, tokenizer, [prompts[0], {"prompt": "hi ."}],
+                              tmp_path / "x")
+    unnamed = data.Record({**prompts[1], "id": ""})
+    unnamed.source = ("prompts.jsonl", 7)  # a prompt read from a file is named by its line
+    with pytest.raises(data.DataError, match=r"prompts.jsonl, line 7: field 'id'"):
+        widgets.LabelerWidget(tiny_policy, tokenizer, [prompts[0], unnamed], tmp_path / "x")
+
+
+def refused(w, before: bytes | None) -> None:
+    """The save was refused with a message, the file left as it was, the ranks kept."""
+    assert "Nothing was saved" in w.message.value and w.shown == 1
+    assert [b.value for b in w.rank_boxes] == [3, 1, 4, 2]
+    assert (w.path.read_bytes() if w.path.is_file() else None) == before
+    assert not list(w.path.parent.glob("*.tmp"))  # nothing half-written beside it
+
+
+def test_labeler_appends_nothing_to_a_file_of_invalid_rankings(labeler_widget):
+    w = labeler_widget
+    bad = {"prompt_id": "p", "prompt": "q", "responses": ["a", "b"], "terminated": [True, True],
+           "ranking": [0, 0]}  # the right types, but not a ranking the RM could train on
+    data.write_jsonl(w.path, [bad])
+    before = w.path.read_bytes()
+    rank(w, [3, 1, 4, 2])
+    w.save_button.click()
+    assert html.escape(f"{w.path}, line 1: field 'ranking' should be a permutation of 0..1") in (
+        w.message.value)
+    refused(w, before)
+    w.path.write_bytes(b"\xff\xfe not text\n")
+    w.save_button.click()
+    assert "does not hold valid rankings" in w.message.value
+    refused(w, b"\xff\xfe not text\n")
+    w.path.unlink()  # moved away: saved
+    w.save_button.click()
+    assert "Saved: 1 ranking" in w.message.value and len(comparisons.read_rankings(w.path)) == 1
+
+
+def test_labeler_shows_why_a_path_cannot_be_written(labeler_widget):
+    w = labeler_widget
+    w.path.parent.joinpath("taken").write_text("a file, not a folder\n")
+    rank(w, [3, 1, 4, 2])
+    # a file where its folder should be; a folder where the file should be
+    for path in (w.path.parent / "taken" / "mine.jsonl", w.path.parent):
+        w.path = path
+        w.save_button.click()  # a button swallows exceptions: the message must say it
+        assert html.escape(f"Could not save to {path} (") in w.message.value
+        refused(w, None)
+    assert sorted(p.name for p in w.path.iterdir()) == ["taken"]
+
+
 def test_verbose_student_prefers_longer_answers():
     record = {"prompt_id": "p", "prompt": "q", "responses": ["a", "a b c d e f g h", "a b c"],
               "terminated": [True] * 3, "ranking": [0, 1, 2]}
