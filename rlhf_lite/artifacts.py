@@ -79,22 +79,52 @@ def _data(p: Preset, stage: str):
     return p.data if get_stage(stage).reads_data else None
 
 
-def _state(path: Path, stage: str, p: Preset) -> str:
-    """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
-    ckpt = checkpoints.read(path)
+def _stale_reason(ckpt: checkpoints.Checkpoint, stage: str, p: Preset) -> str:
+    """Why checkpoint `ckpt` of `stage` of `p` is stale, to be retrained ("" if it is not)."""
     cfg = p.recipe(stage)
-    if (not checkpoints.same_recipe(ckpt.recipe, cfg, stage_recipe(cfg, _data(p, stage)))
-            or ckpt.data != checkpoints.data_fingerprint()):
-        return "stale"
+    changed = checkpoints.changed_fields(ckpt.recipe, cfg, stage_recipe(cfg, _data(p, stage)))
+    if changed:
+        return f"the recipe's {', '.join(changed)} changed"
+    if ckpt.data != checkpoints.data_fingerprint():
+        return f"the files under {shown(paths.DATA_DIR)} changed"
     expected = {}
     for role in get_stage(stage).inputs:
         source = _source(p, role)
-        if status(role, source) != "done":
-            return "stale"
+        if (state := status(role, source)) != "done":
+            return f"its input '{role}' is {state}, trained first"
         expected[role] = checkpoints.verified_fingerprint(checkpoint_path(role, source))
     if ckpt.inputs != expected:
+        changed = [role for role in expected if ckpt.inputs.get(role) != expected[role]]
+        return (f"its input model '{', '.join(changed)}' changed since" if changed
+                else "it records other input models")
+    return ""
+
+
+def _state(path: Path, stage: str, p: Preset) -> str:
+    """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
+    ckpt = checkpoints.read(path)
+    if _stale_reason(ckpt, stage, p):
         return "stale"
     return "done" if ckpt.done else "partial"
+
+
+def stale_reason(stage: str, preset: str | Preset = "toy") -> str:
+    """Why the finished checkpoint of `stage` is stale ("" if it is not, or there is none)."""
+    final = checkpoint_path(stage, preset)
+    return _stale_reason(checkpoints.read(final), stage, _preset(preset)) if final.exists() else ""
+
+
+def partial_state(stage: str, preset: str | Preset = "toy") -> str:
+    """The state of the partial file of `stage` (it exists): "resumable", "stale" or "damaged",
+    then why (the doctor reports it, with what the next run does with it)."""
+    partial = partial_path(stage, preset)
+    try:
+        checkpoints.verified_fingerprint(partial)  # reads it, then checks its weights
+        ckpt = checkpoints.read(partial)
+    except RuntimeError as e:
+        return f"damaged: {e}"
+    reason = _stale_reason(ckpt, stage, _preset(preset))
+    return f"stale: {reason}" if reason else f"resumable: step {ckpt.step} of {ckpt.max_steps}"
 
 
 def status(stage: str, preset: str | Preset = "toy") -> str:
@@ -125,6 +155,8 @@ def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False) -> No
     """Train `stage` with the preset's recipe from its input models (loaded, or built first),
     into its partial file, then move it over the finished checkpoint. `rebuild` starts the
     partial file afresh; the old finished checkpoint stays until the new one replaces it."""
+    if problems := paths.settings_problems():  # found at the first save, after training
+        raise RuntimeError("; ".join(problems))
     p, spec = _preset(preset), get_stage(stage)
     final, partial = checkpoint_path(stage, p), partial_path(stage, p)
     if partial.exists() and (rebuild or _state(partial, stage, p) == "stale"):

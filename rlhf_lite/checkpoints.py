@@ -95,12 +95,23 @@ def _nested(config, name: str, value) -> bool:
     return isinstance(value, dict) and is_dataclass(getattr(config, name, None))
 
 
-def same_recipe(saved: dict, config, recipe: dict | None = None) -> bool:
-    """Whether a checkpoint's recipe is `config` (a config dataclass), up to `result_fields`;
-    `recipe`: what a run of `config` records, when that is more than `config` itself (a stage
-    that reads a data source: `datasource.stage_recipe`)."""
+def changed_fields(saved: dict, config, recipe: dict | None = None) -> list[str]:
+    """The fields (dotted: "train.lr") in which a checkpoint's recipe differs from `config` (a
+    config dataclass), up to `result_fields`: what makes the checkpoint stale ([]: the same
+    recipe). `recipe`: what a run of `config` records, when that is more than `config` itself
+    (a stage that reads a data source: `datasource.stage_recipe`)."""
     expected = asdict(config) if recipe is None else recipe
-    return result_fields(saved, config) == result_fields(expected, config)
+    return _differences(result_fields(saved, config), result_fields(expected, config))
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    names = []
+    for key in sorted(set(a) | set(b)):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            names += _differences(a[key], b[key], f"{prefix}{key}.")
+        elif key not in a or key not in b or a[key] != b[key]:
+            names.append(prefix + key)
+    return names
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> None:

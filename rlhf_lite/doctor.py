@@ -1,11 +1,12 @@
 """Environment check: `python -m rlhf_lite.doctor` says whether this machine can run the course.
 
 It prints the versions of Python and of the libraries the course depends on (against the pins
-of requirements.txt), the device and thread count training will use, whether data/ matches
-its checksum manifest (data/CHECKSUMS.sha256, written by `python -m rlhf_lite.world`), and
-which trained stages are on disk. The exit code is 1 when something would break the course
-(a missing library, changed or missing data, an unreadable checkpoint), 0 otherwise: a
-missing checkpoint is normal, the notebooks train it.
+of requirements.txt), the RLHF_* settings, the device and thread count training will use,
+whether data/ matches its checksum manifest (data/CHECKSUMS.sha256, written by
+`python -m rlhf_lite.world`), and which trained stages are on disk (why a stale one is
+retrained; partial files, and what the next run does with them). The exit code is 1 when
+something would break the course (a missing library, a bad setting, changed or missing data,
+an unreadable checkpoint), 0 otherwise: a missing checkpoint is normal, the notebooks train it.
 """
 from __future__ import annotations
 
@@ -81,13 +82,20 @@ def check_device() -> Check:
     return Check("device", True, detail)
 
 
+def check_settings() -> Check:
+    """The RLHF_* environment variables (`paths.settings_problems`), and those that are set."""
+    problems = paths.settings_problems()
+    names = sorted(name for name in os.environ if name.startswith("RLHF_"))
+    settings = ", ".join(f"{name}={os.environ[name]}" for name in names)
+    return Check("settings", not problems, "; ".join(problems) or settings or "none set")
+
+
 def check_threads() -> Check:
     import torch
 
-    env = os.environ.get("RLHF_THREADS")
-    setting = f"RLHF_THREADS={env}" if env else "RLHF_THREADS unset: notebooks set their own"
     return Check("threads", True, f"torch uses {torch.get_num_threads()} of {os.cpu_count()} "
-                 f"CPU cores ({setting})")
+                 "CPU cores (the notebooks and the pipeline set each stage's own count, for the "
+                 "same results bit for bit; RLHF_THREADS is only the bench scripts' default)")
 
 
 def check_data(data_dir: Path | None = None) -> Check:
@@ -121,11 +129,11 @@ def check_data(data_dir: Path | None = None) -> Check:
 
 def check_artifacts(preset: str) -> Check:
     """The state of each stage's checkpoint of `preset`; only an unreadable one is a failure."""
-    from .artifacts import stages_of, status
+    from .artifacts import partial_path, stages_of, stale_reason, status
     from .presets import get_preset
     from .stages import STAGES
 
-    states, broken = [], []
+    states, broken, partials = [], [], []
     for stage in STAGES:
         if stage not in stages_of(preset):  # not trained, or the reward model of another preset
             p = get_preset(preset)
@@ -133,25 +141,48 @@ def check_artifacts(preset: str) -> Check:
                           else f"{stage} from {p.reward_source}")
             continue
         try:
-            states.append(f"{stage} {status(stage, preset)}")
+            state = status(stage, preset)
+            states.append(f"{stage} {state}" + (f" (retrained: {stale_reason(stage, preset)})"
+                                                if state == "stale" else ""))
+            if partial_path(stage, preset).exists():
+                partials.append(_partial(stage, preset, state))
         except RuntimeError as e:  # a truncated or foreign file (this stage's or an input's)
             if str(e) not in broken:
                 broken.append(str(e))
     detail = ", ".join(states) + (" (missing stages are trained by the notebooks)"
                                   if any(s.endswith("missing") for s in states) else "")
+    if partials:
+        detail += f"; partial files: {'; '.join(partials)}"
     # an interrupted save leaves its temporary file (utils.atomic_save): never loaded, but
     # worth deleting
     leftovers = sorted(p.name for p in (paths.ARTIFACTS_DIR / preset).glob("*.tmp"))
     if leftovers:
         detail += f"; leftover files of interrupted saves, safe to delete: {', '.join(leftovers)}"
-    return Check(f"artifacts ({preset})", not broken, "; ".join(broken) or detail,
-                 warning=bool(leftovers))
+    return Check(f"artifacts ({preset})", not broken,
+                 "; ".join(broken + partials) if broken else detail,
+                 warning=bool(leftovers or partials))
+
+
+def _partial(stage: str, preset: str, stage_state: str) -> str:
+    """A stage's partial file: its state (`artifacts.partial_state`) and what the next run of
+    the stage (now `stage_state`) does with it."""
+    from .artifacts import partial_path, partial_state
+
+    state, _, reason = partial_state(stage, preset).partition(": ")
+    name = partial_path(stage, preset).name
+    if stage_state == "done":  # nothing reads it (a forced rebuild deletes it first)
+        return f"{name} {state} ({reason}), unused while {stage}.pt is done: safe to delete"
+    if state == "damaged":  # the reason names the file and the fix
+        return f"{name} damaged: {reason}"
+    if state == "stale":
+        return f"{name} stale ({reason}): the next run deletes it and trains {stage} afresh"
+    return f"{name} resumable ({reason}): the next run resumes it"
 
 
 def run_checks(data_dir: Path | None = None) -> list[Check]:
     from .presets import PRESETS
 
-    checks = [check_python()]
+    checks = [check_python(), check_settings()]
     pins = pinned_versions()
     checks += [check_package(name, pins) for name in PACKAGES]
     checks.append(check_data(data_dir))

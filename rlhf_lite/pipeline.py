@@ -196,19 +196,6 @@ def run(preset: str = "toy", out: str | Path | None = None, force: bool = False,
     return results
 
 
-def _out_problem(out: Path) -> str | None:
-    """Why `out` cannot become the output folder (None if it can): it is a file, or a file
-    stands where one of its parents should be created."""
-    if out.exists() and not out.is_dir():
-        return f"{out} exists and is not a folder"
-    parent = out
-    while not parent.exists():  # the nearest existing ancestor (a relative path ends at ".")
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot create {out}: {parent} is a file"
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="toy", choices=list(PRESETS),
@@ -221,8 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     # the evaluation (results are written last)
     if args.samples < 1:
         parser.error(f"argument --samples: must be >= 1, got {args.samples}")
-    if args.out and (problem := _out_problem(Path(args.out))):
+    if args.out and (problem := paths.folder_problem(Path(args.out))):
         parser.error(f"argument --out: {problem}")
+    if problems := paths.settings_problems():
+        parser.error("\n".join(problems))
     with distributed.process_group():  # a no-op unless launched with torchrun
         run(args.preset, args.out, args.force, args.samples)
 

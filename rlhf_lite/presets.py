@@ -32,6 +32,7 @@ import torch
 from .datasource import DataSource, ToyWorld
 from .dpo import DPOConfig
 from .hf import load_pretrained_tokenizer
+from .paths import CHECKPOINT_ENV, HH_DATA_ENV
 from .ppo import PPOConfig
 from .precision import autocast
 from .pretrain import PretrainConfig
@@ -42,17 +43,12 @@ from .tokenizer import load_tokenizer
 from .training import TrainConfig
 from .utils import pick_device
 
-CHECKPOINT_ENV = "RLHF_GPT2_CHECKPOINT"  # overrides the gpt2 preset's default checkpoint
-
 
 def gpt2_checkpoint() -> str:
     """The GPT-2 checkpoint the gpt2 preset starts from: a hub name ("gpt2", "gpt2-medium",
     ...) or a folder written by save_pretrained; $RLHF_GPT2_CHECKPOINT when set (read when
     rlhf_lite.presets is imported), else "gpt2"."""
     return os.environ.get(CHECKPOINT_ENV, "gpt2")
-
-
-HH_DATA_ENV = "RLHF_HH_DATA"  # overrides the gpt2-hh preset's preference data
 
 
 def hh_data() -> str:

@@ -1,8 +1,8 @@
 """Small helpers shared by every stage: seeding, devices, threads, progress bars, eval mode,
 seed streams, atomic writes, config checks, independent jobs in parallel processes.
 
-Imports are kept light on purpose (only torch at module level): every notebook imports this
-package first, so anything heavy here would slow every cell that starts a kernel.
+Imports are kept light on purpose (only torch and `paths` at module level): every notebook
+imports this package first, so anything heavy here would slow every cell that starts a kernel.
 """
 
 import dataclasses
@@ -21,6 +21,8 @@ import time
 from contextlib import contextmanager
 
 import torch
+
+from .paths import env_threads
 
 
 def seed_everything(seed: int) -> None:
@@ -43,12 +45,13 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Fix torch's CPU thread count (default: env RLHF_THREADS, else all cores); returns it.
+    """Fix torch's CPU thread count (default: env RLHF_THREADS, `paths.env_threads`, else all
+    cores); returns it.
 
     Float sums are reduced in a thread-dependent order, so the same thread count is needed
     to reproduce a run bit for bit.
     """
-    n = n or int(os.environ.get("RLHF_THREADS") or 0) or os.cpu_count() or 1
+    n = n or env_threads() or os.cpu_count() or 1
     torch.set_num_threads(n)
     return torch.get_num_threads()
 

@@ -211,6 +211,45 @@ def test_a_stale_or_missing_input_makes_the_stage_stale(tiny_preset):
     assert artifacts.status("sft", tiny_preset) == "stale"
 
 
+def test_a_bad_setting_stops_a_build_before_it_trains(tiny_preset, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "afile")  # as RLHF_ARTIFACTS_DIR
+
+    def must_not_train(*args):
+        raise AssertionError("trained, to fail at the first checkpoint save")
+    monkeypatch.setattr(artifacts.STAGES["base"], "build", must_not_train)
+    with pytest.raises(RuntimeError, match="RLHF_ARTIFACTS_DIR=.* is not a folder.* writable"):
+        artifacts.load_model("base", tiny_preset)
+
+
+def test_why_a_stage_is_stale_and_the_state_of_its_partial_file(tiny_preset, monkeypatch):
+    artifacts.load_model("sft", tiny_preset)
+    final, partial = (artifacts.checkpoint_path("base", tiny_preset),
+                      artifacts.partial_path("base", tiny_preset))
+    assert artifacts.stale_reason("base", tiny_preset) == ""
+    ckpt = checkpoints.read(final)
+    ckpt.step = 2
+    checkpoints.save(ckpt, partial)
+    assert artifacts.partial_state("base", tiny_preset) == "resumable: step 2 of 4"
+    raw = {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)}  # checksum kept
+    torch.save({**raw, "model": {k: v + 1 for k, v in ckpt.model.items()}}, partial)
+    assert artifacts.partial_state("base", tiny_preset).startswith(
+        f"damaged: {partial} is damaged: its weights do not match")
+    partial.write_bytes(final.read_bytes()[:1000])  # truncated
+    assert artifacts.partial_state("base", tiny_preset).startswith(
+        f"damaged: {partial} cannot be read")
+    checkpoints.save(ckpt, partial)
+    recipe = tiny_recipe()
+    presets.PRESETS[tiny_preset].base = replace(recipe, train=replace(recipe.train, lr=1e-2))
+    assert artifacts.partial_state("base", tiny_preset) == "stale: the recipe's train.lr changed"
+    assert artifacts.stale_reason("base", tiny_preset) == "the recipe's train.lr changed"
+    assert artifacts.stale_reason("sft", tiny_preset) == "its input 'base' is stale, trained first"
+    presets.PRESETS[tiny_preset].base = recipe
+    monkeypatch.setattr(checkpoints, "data_fingerprint", lambda data_dir=None: "other data")
+    assert (artifacts.stale_reason("base", tiny_preset)
+            == f"the files under {paths.shown(paths.DATA_DIR)} changed")
+
+
 def test_fingerprint_depends_on_every_weight_and_name():
     model = torch.nn.Linear(3, 2)
     same = torch.nn.Linear(3, 2)

@@ -54,11 +54,13 @@ def test_run_control_fields_are_not_part_of_the_result():
     assert checkpoints.result_fields(saved, cfg) == checkpoints.result_fields(
         dataclasses.asdict(steered), steered)
     assert "desc" not in checkpoints.result_fields(saved, cfg)["train"]
-    assert checkpoints.same_recipe(saved, steered)
-    assert not checkpoints.same_recipe(saved, replace(cfg, train=replace(cfg.train, lr=1.0)))
-    assert not checkpoints.same_recipe(saved, replace(cfg, batch_size=5))
+    assert checkpoints.changed_fields(saved, steered) == []
+    lr = replace(cfg, train=replace(cfg.train, lr=1.0))
+    assert checkpoints.changed_fields(saved, lr) == ["train.lr"]  # what makes it stale
+    assert checkpoints.changed_fields(saved, replace(cfg, batch_size=5)) == ["batch_size"]
     ppo = PPOConfig()
-    assert checkpoints.same_recipe(dataclasses.asdict(ppo), replace(ppo, checkpoint_interval=1))
+    assert not checkpoints.changed_fields(dataclasses.asdict(ppo),
+                                          replace(ppo, checkpoint_interval=1))
 
 
 def test_a_field_steers_the_run_because_its_config_says_so_not_by_its_name():
@@ -71,9 +73,9 @@ def test_a_field_steers_the_run_because_its_config_says_so_not_by_its_name():
     class Recipe:  # a result field that happens to share a run-control field's name
         desc: str = utils.rule("a", utils.text())
 
-    assert not checkpoints.same_recipe({"desc": "a"}, Recipe(desc="b"))
+    assert checkpoints.changed_fields({"desc": "a"}, Recipe(desc="b")) == ["desc"]
     # a field the saved recipe has and the config no longer has: another recipe
-    assert not checkpoints.same_recipe({"desc": "a", "gone": 1}, Recipe())
+    assert checkpoints.changed_fields({"desc": "a", "gone": 1}, Recipe()) == ["gone"]
 
 
 def test_damaged_weights_fail_the_checksum(tmp_path):

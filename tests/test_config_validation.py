@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 import pytest
 
 import rlhf_lite
-from rlhf_lite import pipeline
+from rlhf_lite import paths, pipeline
 from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.model import GPTConfig
 from rlhf_lite.ppo import PPOConfig
@@ -220,6 +220,20 @@ def test_out_that_is_a_file_fails_before_training(capsys, no_run, tmp_path):
     assert cli_error(capsys, ["--out", str(tmp_path / "results" / "toy")]).endswith(
         f"error: argument --out: cannot create {tmp_path / 'results' / 'toy'}: "
         f"{tmp_path / 'results'} is a file")
+    assert no_run == []
+
+
+def test_bad_settings_fail_before_training(capsys, no_run, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "afile")
+    monkeypatch.setenv("RLHF_THREADS", "abc")
+    with pytest.raises(SystemExit):
+        pipeline.main([])
+    err = capsys.readouterr().err
+    assert (f"error: RLHF_ARTIFACTS_DIR='{tmp_path / 'afile'}': {tmp_path / 'afile'} exists and "
+            "is not a folder, so no trained stage could be saved; set RLHF_ARTIFACTS_DIR to a "
+            "writable folder") in err
+    assert "RLHF_THREADS='abc' is not a thread count: set it to a whole number >= 1" in err
     assert no_run == []
 
 

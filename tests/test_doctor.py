@@ -99,6 +99,57 @@ def test_leftover_files_of_interrupted_saves_are_reported(tmp_path, monkeypatch)
     assert "leftover files of interrupted saves, safe to delete: sft.pt.k2j4.tmp" in check.detail
 
 
+def test_partial_files_are_reported_with_what_the_next_run_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts.paths, "ARTIFACTS_DIR", tmp_path)
+    (tmp_path / "toy").mkdir()
+    recipe = presets.get_preset("toy").base
+    ckpt = checkpoints.Checkpoint({"w": torch.zeros(2)}, step=1, max_steps=3,
+                                  recipe=recipe.as_dict())
+    checkpoints.save(ckpt, tmp_path / "toy" / "base.partial.pt")
+    check = doctor.check_artifacts("toy")
+    assert check.ok and check.warning and "base partial" in check.detail
+    assert ("partial files: base.partial.pt resumable (step 1 of 3): the next run resumes it"
+            in check.detail)
+    ckpt.recipe = {**ckpt.recipe, "n_layer": 1}
+    checkpoints.save(ckpt, tmp_path / "toy" / "base.partial.pt")
+    assert ("base.partial.pt stale (the recipe's n_layer changed): the next run deletes it and "
+            "trains base afresh") in doctor.check_artifacts("toy").detail
+    ckpt.step = ckpt.max_steps  # a finished base.pt of that recipe: stale, and says why
+    checkpoints.save(ckpt, tmp_path / "toy" / "base.pt")
+    assert ("base stale (retrained: the recipe's n_layer changed)"
+            in doctor.check_artifacts("toy").detail)
+    (tmp_path / "toy" / "base.partial.pt").write_bytes(b"truncated")
+    check = doctor.check_artifacts("toy")  # the partial file is read first: the stage stops
+    assert not check.ok and "base.partial.pt cannot be read" in check.detail
+
+
+def test_bad_settings_are_named_with_their_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor.paths, "ARTIFACTS_DIR", tmp_path)
+    for name in ("RLHF_THREADS", "RLHF_QUIET", "RLHF_HH_DATA", "RLHF_GPT2_CHECKPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert doctor.check_settings().ok
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(doctor.paths, "ARTIFACTS_DIR", tmp_path / "afile" / "artifacts")
+    monkeypatch.setattr(doctor.paths, "DATA_DIR", tmp_path / "no-data")
+    monkeypatch.setenv("RLHF_THREADS", "0")
+    monkeypatch.setenv("RLHF_QUIET", "yes")
+    monkeypatch.setenv("RLHF_HH_DATA", str(tmp_path / "hh.jsonl.gz"))
+    monkeypatch.setenv("RLHF_GPT2_CHECKPOINT", "gpt2-medium")  # a hub name: not checked here
+    check = doctor.check_settings()
+    assert not check.ok and check.detail == "; ".join(doctor.paths.settings_problems())
+    assert doctor.paths.settings_problems() == [
+        f"RLHF_ARTIFACTS_DIR='{tmp_path / 'afile' / 'artifacts'}': cannot create "
+        f"{tmp_path / 'afile' / 'artifacts'}: {tmp_path / 'afile'} is a file, so no trained "
+        "stage could be saved; set RLHF_ARTIFACTS_DIR to a writable folder",
+        f"RLHF_DATA_DIR='{tmp_path / 'no-data'}' is not a folder: set it to a copy of data/, or "
+        "unset it for the repository's",
+        "RLHF_THREADS='0' is not a thread count: set it to a whole number >= 1, or unset it to "
+        "use every core",
+        "RLHF_QUIET='yes': set it to 1 to hide progress bars, or to 0 (or unset it) to show them",
+        f"RLHF_HH_DATA='{tmp_path / 'hh.jsonl.gz'}': no such file or folder; set it to a data "
+        "file that exists or to a hub name, or unset it"]
+
+
 def test_a_preset_that_borrows_a_reward_model_says_whose(tmp_path, monkeypatch):
     monkeypatch.setattr(artifacts.paths, "ARTIFACTS_DIR", tmp_path)
     detail = doctor.check_artifacts("tiny").detail
@@ -110,7 +161,9 @@ def test_device_and_threads_are_reported():
     expected = ("cuda" if torch.cuda.is_available()
                 else "mps" if torch.backends.mps.is_available() else "cpu")
     assert device.startswith(expected)
-    assert f"torch uses {torch.get_num_threads()} of" in doctor.check_threads().detail
+    threads = doctor.check_threads().detail
+    assert f"torch uses {torch.get_num_threads()} of" in threads
+    assert "RLHF_THREADS is only the bench scripts' default" in threads
 
 
 def test_report_lists_failures_last():
@@ -124,7 +177,8 @@ def test_command_prints_every_check_and_exits_by_its_findings(tmp_path):
     env = {"PATH": "", "HF_HUB_OFFLINE": "1", "RLHF_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
     good = subprocess.run([sys.executable, "-m", "rlhf_lite.doctor"], capture_output=True,
                           text=True, env=env, cwd=REPO_ROOT)
-    for name in ("python", "torch", "transformers", "datasets", "nbval", "device", "threads",
+    for name in ("python", "settings", "torch", "transformers", "datasets", "nbval", "device",
+                 "threads",
                  "data", "artifacts (toy)"):
         assert f"  {name} " in good.stdout, name
     assert good.returncode == 0, good.stdout

@@ -67,6 +67,10 @@ def test_set_threads(monkeypatch):
         assert set_threads(1) == 1 == torch.get_num_threads()
         monkeypatch.setenv("RLHF_THREADS", "2")
         assert set_threads() == 2
+        for bad in ("abc", "0"):  # named with the fix, not "invalid literal for int()"
+            monkeypatch.setenv("RLHF_THREADS", bad)
+            with pytest.raises(ValueError, match=f"RLHF_THREADS='{bad}' is not a thread count"):
+                set_threads()
     finally:
         torch.set_num_threads(before)
 
