@@ -9,11 +9,15 @@ also runs alone, in any order.
 A stage is also stale when a model it was trained from has changed since: each checkpoint
 records the fingerprints of its inputs (the RM: the SFT model it started from; PPO: the SFT
 model and the reward model), and an SFT model retrained in notebook 2 makes the reward
-model and the PPO policies stale, which are then trained again from the new one.
+model and the PPO policies stale, which are then trained again from the new one. The same
+holds for a file of this folder a stage trains from (DPO: the rankings the rm stage saved,
+`Stage.file_inputs`): an edited ranking makes DPO stale.
 
 Nothing good is deleted before its replacement exists: a stage is trained into
 <stage>.partial.pt (resumed from there after an interruption) and moved over <stage>.pt only
-when it has finished.
+when it has finished. A partial file whose weights no longer match their fingerprint is never
+resumed: it is set aside as <stage>.partial.damaged.pt and the stage trains afresh, saying so
+(`partial_state`).
 """
 from __future__ import annotations
 
@@ -79,15 +83,14 @@ def _data(p: Preset, stage: str):
     return p.data if get_stage(stage).reads_data else None
 
 
-def _state(path: Path, stage: str, p: Preset) -> str:
-    """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
-    ckpt = checkpoints.read(path)
-    cfg = p.recipe(stage)
+def _state(ckpt: checkpoints.Checkpoint, stage: str, p: Preset) -> str:
+    """'stale', 'partial' or 'done' for `ckpt`, a checkpoint of `stage` of `p`."""
+    spec, cfg = get_stage(stage), p.recipe(stage)
     if (not checkpoints.same_recipe(ckpt.recipe, cfg, stage_recipe(cfg, _data(p, stage)))
             or ckpt.data != checkpoints.data_fingerprint()):
         return "stale"
-    expected = {}
-    for role in get_stage(stage).inputs:
+    expected = spec.file_inputs(_folder(p)) if spec.file_inputs else {}
+    for role in spec.inputs:
         source = _source(p, role)
         if status(role, source) != "done":
             return "stale"
@@ -99,18 +102,36 @@ def _state(path: Path, stage: str, p: Preset) -> str:
 
 def status(stage: str, preset: str | Preset = "toy") -> str:
     """'missing'; 'stale': made with another recipe, or from an input model (its SFT, its
-    reward model) that is not done or has changed since; 'partial': a run of the current
-    recipe was interrupted (it resumes); 'done'. A damaged or foreign file is a RuntimeError
-    naming it."""
-    p, final, partial = _preset(preset), checkpoint_path(stage, preset), partial_path(
-        stage, preset)
-    final_state = _state(final, stage, p) if final.exists() else None
+    reward model) or input file (DPO's rankings) that is not done or has changed since;
+    'partial': a run of the current recipe was interrupted (it resumes: `partial_state`);
+    'done'. A damaged or foreign finished checkpoint is a RuntimeError naming it."""
+    p, final = _preset(preset), checkpoint_path(stage, preset)
+    final_state = _state(checkpoints.read(final), stage, p) if final.exists() else None
     if final_state == "done":
         checkpoints.verified_fingerprint(final)  # flipped bytes in the weights are not "done"
         return "done"
-    if partial.exists() and _state(partial, stage, p) != "stale":
+    if partial_state(stage, p, verify=False) == "resumable":  # metadata only: cheap
         return "partial"
     return final_state or "missing"
+
+
+def partial_state(stage: str, preset: str | Preset = "toy", verify: bool = True) -> str:
+    """The state of `stage`'s partial file, which says what the next build does with it:
+    'none': there is none; 'resumable': a run of the current recipe from the current inputs, it
+    continues from there; 'stale': another recipe's or other inputs', deleted, the stage trains
+    afresh; 'damaged': it cannot be read or its weights do not match their fingerprint, set
+    aside as <stage>.partial.damaged.pt, the stage trains afresh and says so
+    (`training.resumable`). `verify=False` reads the metadata only (`status`): changed weights
+    then read 'resumable', and the build's own verified read finds them. A foreign file is a
+    RuntimeError naming it."""
+    p, path = _preset(preset), partial_path(stage, preset)
+    if not path.exists():
+        return "none"
+    try:
+        ckpt = checkpoints.read(path, verify=verify)
+    except checkpoints.DamagedCheckpoint:
+        return "damaged"
+    return "stale" if _state(ckpt, stage, p) == "stale" else "resumable"
 
 
 def stage_threads(stage: str, preset: str | Preset = "toy") -> int:
@@ -124,10 +145,11 @@ def stage_threads(stage: str, preset: str | Preset = "toy") -> int:
 def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False) -> None:
     """Train `stage` with the preset's recipe from its input models (loaded, or built first),
     into its partial file, then move it over the finished checkpoint. `rebuild` starts the
-    partial file afresh; the old finished checkpoint stays until the new one replaces it."""
+    partial file afresh; the old finished checkpoint stays until the new one replaces it. A
+    damaged partial file is set aside by the stage's trainer (`training.resumable`)."""
     p, spec = _preset(preset), get_stage(stage)
     final, partial = checkpoint_path(stage, p), partial_path(stage, p)
-    if partial.exists() and (rebuild or _state(partial, stage, p) == "stale"):
+    if partial.exists() and (rebuild or partial_state(stage, p, verify=False) == "stale"):
         partial.unlink()  # another recipe's (or a forced run's) weights must not be resumed
     inputs = {role: load_model(role, _source(p, role)) for role in spec.inputs}
     print(f"stage '{stage}' ({p.name} preset) is "
@@ -150,7 +172,7 @@ def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False
     spec, p = get_stage(stage), _preset(preset)
     if rebuild or status(stage, p) != "done":
         build(stage, p, rebuild)
-    ckpt = checkpoints.read(checkpoint_path(stage, p))
+    ckpt = checkpoints.read(checkpoint_path(stage, p), verify=True)  # hashed once, by status
     model = spec.model(GPTConfig(**ckpt.model_config))  # on the caller's device context
     model.load_state_dict(ckpt.model)
     for module in model.modules():
