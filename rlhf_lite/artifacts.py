@@ -9,11 +9,15 @@ also runs alone, in any order.
 A stage is also stale when a model it was trained from has changed since: each checkpoint
 records the fingerprints of its inputs (the RM: the SFT model it started from; PPO: the SFT
 model and the reward model), and an SFT model retrained in notebook 2 makes the reward
-model and the PPO policies stale, which are then trained again from the new one.
+model and the PPO policies stale, which are then trained again from the new one. The same
+holds for a file of this folder a stage trains from (DPO: the rankings the rm stage saved,
+`Stage.file_inputs`): an edited ranking makes DPO stale.
 
 Nothing good is deleted before its replacement exists: a stage is trained into
 <stage>.partial.pt (resumed from there after an interruption) and moved over <stage>.pt only
-when it has finished.
+when it has finished. A partial file whose weights no longer match their fingerprint is never
+resumed: it is set aside as <stage>.partial.damaged.pt and the stage trains afresh, saying so
+(`partial_state`).
 """
 from __future__ import annotations
 
@@ -80,29 +84,29 @@ def _data(p: Preset, stage: str):
 
 
 def _stale_reason(ckpt: checkpoints.Checkpoint, stage: str, p: Preset) -> str:
-    """Why checkpoint `ckpt` of `stage` of `p` is stale, to be retrained ("" if it is not)."""
-    cfg = p.recipe(stage)
+    """Why checkpoint `ckpt` of `stage` of `p` is stale, to be retrained ("" if it is not): its
+    recipe, the data/ files, an input model or an input file (DPO's rankings) changed."""
+    spec, cfg = get_stage(stage), p.recipe(stage)
     changed = checkpoints.changed_fields(ckpt.recipe, cfg, stage_recipe(cfg, _data(p, stage)))
     if changed:
         return f"the recipe's {', '.join(changed)} changed"
     if ckpt.data != checkpoints.data_fingerprint():
         return f"the files under {shown(paths.DATA_DIR)} changed"
-    expected = {}
-    for role in get_stage(stage).inputs:
+    expected = spec.file_inputs(_folder(p)) if spec.file_inputs else {}
+    for role in spec.inputs:
         source = _source(p, role)
         if (state := status(role, source)) != "done":
             return f"its input '{role}' is {state}, trained first"
         expected[role] = checkpoints.verified_fingerprint(checkpoint_path(role, source))
     if ckpt.inputs != expected:
-        changed = [role for role in expected if ckpt.inputs.get(role) != expected[role]]
-        return (f"its input model '{', '.join(changed)}' changed since" if changed
-                else "it records other input models")
+        changed = [name for name in expected if ckpt.inputs.get(name) != expected[name]]
+        return (f"its input {', '.join(repr(name) for name in changed)} changed since"
+                if changed else "it records other inputs")
     return ""
 
 
-def _state(path: Path, stage: str, p: Preset) -> str:
-    """'stale', 'partial' or 'done' for the checkpoint file at `path` of `stage` of `p`."""
-    ckpt = checkpoints.read(path)
+def _state(ckpt: checkpoints.Checkpoint, stage: str, p: Preset) -> str:
+    """'stale', 'partial' or 'done' for `ckpt`, a checkpoint of `stage` of `p`."""
     if _stale_reason(ckpt, stage, p):
         return "stale"
     return "done" if ckpt.done else "partial"
@@ -114,31 +118,39 @@ def stale_reason(stage: str, preset: str | Preset = "toy") -> str:
     return _stale_reason(checkpoints.read(final), stage, _preset(preset)) if final.exists() else ""
 
 
-def partial_state(stage: str, preset: str | Preset = "toy") -> str:
-    """The state of the partial file of `stage` (it exists): "resumable", "stale" or "damaged",
-    then why (the doctor reports it, with what the next run does with it)."""
-    partial = partial_path(stage, preset)
+def partial_state(stage: str, preset: str | Preset = "toy", verify: bool = True
+                  ) -> tuple[str, str]:
+    """(state, why) of `stage`'s partial file; the state says what the next build does with it:
+    "none": there is none; "resumable" (why: its step): a run of the current recipe from the
+    current inputs, it continues from there; "stale" (why: `stale_reason`): deleted, the stage
+    trains afresh; "damaged" (why: the error): it cannot be read or its weights do not match
+    their fingerprint, set aside as <stage>.partial.damaged.pt, the stage trains afresh and says
+    so (`training.resumable`). `verify=False` reads the metadata only (`status`): changed
+    weights then read "resumable", and the build's own verified read finds them. A foreign
+    file is a RuntimeError naming it."""
+    path = partial_path(stage, preset)
+    if not path.exists():
+        return "none", ""
     try:
-        checkpoints.verified_fingerprint(partial)  # reads it, then checks its weights
-        ckpt = checkpoints.read(partial)
-    except RuntimeError as e:
-        return f"damaged: {e}"
-    reason = _stale_reason(ckpt, stage, _preset(preset))
-    return f"stale: {reason}" if reason else f"resumable: step {ckpt.step} of {ckpt.max_steps}"
+        ckpt = checkpoints.read(path, verify=verify)
+    except checkpoints.DamagedCheckpoint as e:
+        return "damaged", str(e)
+    if reason := _stale_reason(ckpt, stage, _preset(preset)):
+        return "stale", reason
+    return "resumable", f"step {ckpt.step} of {ckpt.max_steps}"
 
 
 def status(stage: str, preset: str | Preset = "toy") -> str:
     """'missing'; 'stale': made with another recipe, or from an input model (its SFT, its
-    reward model) that is not done or has changed since; 'partial': a run of the current
-    recipe was interrupted (it resumes); 'done'. A damaged or foreign file is a RuntimeError
-    naming it."""
-    p, final, partial = _preset(preset), checkpoint_path(stage, preset), partial_path(
-        stage, preset)
-    final_state = _state(final, stage, p) if final.exists() else None
+    reward model) or input file (DPO's rankings) that is not done or has changed since;
+    'partial': a run of the current recipe was interrupted (it resumes: `partial_state`);
+    'done'. A damaged or foreign finished checkpoint is a RuntimeError naming it."""
+    p, final = _preset(preset), checkpoint_path(stage, preset)
+    final_state = _state(checkpoints.read(final), stage, p) if final.exists() else None
     if final_state == "done":
         checkpoints.verified_fingerprint(final)  # flipped bytes in the weights are not "done"
         return "done"
-    if partial.exists() and _state(partial, stage, p) != "stale":
+    if partial_state(stage, p, verify=False)[0] == "resumable":  # metadata only: cheap
         return "partial"
     return final_state or "missing"
 
@@ -154,12 +166,13 @@ def stage_threads(stage: str, preset: str | Preset = "toy") -> int:
 def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False) -> None:
     """Train `stage` with the preset's recipe from its input models (loaded, or built first),
     into its partial file, then move it over the finished checkpoint. `rebuild` starts the
-    partial file afresh; the old finished checkpoint stays until the new one replaces it."""
+    partial file afresh; the old finished checkpoint stays until the new one replaces it. A
+    damaged partial file is set aside by the stage's trainer (`training.resumable`)."""
     if problems := paths.settings_problems():  # found at the first save, after training
         raise RuntimeError("; ".join(problems))
     p, spec = _preset(preset), get_stage(stage)
     final, partial = checkpoint_path(stage, p), partial_path(stage, p)
-    if partial.exists() and (rebuild or _state(partial, stage, p) == "stale"):
+    if partial.exists() and (rebuild or partial_state(stage, p, verify=False)[0] == "stale"):
         partial.unlink()  # another recipe's (or a forced run's) weights must not be resumed
     inputs = {role: load_model(role, _source(p, role)) for role in spec.inputs}
     print(f"stage '{stage}' ({p.name} preset) is "
@@ -182,7 +195,7 @@ def load_model(stage: str, preset: str | Preset = "toy", rebuild: bool = False
     spec, p = get_stage(stage), _preset(preset)
     if rebuild or status(stage, p) != "done":
         build(stage, p, rebuild)
-    ckpt = checkpoints.read(checkpoint_path(stage, p))
+    ckpt = checkpoints.read(checkpoint_path(stage, p), verify=True)  # hashed once, by status
     model = spec.model(GPTConfig(**ckpt.model_config))  # on the caller's device context
     model.load_state_dict(ckpt.model)
     for module in model.modules():

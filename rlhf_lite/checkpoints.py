@@ -20,8 +20,9 @@ opened. Its fields (`Checkpoint`):
     extra         numbers a stage adds (the reward model's bias_shift)
     resume        what continuing a partial run needs (optimizer moments, RNG state, the run's
                   config); empty when nothing is resumed from it
-    fingerprint   of `model`, written by `save` and checked by `verify`: flipped bytes in the
-                  weights are found, not loaded as "done"
+    fingerprint   of `model`, written by `save` and checked by `read(path, verify=True)`, which
+                  every read that loads weights uses, partial files included: flipped bytes in
+                  the weights are found, never loaded, trained on or called "done"
 
 `save` writes atomically and refuses non-finite weights; `read` memory-maps the file, so only
 what is used is read (`status` reads the metadata before every load).
@@ -132,20 +133,42 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
     distributed.save_on_main({f.name: getattr(ckpt, f.name) for f in fields(ckpt)}, path)
 
 
-def read(path: str | Path) -> Checkpoint:
+_verified: dict[tuple, str] = {}  # (path, size, mtime) -> fingerprint: each file hashed once
+
+
+def _file_key(path: str | Path) -> tuple:
+    stat = os.stat(path)
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+class DamagedCheckpoint(RuntimeError):
+    """A checkpoint file whose bytes cannot be trusted: it cannot be read (truncated), or its
+    weights do not match the fingerprint written with them. `problem` says which, for a
+    message that names the file itself (`training.resumable` sets such a file aside)."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path} {problem}; delete it to retrain the stage")
+        self.problem = problem
+
+
+def read(path: str | Path, verify: bool = False) -> Checkpoint:
     """The checkpoint at `path`, memory-mapped (tensors are read when first used).
 
     Only plain data is unpickled (weights_only=True): a file that would run code is refused.
-    A damaged, foreign or older-format file is a RuntimeError that names it and the fix.
+    A foreign or older-format file is a RuntimeError that names it and the fix; one that cannot
+    be read, a DamagedCheckpoint. `verify`: the weights are checked against their fingerprint
+    (a DamagedCheckpoint if they differ); every read that loads weights asks for it, and each
+    version of a file is hashed once (`_verified`), so a load after `status` costs nothing more.
     """
     fix = "; delete it to retrain the stage"
     try:
+        key = _file_key(path)  # before loading: a file replaced meanwhile is hashed again
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # every failure to read gets a message naming the file and the fix
         if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e).lower():
             raise RuntimeError(f"{path} is refused: it holds Python objects other than weights "
                                f"and numbers, which could run code when loaded{fix}") from None
-        raise RuntimeError(f"{path} cannot be read ({type(e).__name__}: {e}){fix}") from e
+        raise DamagedCheckpoint(path, f"cannot be read ({type(e).__name__}: {e})") from e
     names = {f.name for f in fields(Checkpoint)}
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or not names >= set(raw):
         raise RuntimeError(f"{path} is not a checkpoint of this version of the course "
@@ -153,7 +176,13 @@ def read(path: str | Path) -> Checkpoint:
     missing = sorted(names - set(raw) - {"fingerprint", "format", "data"})
     if missing:
         raise RuntimeError(f"{path} is not a complete checkpoint (no {', '.join(missing)}){fix}")
-    return Checkpoint(**raw)
+    ckpt = Checkpoint(**raw)
+    if verify and _verified.get(key) != ckpt.fingerprint:
+        if fingerprint(ckpt.model) != ckpt.fingerprint:
+            raise DamagedCheckpoint(path, "is damaged: its weights do not match the checksum "
+                                    "written with them")
+        _verified[key] = ckpt.fingerprint
+    return ckpt
 
 
 _data_digests: dict[tuple, str] = {}  # (file, size, mtime) of every data file -> digest
@@ -171,19 +200,19 @@ def data_fingerprint(data_dir: str | Path | None = None) -> str:
     return _data_digests[key]
 
 
-_verified: dict[tuple, str] = {}  # (path, size, mtime) -> fingerprint: each file hashed once
-
-
 def verified_fingerprint(path: str | Path) -> str:
     """The fingerprint of the weights stored at `path`, checked against the one `save`
-    recorded: a RuntimeError if they differ (the file was damaged after it was written)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _verified:
-        ckpt = read(path)
-        actual = fingerprint(ckpt.model)
-        if actual != ckpt.fingerprint:
-            raise RuntimeError(f"{path} is damaged: its weights do not match the checksum "
-                               "written with them; delete it to retrain the stage")
-        _verified[key] = actual
-    return _verified[key]
+    recorded: a DamagedCheckpoint if they differ (the file was damaged after it was written)."""
+    return _verified.get(_file_key(path)) or read(path, verify=True).fingerprint
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move the damaged checkpoint at `path` to <name>.damaged.pt beside it (replacing an
+    earlier one), where nothing loads it, and return that path. Kept rather than deleted: the
+    user can look at what the disk did to it, and nothing is removed without a word; one per
+    file at most. Under torchrun rank 0 moves it."""
+    path = Path(path)
+    aside = path.with_name(f"{path.stem}.damaged{path.suffix}")
+    if distributed.is_main_process():
+        os.replace(path, aside)
+    return aside

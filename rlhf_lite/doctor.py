@@ -168,12 +168,13 @@ def _partial(stage: str, preset: str, stage_state: str) -> str:
     the stage (now `stage_state`) does with it."""
     from .artifacts import partial_path, partial_state
 
-    state, _, reason = partial_state(stage, preset).partition(": ")
+    state, reason = partial_state(stage, preset)
     name = partial_path(stage, preset).name
     if stage_state == "done":  # nothing reads it (a forced rebuild deletes it first)
         return f"{name} {state} ({reason}), unused while {stage}.pt is done: safe to delete"
-    if state == "damaged":  # the reason names the file and the fix
-        return f"{name} damaged: {reason}"
+    if state == "damaged":  # set aside by the next run (training.resumable)
+        return (f"{name} damaged ({reason}): the next run sets it aside as "
+                f"{stage}.partial.damaged.pt and trains {stage} afresh")
     if state == "stale":
         return f"{name} stale ({reason}): the next run deletes it and trains {stage} afresh"
     return f"{name} resumable ({reason}): the next run resumes it"

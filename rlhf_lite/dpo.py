@@ -56,6 +56,7 @@ from .comparisons import (
     rankings_file,
     read_rankings,
 )
+from .data import file_sha256
 from .generation import sequence_logprobs
 from .model import GPT, without_dropout
 from .tokenizer import never_generated
@@ -182,7 +183,7 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     metrics on `val_rankings`: "val_loss", "val_accuracy" (implicit-reward accuracy, ties 1/2)
     and "val_margin". `stop_after`: as `training.train` (stop and checkpoint; call again to
     resume). `extra_inputs`: more {role: fingerprint} for the checkpoint's inputs (e.g. the
-    "rm" stage that wrote the rankings).
+    "rm" stage that wrote the rankings, the digests of the rankings files).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
@@ -229,25 +230,40 @@ def train_in_parallel(configs: dict, *args) -> dict:
                                for name, cfg in configs.items()})
 
 
+def _rankings_files(folder: str | Path) -> dict[str, Path]:
+    return {split: rankings_file(folder, split) for split in ("train", "validation")}
+
+
 def stage_rankings(folder: str | Path) -> dict[str, list[dict]]:
     """{split: rankings} the "rm" stage saved in `folder`; a clear error if it has not run."""
-    files = {split: rankings_file(folder, split) for split in ("train", "validation")}
+    files = _rankings_files(folder)
     missing = [str(path) for path in files.values() if not path.exists()]
     if missing:
         raise FileNotFoundError(
             f"DPO trains on the rankings the 'rm' stage saves beside its checkpoint, and "
             f"{', '.join(missing)} is missing: build the 'rm' stage of this preset first "
-            "(artifacts.load_model('rm', preset))")
+            "(artifacts.load_model('rm', preset)), or write its rankings again "
+            "(artifacts.load_rankings(split, preset))")
     return {split: read_rankings(path) for split, path in files.items()}
+
+
+def file_inputs(folder: str | Path) -> dict[str, str]:
+    """The files of `folder` the "dpo" stage trains from (`stages.Stage.file_inputs`):
+    {"rankings_<split>": a digest of its bytes, or "missing"}. Recorded among its checkpoint's
+    inputs, so an edited ranking makes a finished DPO stale and a partial one is not resumed."""
+    return {f"rankings_{split}": file_sha256(path)[:16] if path.exists() else "missing"
+            for split, path in _rankings_files(folder).items()}
 
 
 def build(cfg: DPOConfig, data: None, tokenizer, inputs: dict, path) -> None:
     """The "dpo" stage (rlhf_lite.stages): DPO from the SFT model on the rankings the "rm"
     stage saved beside `path` (train rankings train it, validation ones measure its
-    implicit-reward accuracy), into `path`. With inputs["rm"] (the stage registered with
-    inputs=("sft", "rm")) the checkpoint also records the reward model's fingerprint, so
-    new rankings (a rebuilt rm stage) make it stale."""
-    rankings = stage_rankings(Path(path).parent)
-    extra = {"rm": fingerprint(inputs["rm"])} if "rm" in inputs else {}
+    implicit-reward accuracy), into `path`. The checkpoint's inputs record the digests of the
+    rankings files (`file_inputs`), so edited rankings make it stale, and with inputs["rm"]
+    (the stage registered with inputs=("sft", "rm")) the reward model's fingerprint, so a
+    rebuilt rm stage does too."""
+    folder = Path(path).parent
+    extra = {**file_inputs(folder), **({"rm": fingerprint(inputs["rm"])} if "rm" in inputs else {})}
+    rankings = stage_rankings(folder)
     train_dpo(cfg, inputs["sft"], tokenizer, rankings["train"], rankings["validation"],
               checkpoint_path=path, extra_inputs=extra)

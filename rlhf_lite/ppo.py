@@ -447,7 +447,8 @@ class PPOTrainer:
 
     def resume(self, ckpt: Checkpoint) -> None:
         """Continue the run saved in `ckpt` (by `save_policy`; `training.resumable` checks
-        that it was trained from the same SFT and reward models)."""
+        its weights against their fingerprint and that it was trained from the same SFT and
+        reward models)."""
         self.policy.load_state_dict(ckpt.model)
         if self.value_model is not None:
             self.value_model.load_state_dict(ckpt.resume["value_model"])

@@ -17,6 +17,7 @@ in a preset that does not train it), and add one entry below.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -44,6 +45,11 @@ class Stage:
     # its checkpoint then records: the base model learns the world's text whatever the data,
     # DPO the rankings its reward model stage saved
     reads_data: bool = True
+    # file_inputs(folder) -> {name: digest} of the files in its preset's artifacts folder it
+    # trains from (DPO: the rankings the rm stage saved there), which its checkpoint records
+    # among its inputs: an edited file makes it stale. None: it reads no such file (the data
+    # source's files are in every checkpoint's data fingerprint or its recipe)
+    file_inputs: Callable[[Path], dict[str, str]] | None = None
 
 
 def _reward_model(config: GPTConfig) -> torch.nn.Module:
@@ -62,7 +68,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("ppo_ptx", ppo.build, inputs=("sft", "rm"), group=3, label="PPO-ptx", threads=1),
     # beyond InstructGPT (notebook 9): no RL, and RL without a value model
     Stage("dpo", dpo.build, inputs=("sft", "rm"), group=3, label="DPO", threads=1,
-          reads_data=False),
+          reads_data=False, file_inputs=dpo.file_inputs),
     Stage("rloo", ppo.build, inputs=("sft", "rm"), group=3, label="RLOO", threads=1),
 )}
 

@@ -150,8 +150,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> Checkpoint:
-    """Load a checkpoint written by `train` into `model` (and `optimizer`); return it."""
-    ckpt = checkpoints.read(path)
+    """Load a checkpoint written by `train` into `model` (and `optimizer`); return it. Its
+    weights are checked against their fingerprint first (`checkpoints.read`)."""
+    ckpt = checkpoints.read(path, verify=True)
     model.load_state_dict(ckpt.model)
     if optimizer is not None:
         optimizer.load_state_dict(ckpt.resume["optimizer"])
@@ -159,16 +160,25 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer=None) -> Checkpoint:
 
 
 def resumable(checkpoint_path, inputs: dict) -> Checkpoint | None:
-    """The checkpoint at `checkpoint_path` to continue, if it was trained from the same input
-    models (`inputs`: their fingerprints); None when there is none, or when it was trained from
-    other models (then the run starts afresh, and says so). Read memory-mapped: only what is
-    used is read."""
+    """The checkpoint at `checkpoint_path` to continue (every trainer resumes through here), if
+    its weights match their fingerprint and it was trained from the same inputs (`inputs`: the
+    fingerprints of its input models and files); None when there is none, or when it was
+    trained from other inputs (then the run starts afresh, and says so). A damaged file (it
+    cannot be read, or its weights were changed after they were written) is never trained on:
+    it is set aside as <name>.damaged.pt (`checkpoints.set_aside`) and the run starts afresh,
+    saying so in one line that names both files."""
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
         return None
-    ckpt = checkpoints.read(checkpoint_path)
+    try:
+        ckpt = checkpoints.read(checkpoint_path, verify=True)
+    except checkpoints.DamagedCheckpoint as e:
+        aside = checkpoints.set_aside(checkpoint_path)
+        print(f"{shown(checkpoint_path)} {e.problem}: set aside as {shown(aside)}; training "
+              "from scratch")
+        return None
     if ckpt.inputs != inputs:
-        print(f"{shown(checkpoint_path)} was trained from other input models: training from "
-              "scratch")
+        print(f"{shown(checkpoint_path)} was trained from other input models or data: training "
+              "from scratch")
         return None
     return ckpt
 

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_lite import artifacts, checkpoints, doctor, paths, presets, stages
+from rlhf_lite import artifacts, checkpoints, comparisons, doctor, paths, presets, stages
 from rlhf_lite.checkpoints import fingerprint
+from rlhf_lite.data import file_sha256, write_jsonl
+from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.pretrain import PretrainConfig
+from rlhf_lite.reward import RewardConfig
 from rlhf_lite.sft import SFTConfig
 from rlhf_lite.training import TrainConfig
 
@@ -116,6 +119,50 @@ def test_flipped_bytes_in_the_weights_are_found(tiny_preset):
     torch.save(dataclasses.asdict(ckpt) | {"fingerprint": recorded}, path)  # no new checksum
     with pytest.raises(RuntimeError, match=f"{path} is damaged"):
         artifacts.status("base", tiny_preset)
+
+
+def test_a_damaged_partial_file_is_set_aside_and_the_stage_trained_afresh(tiny_preset, capsys):
+    straight = artifacts.load_model("base", tiny_preset)  # an uninterrupted run
+    final, partial = (artifacts.checkpoint_path("base", tiny_preset),
+                      artifacts.partial_path("base", tiny_preset))
+    raw = torch.load(final, weights_only=True)
+    raw["step"] = 2  # as if the run had been killed halfway
+    raw["model"]["transformer.ln_f.bias"][0] += 1.0  # one weight changed, its checksum kept
+    torch.save(raw, partial)
+    final.unlink()
+    assert artifacts.status("base", tiny_preset) == "partial"  # metadata only: cheap
+    assert artifacts.partial_state("base", tiny_preset)[0] == "damaged"
+    capsys.readouterr()
+    model = artifacts.load_model("base", tiny_preset)
+    aside = partial.with_name("base.partial.damaged.pt")
+    assert (f"{artifacts.shown(partial)} is damaged: its weights do not match the checksum "
+            f"written with them: set aside as {artifacts.shown(aside)}; training from scratch"
+            in capsys.readouterr().out)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 model.state_dict().values()))
+    assert aside.exists() and artifacts.partial_state("base", tiny_preset) == ("none", "")
+    assert artifacts.status("base", tiny_preset) == "done"
+
+
+def test_edited_rankings_make_dpo_stale(tiny_preset, monkeypatch):
+    tiny = presets.PRESETS[tiny_preset]
+    monkeypatch.setitem(presets.PRESETS, tiny_preset, replace(
+        tiny, rm=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
+        dpo=DPOConfig(batch_size=64, train=TrainConfig(max_steps=None, warmup_steps=1,
+                                                       eval_interval=0, desc="dpo"))))
+    artifacts.load_model("dpo", tiny_preset)
+    assert artifacts.status("dpo", tiny_preset) == "done"
+    path = artifacts.rankings_path("train", tiny_preset)
+    rankings = comparisons.read_rankings(path)
+    write_jsonl(path, [{**r, "ranking": r["ranking"][::-1]} for r in rankings])  # all reversed
+    assert artifacts.status("rm", tiny_preset) == "done"  # it wrote them, trained on its own
+    assert artifacts.status("dpo", tiny_preset) == "stale"
+    artifacts.load_model("dpo", tiny_preset)  # trained again, on the reversed rankings
+    ckpt = checkpoints.read(artifacts.checkpoint_path("dpo", tiny_preset))
+    assert ckpt.inputs["rankings_train"] == file_sha256(path)[:16]
+    assert artifacts.status("dpo", tiny_preset) == "done"
+    artifacts.rankings_path("validation", tiny_preset).unlink()
+    assert artifacts.status("dpo", tiny_preset) == "stale"  # what it was trained on is unknown
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tiny_preset, tmp_path):
@@ -230,18 +277,19 @@ def test_why_a_stage_is_stale_and_the_state_of_its_partial_file(tiny_preset, mon
     ckpt = checkpoints.read(final)
     ckpt.step = 2
     checkpoints.save(ckpt, partial)
-    assert artifacts.partial_state("base", tiny_preset) == "resumable: step 2 of 4"
+    assert artifacts.partial_state("base", tiny_preset) == ("resumable", "step 2 of 4")
     raw = {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)}  # checksum kept
     torch.save({**raw, "model": {k: v + 1 for k, v in ckpt.model.items()}}, partial)
-    assert artifacts.partial_state("base", tiny_preset).startswith(
-        f"damaged: {partial} is damaged: its weights do not match")
+    state, why = artifacts.partial_state("base", tiny_preset)
+    assert state == "damaged" and why.startswith(f"{partial} is damaged: its weights do not match")
     partial.write_bytes(final.read_bytes()[:1000])  # truncated
-    assert artifacts.partial_state("base", tiny_preset).startswith(
-        f"damaged: {partial} cannot be read")
+    state, why = artifacts.partial_state("base", tiny_preset)
+    assert state == "damaged" and why.startswith(f"{partial} cannot be read")
     checkpoints.save(ckpt, partial)
     recipe = tiny_recipe()
     presets.PRESETS[tiny_preset].base = replace(recipe, train=replace(recipe.train, lr=1e-2))
-    assert artifacts.partial_state("base", tiny_preset) == "stale: the recipe's train.lr changed"
+    assert artifacts.partial_state("base", tiny_preset) == ("stale",
+                                                           "the recipe's train.lr changed")
     assert artifacts.stale_reason("base", tiny_preset) == "the recipe's train.lr changed"
     assert artifacts.stale_reason("sft", tiny_preset) == "its input 'base' is stale, trained first"
     presets.PRESETS[tiny_preset].base = recipe

@@ -86,6 +86,12 @@ def test_damaged_weights_fail_the_checksum(tmp_path):
     torch.save(raw, path)
     with pytest.raises(RuntimeError, match="x.pt is damaged"):
         checkpoints.verified_fingerprint(path)
+    assert checkpoints.read(path).step == 1  # its metadata still reads (`artifacts.status`)
+    with pytest.raises(checkpoints.DamagedCheckpoint, match="x.pt is damaged: its weights do not "
+                       "match the checksum written with them; delete it to retrain the stage"):
+        checkpoints.read(path, verify=True)  # what every read that loads weights asks
+    assert checkpoints.set_aside(path) == tmp_path / "x.damaged.pt"
+    assert list(tmp_path.iterdir()) == [tmp_path / "x.damaged.pt"]
 
 
 def test_a_full_disk_is_reported_as_such_with_the_file_and_the_old_file_stays(

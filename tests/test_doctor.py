@@ -119,8 +119,11 @@ def test_partial_files_are_reported_with_what_the_next_run_does(tmp_path, monkey
     assert ("base stale (retrained: the recipe's n_layer changed)"
             in doctor.check_artifacts("toy").detail)
     (tmp_path / "toy" / "base.partial.pt").write_bytes(b"truncated")
-    check = doctor.check_artifacts("toy")  # the partial file is read first: the stage stops
-    assert not check.ok and "base.partial.pt cannot be read" in check.detail
+    check = doctor.check_artifacts("toy")  # damaged: a warning, the next run sets it aside
+    assert check.ok and check.warning and "base.partial.pt damaged (" in check.detail
+    assert "base.partial.pt cannot be read" in check.detail
+    assert ("the next run sets it aside as base.partial.damaged.pt and trains base afresh"
+            in check.detail)
 
 
 def test_bad_settings_are_named_with_their_fix(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from synthetic import marker_rankings, ranking
 
 from rlhf_lite import checkpoints, comparisons, dpo, reward, training
 from rlhf_lite.batching import IGNORE_INDEX, encode_responses
+from rlhf_lite.data import file_sha256
 from rlhf_lite.dpo import (
     DPOConfig,
     dpo_loss,
@@ -232,4 +233,6 @@ def test_build_trains_on_the_rm_stage_rankings_and_needs_them(tmp_path):
     ckpt = checkpoints.read(path)
     assert ckpt.done and ckpt.step == 1 and ckpt.recipe == cfg.as_dict()
     assert ckpt.inputs == {"sft": checkpoints.fingerprint(tiny_gpt()),
-                           "rm": checkpoints.fingerprint(rm)}
+                           "rm": checkpoints.fingerprint(rm), **dpo.file_inputs(tmp_path)}
+    assert dpo.file_inputs(tmp_path)["rankings_train"] == file_sha256(
+        comparisons.rankings_file(tmp_path, "train"))[:16]

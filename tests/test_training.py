@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rlhf_lite import checkpoints
+from rlhf_lite.paths import shown
 from rlhf_lite.training import History, TrainConfig, load_checkpoint, lr_at, make_optimizer, train
 from rlhf_lite.utils import atomic_save
 
@@ -134,7 +135,8 @@ def test_a_checkpoint_of_other_input_models_is_not_resumed(tmp_path, one_thread,
     h_fresh = train(fresh, loss_fn, get_batch, cfg)  # no checkpoint: the reference run
     h_again = train(again, loss_fn, get_batch, cfg, checkpoint_path=path,
                     meta={"inputs": {"base": "bbb"}})  # trained from another base
-    assert "trained from other input models: training from scratch" in capsys.readouterr().out
+    assert ("trained from other input models or data: training from scratch"
+            in capsys.readouterr().out)
     assert h_again.train_loss == h_fresh.train_loss
     assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), again.parameters()))
     assert checkpoints.read(path).inputs == {"base": "bbb"}
@@ -142,6 +144,37 @@ def test_a_checkpoint_of_other_input_models_is_not_resumed(tmp_path, one_thread,
     train(TinyLM(), lambda m, b: pytest.fail("trained again"), get_batch, cfg, checkpoint_path=path,
           meta={"inputs": {"base": "bbb"}})
     assert "already trained for 6 steps" in capsys.readouterr().out
+
+
+def test_a_damaged_partial_checkpoint_is_set_aside_and_never_trained_on(tmp_path, one_thread,
+                                                                        capsys):
+    cfg = TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, eval_interval=0, checkpoint_interval=2)
+    path, aside = tmp_path / "d.partial.pt", tmp_path / "d.partial.damaged.pt"
+    torch.manual_seed(0)
+    fresh, again = TinyLM(), TinyLM()
+    again.load_state_dict(fresh.state_dict())
+    h_fresh = train(fresh, loss_fn, get_batch, cfg)  # the reference run, never interrupted
+    for damage in ("a changed weight", "a truncated file"):
+        torch.manual_seed(1)
+        train(TinyLM(), loss_fn, get_batch, cfg, checkpoint_path=path, stop_after=4)
+        if damage == "a changed weight":  # the recorded fingerprint is left as written
+            raw = torch.load(path, weights_only=True)
+            raw["model"]["ln.bias"][0] += 1.0
+            torch.save(raw, path)
+            problem = "is damaged: its weights do not match the checksum written with them"
+        else:
+            path.write_bytes(path.read_bytes()[:100])
+            problem = "cannot be read"
+        capsys.readouterr()
+        model = TinyLM()
+        model.load_state_dict(again.state_dict())
+        history = train(model, loss_fn, get_batch, cfg, checkpoint_path=path)
+        assert (f"{shown(path)} {problem}" in (out := capsys.readouterr().out)
+                and f": set aside as {shown(aside)}; training from scratch\n" in out), damage
+        assert history.train_loss == h_fresh.train_loss and history.steps == list(range(6))
+        assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), model.parameters()))
+        assert checkpoints.read(path, verify=True).done and aside.exists()
+        path.unlink()
 
 
 def test_zero_steps_save_the_model_as_given_and_none_is_no_step_count(tmp_path):
