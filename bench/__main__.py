@@ -4,7 +4,8 @@
     python -m bench --quick           # smaller workloads, 2 repeats
     python -m bench --threads 2 --repeats 7
 
-bench.course_runtime (minutes: the whole course) and bench.gpu (needs CUDA) run on their own.
+bench.course_runtime (minutes: the whole course), bench.gpu (needs CUDA) and bench.paired_power
+(needs the trained toy models) run on their own.
 """
 import argparse
 

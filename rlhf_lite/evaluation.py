@@ -16,7 +16,7 @@ import torch
 from .batching import IGNORE_INDEX, encode_responses
 from .generation import Completion, sequence_logprobs
 from .kl import kl_estimate
-from .labeler import GoldLabeler, judge
+from .labeler import GoldLabeler, gold_score, judge
 from .tokenizer import never_generated
 
 
@@ -77,6 +77,40 @@ def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
     means = sums[draw].sum(1) / counts[draw].sum(1).double()  # (resamples,)
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
     return low.item(), high.item()
+
+
+def paired_bootstrap(prompts: list[dict], ours: list[Completion], their_prompts: list[dict],
+                     theirs: list[Completion], seed: int = 0, resamples: int = 2000) -> dict:
+    """Two models compared on the same comparisons: `ours[i]` and `theirs[i]` answer the same
+    prompt with the same sample index (as `judges.sample` lists them).
+
+    Judged on the same prompts, two models share each prompt's difficulty: an easy prompt
+    scores high for both. Comparing each model's own interval (or win rate against SFT) keeps
+    that shared variation in both and cannot rank them; the difference per comparison cancels
+    it. So both numbers are means over comparisons, with a 95% interval from one prompt-level
+    bootstrap (`bootstrap_interval`, the same resampled prompts for both models):
+
+    - "gold_difference": the mean of gold(ours) - gold(theirs), resolved when its interval
+      "gold_ci" excludes 0;
+    - "win_rate": how often a noisy gold labeler prefers ours to theirs, head to head
+      (`preferences`), resolved when "win_rate_ci" excludes 1/2.
+    """
+    if not len(prompts) == len(ours) == len(their_prompts) == len(theirs):
+        raise ValueError(f"paired_bootstrap: lengths differ: {len(prompts)} prompts and "
+                         f"{len(ours)} completions vs {len(their_prompts)} and {len(theirs)}")
+    ids = [p["id"] for p in prompts]
+    if ids != [p["id"] for p in their_prompts]:
+        raise ValueError("paired_bootstrap: the two models answered different prompts (or in "
+                         "another order): comparison i of both must share its prompt")
+    differences = [gold_score(p, a.text, a.terminated) - gold_score(p, b.text, b.terminated)
+                   for p, a, b in zip(prompts, ours, theirs)]
+    wins = preferences(prompts, ours, theirs, seed)
+    gold_ci = bootstrap_interval(differences, ids, seed, resamples)
+    win_ci = bootstrap_interval(wins, ids, seed, resamples)
+    return {"gold_difference": sum(differences) / len(differences), "gold_ci": list(gold_ci),
+            "gold_resolved": not gold_ci[0] <= 0 <= gold_ci[1],
+            "win_rate": sum(wins) / len(wins), "win_rate_ci": list(win_ci),
+            "win_rate_resolved": not win_ci[0] <= 0.5 <= win_ci[1], "n": len(wins)}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -11,7 +11,8 @@ prompts and lets the gold labeler judge: win rates against SFT (paper sec 4.1, F
 behaviour metrics (sec 4.2-4.3), pretraining loss (the alignment tax, sec 4.2) and KL to
 SFT. It writes `results.json` and `report.md` into the output folder (default
 artifacts/<preset>/pipeline/). Notebook 8 calls the same `evaluate_preset`. The stages and
-the models evaluated come from the registry, `rlhf_lite.stages`.
+the models evaluated come from the registry, `rlhf_lite.stages`. Both files also give each
+model's paired difference to PPO (`paired_to`): what can rank two methods.
 """
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ from pathlib import Path
 
 from . import artifacts, distributed, paths
 from .data import load_records
-from .evaluation import best_of_n, best_of_n_kl, best_of_n_kl_bound, kl_to_reference
+from .evaluation import (
+    best_of_n,
+    best_of_n_kl,
+    best_of_n_kl_bound,
+    kl_to_reference,
+    paired_bootstrap,
+)
 from .generation import complete
 from .judges import LabelerJudge, by_column, markdown_table, policy_row, sample
 from .labeler import few_shot_prefix, oracle_accuracy, rankings_agreement
@@ -67,7 +74,8 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     (`judges.policy_row`, judged by the gold labeler: `judges.LabelerJudge`); the returned dict
     holds them by key ({key: {model: value}}, `judges.by_column`) beside the reward model's
     accuracies: plain numbers (JSON-ready), but "tables", the judged completions of each model
-    (pandas DataFrames, dropped before writing results.json).
+    (pandas DataFrames, dropped before writing results.json), and, when the preset trains PPO,
+    "paired_vs_ppo": every other model's paired difference to PPO (`paired_to`).
     """
     tokenizer, heldout = get_preset(preset).load_tokenizer(), load_records("prompts_heldout")
     prompts = heldout * samples
@@ -78,7 +86,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     # SFT samples with other seeds: the reference every model is compared with
     reference_sft = artifacts.load_model("sft", reference_preset or preset)
     judge = LabelerJudge(sample(reference_sft, tokenizer, heldout, samples, seed + 1000), seed)
-    rows = {}
+    rows, answers = {}, {}
     trained = artifacts.stages_of(preset)
     for name, stage in models().items():
         if stage.name not in trained:
@@ -87,6 +95,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         completions = sample(model, tokenizer, heldout, samples, seed,
                              prefix=few_shot_prefix() if stage.prompted else "")
         loss = stream_loss(model, val_stream, model.config.block_size)
+        answers[name] = completions
         kl = (None if stage.prompted else  # another context
               kl_to_reference(model, sft, tokenizer, prompts, completions))
         rows[name] = policy_row(judge, prompts, completions, reward_model, tokenizer,
@@ -97,6 +106,7 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
         sft_params = sum(p.numel() for p in sft.parameters())
         for name, best in best_of_n_rows(sft, reward_model, tokenizer, heldout, samples,
                                          best_of, seed).items():
+            answers[name] = best["picks"]
             rows[name] = policy_row(judge, prompts, best["picks"], reward_model, tokenizer,
                                     sft_params, best["kl"], seed, pretrain_val_loss=None,
                                     seconds=best["seconds"],
@@ -108,7 +118,19 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
             "rm_accuracy": pairwise_accuracy(reward_model, tokenizer, rankings),
             "labeler_agreement": rankings_agreement(
                 rankings, prompts_by_id, get_preset(source).rm.ceiling_labeler_seed)[0],
-            "rm_oracle": oracle_accuracy(rankings, prompts_by_id)[0]}
+            "rm_oracle": oracle_accuracy(rankings, prompts_by_id)[0],
+            **({"paired_vs_ppo": paired_to("PPO", prompts, answers, seed)} if "PPO" in answers
+               else {})}
+
+
+def paired_to(reference: str, prompts: list[dict], answers: dict[str, list], seed: int = 0
+              ) -> dict[str, dict]:
+    """{model: `evaluation.paired_bootstrap` of its answers against the `reference` model's}
+    for every model of `answers` but the reference: all were sampled on the same `prompts`
+    with the same seeds, so comparison i of two models shares its prompt and sample index.
+    Overlapping win rates against SFT cannot rank two models; these intervals can."""
+    return {name: paired_bootstrap(prompts, ours, prompts, answers[reference], seed)
+            for name, ours in answers.items() if name != reference}
 
 
 def best_of_n_rows(sft, reward_model, tokenizer, heldout: list[dict], samples: int,
@@ -157,10 +179,33 @@ def report_markdown(results: dict) -> str:
               "best-of-n's: sampling and scoring n answers per comparison at evaluation. "
               "Best-of-n's KL is estimated from its pool of SFT samples (at most "
               "log n - (n-1)/n)."]
+    lines += paired_lines(results.get("paired_vs_ppo"), "PPO")
     lines += ["", f"Reward model accuracy on validation comparisons: {results['rm_accuracy']:.1%}; "
               f"its ceiling, an oracle ranking by the gold score: {results['rm_oracle']:.1%}; "
               f"agreement of two labelers on the same pairs: {results['labeler_agreement']:.1%}."]
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(paired: dict | None, reference: str) -> list[str]:
+    """The report's section on `paired_to`'s differences (none without the reference model)."""
+    if not paired:
+        return []
+    lines = ["", f"## Paired differences to {reference}", "",
+             f"Each model against {reference} on the same comparisons (prompt and sample), with "
+             "95% intervals from one bootstrap over prompts: a difference is resolved when its "
+             "interval excludes 0 (a win rate: 50%).", "",
+             f"| model | mean gold - {reference}'s (95% CI) | win rate vs {reference} (95% CI) |",
+             "|---|---|---|"]
+    for name, p in paired.items():
+        lines.append(f"| {name} | {p['gold_difference']:+.2f} ({p['gold_ci'][0]:+.2f} to "
+                     f"{p['gold_ci'][1]:+.2f}) | {p['win_rate']:.1%} ({p['win_rate_ci'][0]:.1%}-"
+                     f"{p['win_rate_ci'][1]:.1%}) |")
+    def resolved(key: str) -> str:
+        return ", ".join(name for name, p in paired.items() if p[key]) or "none"
+
+    return lines + ["", f"Resolved against {reference}: by mean gold, {resolved('gold_resolved')}; "
+                    f"by win rate, {resolved('win_rate_resolved')}. Where an interval includes "
+                    f"0 (50%), this evaluation cannot tell the model from {reference}."]
 
 
 def stage_times_line(results: dict) -> str:

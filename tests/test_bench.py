@@ -5,7 +5,7 @@ import pytest
 import torch
 
 # bench/ is not installed with the package: pyproject.toml puts the repository root on the path
-from bench import course_runtime, gpu, ppo_iteration, roofline, sampling, train_step
+from bench import course_runtime, gpu, paired_power, ppo_iteration, roofline, sampling, train_step
 
 QUICK = ["--quick", "--repeats", "1", "--threads", "1"]
 
@@ -125,3 +125,20 @@ def test_gpt2_stages_cuts_the_data_consistently_and_the_recipes_to_a_few_steps(t
     hh = gpt2_stages.hh_standin_preset("/models/stand-in", hh_file)
     assert artifacts.stages_of(hh) == artifacts.stages_of("gpt2-hh")
     assert hh.data.dataset.source == hh_file
+
+
+def test_paired_power_measures_both_half_widths_and_never_trains(tmp_path, monkeypatch):
+    from bench.common import SIZES, twins
+    from rlhf_lite import data, paths
+    from rlhf_lite.tokenizer import load_tokenizer
+
+    heldout = data.load_records("prompts_heldout")[:20]
+    ppo, sft = twins(SIZES["tiny"], seed=1)[0], twins(SIZES["tiny"], seed=2)[0]  # untrained
+    row = paired_power.measure(ppo, sft, load_tokenizer(), heldout, samples=2)
+    assert row["comparisons"] == 40 and 0 <= row["win rate vs SFT"] <= 1
+    assert row["unpaired win-rate half-width"] > 0 and row["paired gold half-width"] >= 0
+    assert row["sampling s"] > 0 and row["judging s"] > 0
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path)  # nothing trained there
+    with pytest.raises(SystemExit, match="never trains"):
+        paired_power.main(["--samples", "1"])
+    assert not any(tmp_path.iterdir())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlhf_lite import evaluation, generation
-from rlhf_lite.labeler import LABELER_NOISE
+from rlhf_lite.labeler import LABELER_NOISE, gold_score
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.tokenizer import load_tokenizer
 
@@ -51,6 +51,59 @@ def test_bootstrap_interval_resamples_whole_prompts():
     assert evaluation.bootstrap_interval(tripled, groups, seed=3) == (t_low, t_high)  # seeded
     with pytest.raises(ValueError, match="one group per outcome"):
         evaluation.bootstrap_interval([1, 0], [0])
+
+
+GOOD, BAD = (generation.Completion(t, True) for t in ("five .", "what is one plus one ?"))
+
+
+def test_paired_bootstrap_hand_computed_cases():
+    assert [gold_score(ARITH, c.text) for c in (GOOD, BAD)] == [10.0, 7.0]
+    prompts = [{**ARITH, "id": f"a{i}"} for i in range(30)] * 2  # 30 prompts x 2 samples
+    # every comparison differs by 3: no uncertainty left to resample
+    same = evaluation.paired_bootstrap(prompts, [GOOD] * 60, prompts, [BAD] * 60, seed=1)
+    assert (same["gold_difference"], same["gold_ci"], same["gold_resolved"]) == (3.0, [3.0, 3.0],
+                                                                               True)
+    wins = evaluation.preferences(prompts, [GOOD] * 60, [BAD] * 60, seed=1)
+    assert same["win_rate"] == sum(wins) / 60 and same["n"] == 60  # the labeler's verdicts
+    ids = [p["id"] for p in prompts]
+    assert same["win_rate_ci"] == list(evaluation.bootstrap_interval(wins, ids, seed=1))
+    identical = evaluation.paired_bootstrap(prompts, [GOOD] * 60, prompts, [GOOD] * 60)
+    assert identical["gold_ci"] == [0.0, 0.0] and not identical["gold_resolved"]
+    # two prompts, differences 3 and 0: a resample holds {3, 3}, {3, 0} or {0, 0}, with mean
+    # 3, 1.5 or 0 (probability 1/4, 1/2, 1/4), so the 2.5% and 97.5% quantiles are 0 and 3
+    two = prompts[:2]
+    hand = evaluation.paired_bootstrap(two, [GOOD, GOOD], two, [BAD, GOOD])
+    assert (hand["gold_difference"], hand["gold_ci"], hand["gold_resolved"]) == (1.5, [0.0, 3.0],
+                                                                               False)
+
+
+def test_paired_interval_is_narrower_than_unpaired_when_outcomes_correlate():
+    """Both models answer the even prompts well and the odd ones badly (a shared difficulty);
+    theirs is also bad on every 8th prompt. Each model's mean varies with which prompts a
+    resample draws, the difference hardly does."""
+    prompts = [{**ARITH, "id": f"a{i}"} for i in range(40)] * 3
+    ours = [GOOD if int(p["id"][1:]) % 2 == 0 else BAD for p in prompts]
+    theirs = [BAD if int(p["id"][1:]) % 8 == 0 else a for p, a in zip(prompts, ours)]
+    paired = evaluation.paired_bootstrap(prompts, ours, prompts, theirs)
+    ids = [p["id"] for p in prompts]
+    half_widths = []
+    for seed, answers in enumerate((ours, theirs)):  # each model resampled on its own
+        low, high = evaluation.bootstrap_interval(
+            [gold_score(p, c.text) for p, c in zip(prompts, answers)], ids, seed=seed)
+        half_widths.append((high - low) / 2)
+    unpaired = math.hypot(*half_widths)  # half-width of the difference of independent means
+    low, high = paired["gold_ci"]
+    assert paired["gold_difference"] == pytest.approx(3 * 5 / 40) and paired["gold_resolved"]
+    assert (high - low) / 2 < 0.6 * unpaired, (paired["gold_ci"], unpaired)
+    assert unpaired > paired["gold_difference"]  # unpaired, the difference is not resolved
+
+
+def test_paired_bootstrap_rejects_misaligned_comparisons():
+    prompts = [{**ARITH, "id": f"a{i}"} for i in range(3)]
+    with pytest.raises(ValueError, match="lengths differ"):
+        evaluation.paired_bootstrap(prompts, [GOOD] * 3, prompts, [GOOD] * 2)
+    with pytest.raises(ValueError, match="different prompts"):
+        evaluation.paired_bootstrap(prompts, [GOOD] * 3, prompts[::-1], [GOOD] * 3)
 
 
 def test_complete_cuts_at_eos_and_reports_termination():

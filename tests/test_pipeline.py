@@ -97,6 +97,20 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     ours, theirs = (generation.complete(sft, tokenizer, heldout, seed=s) for s in (0, 1000))
     assert saved["win_rate_vs_sft"]["SFT"] == evaluation.win_rate(heldout, ours, theirs)[
         "win_rate"]
+    # SFT against PPO on the same comparisons: PPO's samples share SFT's seeds (0 on)
+    ppo = generation.complete(artifacts.load_model("ppo", "micro"), tokenizer, heldout, seed=0)
+    paired = saved["paired_vs_ppo"]
+    assert list(paired) == [name for name in rows if name != "PPO"]
+    gold = [labeler.gold_score(p, a.text, a.terminated)
+            - labeler.gold_score(p, b.text, b.terminated)
+            for p, a, b in zip(heldout, ours, ppo)]
+    wins = evaluation.preferences(heldout, ours, ppo)
+    sft_vs_ppo = paired["SFT"]
+    assert sft_vs_ppo["gold_difference"] == pytest.approx(sum(gold) / len(gold))
+    assert sft_vs_ppo["win_rate"] == sum(wins) / len(wins) and sft_vs_ppo["n"] == 102
+    low, high = sft_vs_ppo["gold_ci"]
+    assert low <= sft_vs_ppo["gold_difference"] <= high
+    assert sft_vs_ppo["gold_resolved"] == (not low <= 0 <= high)
     assert saved["rm_accuracy"] == pytest.approx(accuracy_by_hand(
         rm, tokenizer, artifacts.load_rankings("validation", "micro")), abs=1e-6)  # float32
     assert 0.5 < saved["labeler_agreement"] < 0.95
@@ -106,6 +120,7 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     report = (micro / "out" / "report.md").read_text()
     assert "| PPO-ptx |" in report and "| best-of-16 (RM) |" in report
     assert "| wall time (s) |" in report and "Reward model accuracy" in report
+    assert "## Paired differences to PPO" in report and "| SFT | " in report.split("## Paired")[1]
     for stage in artifacts.stages_of("micro"):  # every stage but gold_rm (real data only)
         assert artifacts.status(stage, "micro") == "done", stage
     assert set(stages.STAGES) - set(artifacts.stages_of("micro")) == {"gold_rm"}
@@ -266,4 +281,9 @@ def test_a_preset_without_a_recipe_neither_trains_nor_evaluates_that_stage(micro
     results = pipeline.evaluate_preset("lean", samples=1)
     assert set(results["win_rate_vs_sft"]) == {"base (prompted)", "SFT", "PPO", "PPO-ptx",
                                                "best-of-4 (RM)", "best-of-16 (RM)"}
+    # the paired difference to PPO, recomputed from the judged completions of both models
+    tables, paired = results["tables"], results["paired_vs_ppo"]
+    assert set(paired) == set(results["win_rate_vs_sft"]) - {"PPO"}
+    assert paired["PPO-ptx"]["gold_difference"] == pytest.approx(
+        (tables["PPO-ptx"].total - tables["PPO"].total).mean())
     assert "dpo not in this preset" in doctor.check_artifacts("lean").detail
