@@ -192,3 +192,14 @@ def test_relative_links_in_the_docs_reach_a_file_and_heading():
                     linked.read_text()):
                 broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_license_citation_and_changelog_agree_on_the_version():
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
+                        re.MULTILINE).group(1)
+    cited = re.search(r"^version: (\S+)$", (ROOT / "CITATION.cff").read_text(), re.MULTILINE)
+    newest = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert cited.group(1) == newest.group(1) == version
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    readme = (ROOT / "README.md").read_text()
+    assert "MIT" in readme and "CC BY 4.0" in readme  # code and prose, as the LICENSE section says
