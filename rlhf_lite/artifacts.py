@@ -172,11 +172,14 @@ def build(stage: str, preset: str | Preset = "toy", rebuild: bool = False) -> No
         raise RuntimeError("; ".join(problems))
     p, spec = _preset(preset), get_stage(stage)
     final, partial = checkpoint_path(stage, p), partial_path(stage, p)
-    if partial.exists() and (rebuild or partial_state(stage, p, verify=False)[0] == "stale"):
+    # verified (hashed once: the trainer's own read reuses it), so what is said is what happens
+    partial_now, _ = partial_state(stage, p)
+    if partial.exists() and (rebuild or partial_now == "stale"):
         partial.unlink()  # another recipe's (or a forced run's) weights must not be resumed
     inputs = {role: load_model(role, _source(p, role)) for role in spec.inputs}
-    print(f"stage '{stage}' ({p.name} preset) is "
-          f"{'rebuilt' if rebuild else status(stage, p)}: training it into {shown(final)}")
+    state = ("rebuilt" if rebuild else "partial, but damaged" if partial_now == "damaged"
+             else status(stage, p))
+    print(f"stage '{stage}' ({p.name} preset) is {state}: training it into {shown(final)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(stage_threads(stage, p))
     try:
