@@ -43,6 +43,26 @@ def test_notebooks_state_objectives_and_runtime_and_hold_no_errors():
         assert not errors, f"{path.name} has committed error outputs"
 
 
+def test_nbval_options_are_cell_tags_that_nbval_honours():
+    """nbval options live in cell tags, not in `# NBVAL_...` comment lines that a slide would
+    show. A misspelt tag would silently leave a cell unchecked, so every nbval-like tag must be
+    one of the tag names the pinned nbval reads."""
+    from nbval.plugin import metadata_tags
+
+    markers, unknown = [], []
+    for path in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            where = f"{path.relative_to(ROOT)} cell {i}"
+            markers += [f"{where}: {line.strip()}" for line in cell["source"]
+                        if re.match(r"\s*#+\s*NBVAL", line, re.IGNORECASE)]
+            unknown += [f"{where}: {tag}" for tag in cell["metadata"].get("tags", [])
+                        if "nbval" in tag.lower() and tag not in metadata_tags]
+    assert not markers, "comment markers (make them cell tags):\n" + "\n".join(markers)
+    assert not unknown, "tags nbval ignores:\n" + "\n".join(unknown)
+
+
 def package_imports(package: Path = ROOT / "rlhf_lite") -> dict[str, set[str]]:
     """module -> the package modules it imports (at any depth, function-level imports too).
     A subpackage's modules are named by their dotted path ("realdata.source"), the subpackage
