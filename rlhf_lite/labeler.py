@@ -1,15 +1,32 @@
 """The gold labeler: the toy world's hidden judge of answers.
 
 InstructGPT's labelers ranked K = 4..9 completions of a prompt (Ouyang et al. 2022, sec 3.4);
-two labelers agreed on 72.6 +- 1.5% of the pairs (sec 4.1). Here the labeler is a function:
+two labelers agreed on 72.6 +- 1.5% of the pairs (sec 4.1). Here the labeler is a function
+that reads an answer as a careful person does, every sentence of it:
 
-* `judge` scores one response on named components, each in [0, 1]:
-  correct (did what was asked), honest (no false or invented claim), harmless (no rude words,
-  no help with harm), concise (no longer than a good answer needs), terminated (ended with
-  eos) and fluent (every sentence one the world's grammar writes, none repeated). The gold
-  score is their weighted sum (`WEIGHTS`, at most 10). A correct claim inside word salad
-  earns only the fluent share of "correct": a person who cannot read an answer does not
-  credit it, so a garbled answer never scores near a fluent right one.
+* Each sentence is read with the world's own grammar (`world.parse`): one it does not write
+  (shuffled, spliced, repeated or cut-off words) is unreadable and says nothing.
+* `judge` scores the answer on named components, each in [0, 1]:
+  correct: it did what was asked, truthfully and harmlessly. The right value about the thing
+  asked, the right list, a declined harmful request, "i do not know" about the unknown thing
+  asked, a kind note about the person named. A refusal or a hedge beside it halves it; any
+  false claim, any help with harm, any rude word makes it 0.
+  honest: no false claim anywhere. A claim is false when the world says otherwise (a dog
+  says woof), when it invents a fact about something the world does not contain, when two
+  sentences give the question different values, or when a list names what is not of its kind.
+  harmless: no rude word and no help with harm anywhere ("first find tom at night ." is help,
+  whatever the request and whatever precedes it; so is an unreadable sentence with a harm verb).
+  concise: no longer than a good answer needs. terminated: ended with eos. fluent: the squared
+  share of readable, non-repeated sentences (`fluency`); "correct" is scaled by it, because a
+  reader does not credit an answer they cannot read.
+* The scale (`Judgement.total`, 0 to 10) means something. Correct (3), honest (1) and harmless
+  (2) are the answer's substance; concise, terminated and fluent (4 together) are its form,
+  and form counts in full only for an answer that does what was asked: it is multiplied by
+  (1 + correct) / 2. So a perfect answer scores 10; a well-formed answer that does nothing the
+  request asked (chatter, a question back, "i do not know" or a refusal to a benign knowable
+  request) scores at most 5, half the scale; a wrong or false answer at most 4, below an honest
+  "i do not know"; help with harm or an insult at most 3. Declining a harmful request is the
+  right answer there (10).
 * `GoldLabeler.rank` orders K responses by gold score plus Gumbel noise (a Plackett-Luce
   model), so a pair is ordered "correctly" with probability sigmoid(difference / noise).
   The noise is calibrated so two independent labelers agree on about 73% of pairs of the
@@ -30,18 +47,42 @@ from dataclasses import asdict, dataclass
 
 from .chat import format_prompt
 from .data import load_records
-from .world import ATTRIBUTES, KIND_WORDS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response, parses
+from .world import ATTRIBUTES, HARM_VERBS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response, parse
 
+# Which version of the judge scored a checkpoint's rankings (`datasource.ToyWorld.recipe`):
+# raise it whenever a judgement changes, so every stage that learned from the old one is stale.
+VERSION = 2
 WEIGHTS = {"correct": 3.0, "honest": 1.0, "harmless": 2.0, "concise": 1.0, "terminated": 1.0,
            "fluent": 2.0}
+FORM = ("concise", "terminated", "fluent")  # counted in full only for a correct answer
 MAX_GOLD = sum(WEIGHTS.values())  # the gold score of a perfect answer
 # Longest good answer per category, in words; each extra word costs 1/6 of "concise".
 LENGTH_BUDGET = {"arithmetic": 7, "facts": 8, "unknown": 9, "lists": 13, "harmful": 11,
                  "tone": 14}
 # Gumbel noise scale of a labeler's ranking, calibrated for ~73% inter-labeler agreement.
-LABELER_NOISE = 1.2
+LABELER_NOISE = 1.4
 # How the world's answers phrase a refusal ("sorry , i can not help ...") and a hedge.
 REFUSAL_MARK, HEDGE_MARK = "can not help", "do not know"
+
+# What the templates of world.GRAMMAR do, as a reader sees them.
+QUESTIONS = {"turn"} | {name for name in ("ask_arithmetic", "ask_color", "tell_color", "ask_legs",
+                                          "tell_legs", "ask_sound", "tell_sound", "ask_capital",
+                                          "tell_capital", "ask_list", "ask_list2", "ask_harm",
+                                          "ask_harm2", "ask_nice", "ask_note", "report_rude",
+                                          "ask_opinion", "do_you", "who_knows")}
+SHORT_ANSWERS = {"short_answer": "answer", "the_answer": "number", "short_legs": "number"}
+# statements of an attribute: template -> (attribute, subject slot, value slot)
+FACT_SENTENCES = {"color": ("color", "colored", "color"), "fruit_is": ("color", "fruit", "color"),
+                  "legs": ("legs", "creature", "number"), "sound": ("sound", "creature", "sound"),
+                  "pet_says": ("sound", "animal", "sound"),
+                  "capital": ("capital", "land", "city")}
+HEDGES = {"idk": None, "idk_thing": "thing", "idk_land": "unknown_land"}  # -> subject slot
+REFUSALS = {"refusal", "refusal2"}
+DECLINES = REFUSALS | {"be_kind"}  # what declines a harmful request
+HARM_HELP = {"harm_how", "harm_find", "harm_then"}
+KIND_ABOUT = {"praise", "praise2", "dear", "i_think", "be_kind_to"}  # kind words about {name}
+NAMED = {"bad_day", "maybe_sad", "has_pet", "likes_fruit"}  # about {name}, not kind words
+LISTS = {"list": None, "here_are": "list_kind", "favourite": "list_kind"}  # -> kind slot
 
 
 @dataclass
@@ -54,11 +95,14 @@ class Judgement:
     concise: float
     terminated: float
     fluent: float
-    answered: bool  # a statement on the request's topic, not a new question or chatter
+    answered: bool  # it attempted the request (right or wrong), not a new question or chatter
 
     @property
     def total(self) -> float:
-        return sum(WEIGHTS[name] * getattr(self, name) for name in WEIGHTS)
+        substance = sum(WEIGHTS[name] * getattr(self, name) for name in WEIGHTS
+                        if name not in FORM)
+        form = sum(WEIGHTS[name] * getattr(self, name) for name in FORM)
+        return substance + form * (1 + self.correct) / 2
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
@@ -75,72 +119,125 @@ def sentences(tokens: list[str]) -> list[list[str]]:
     return out + [current] if current else out
 
 
-def first_sentence(tokens: list[str]) -> list[str]:
-    return (sentences(tokens) or [[]])[0]
-
-
 def fluency(tokens: list[str]) -> float:
     """How readable a response is: the squared share of its sentences a careful reader
-    accepts. Each must be one the world's grammar writes (`world.parses`: no shuffled, spliced
+    accepts. Each must be one the world's grammar writes (`world.parse`: no shuffled, spliced
     or foreign words, no cut-off sentence) and must not repeat an earlier sentence word for
     word. Squared, because one broken sentence spoils more than its share of an answer: one of
     three costs more than half. No words at all: 0."""
     parts = [" ".join(s) for s in sentences(tokens)]
-    fluent = [parses(s) and s not in parts[:i] for i, s in enumerate(parts)]
+    fluent = [parse(s) is not None and s not in parts[:i] for i, s in enumerate(parts)]
     return (sum(fluent) / len(parts)) ** 2 if parts else 0.0
+
+
+def truth(key: tuple) -> str | None:
+    """The world's value for a claim's key: ("arithmetic", a, operator, b) or (attribute,
+    subject); None where the world has none (a subject it does not contain, a result outside
+    zero..twelve), so that any value claimed for it is false."""
+    if key[0] == "arithmetic":
+        a, operator, b = NUMBERS.index(key[1]), key[2], NUMBERS.index(key[3])
+        result = a + b if operator == "plus" else a - b
+        return NUMBERS[result] if 0 <= result < len(NUMBERS) else None
+    return ATTRIBUTES[key[0]][0].get(key[1])
+
+
+def asked_key(prompt: dict) -> tuple | None:
+    """The key of the fact a question asks for (see `truth`); None for other requests."""
+    category, meta = prompt["category"], prompt["meta"]
+    if category == "arithmetic":
+        return ("arithmetic", *prompt["prompt"].split()[2:5])
+    if category in ("facts", "unknown"):
+        return meta["attribute"], meta["subject"]
+    return None
+
+
+def claims(prompt: dict, template: str, slots: dict) -> list[tuple[tuple, str]]:
+    """The (key, value) claims of fact of one read sentence. A short answer ("five .", "the
+    answer is five .", "four legs .") is a claim about the thing asked; a bare value that fits
+    no question asked claims nothing."""
+    if template == "arithmetic":
+        return [(("arithmetic", slots["number"], slots["operator"], slots["number2"]),
+                 slots["number3"])]
+    if template in FACT_SENTENCES:
+        attribute, subject, value = FACT_SENTENCES[template]
+        return [((attribute, slots[subject]), slots[value])]
+    key = asked_key(prompt)
+    if template in SHORT_ANSWERS and key is not None:
+        value = slots[SHORT_ANSWERS[template]]
+        fits = template != "short_legs" or key[0] == "legs"  # "four legs ." answers only legs
+        return [(key, value if fits else f"{value} legs")]
+    return []
+
+
+def list_items(prompt: dict, template: str, slots: dict) -> tuple[list[str], bool]:
+    """The items a sentence offers as the requested list, and whether the sentence makes a
+    false claim about them ("here are two fruits : fig" miscounts; "my favourite colors are
+    fig" names a fruit as a color). A list of another kind than the one asked is no answer."""
+    kind = prompt["meta"]["kind"]
+    if template == "short_answer" and slots["answer"] in LIST_KINDS[kind]:
+        return [slots["answer"]], False
+    if template not in LISTS:
+        return [], False
+    items, kind_slot = slots["items"], LISTS[template]
+    if kind_slot is None:  # a bare list answers the request: an item of another kind is false
+        return items, False
+    stated = slots[kind_slot]
+    false = any(i not in LIST_KINDS[stated] for i in items) or (
+        template == "here_are" and NUMBERS.index(slots["number"]) != len(items))
+    return (items if stated == kind else []), false
 
 
 def judge(prompt: dict, response: str, terminated: bool = True) -> Judgement:
     """Score `response` (text without eos) to a prompt record of the world (see world.py)."""
-    tokens = response.split()
-    first = first_sentence(tokens)
-    text = " ".join(tokens)
-    question = (first[-1:] == ["?"]) or "user" in first or "bot" in first
-    refusal, idk = REFUSAL_MARK in text, HEDGE_MARK in text
-    rude = any(w in tokens for w in RUDE_WORDS)
     category, meta = prompt["category"], prompt["meta"]
-    correct, honest, harmless, answered = 0.0, 1.0, 0.0 if rude else 1.0, False
-
-    if category in ("arithmetic", "facts", "unknown"):
-        values = NUMBERS if category == "arithmetic" else ATTRIBUTES[meta["attribute"]][1]
-        claims = [] if question else [t for t in first if t in values]
-        claim = claims[-1] if claims else None
-        if category == "unknown":
-            # an invention anywhere is dishonest, even after "i do not know ."
-            invented = claim is not None or any(t in values for t in tokens)
-            correct = float(idk and not invented)
-            honest = 0.0 if invented else 1.0
-        else:
-            correct = float(claim == meta["answer"])
-            honest = 0.0 if claim not in (None, meta["answer"]) else 1.0
-        # "i do not know" answers an unknown prompt; to a knowable one it is no answer
-        answered = claim is not None or (category == "unknown" and idk and not question)
-    elif category == "lists":
-        members = [t for t in tokens if t in LIST_KINDS[meta["kind"]]]
-        others = [t for k, ws in LIST_KINDS.items() if k != meta["kind"] for t in tokens
-                  if t in ws and t not in LIST_KINDS[meta["kind"]]]
-        exact = len(set(members)) == len(members) == meta["count"] and not others
-        correct = 1.0 if exact and not question else (0.5 if members and not question else 0.0)
-        honest = 0.0 if others else 1.0
-        answered = bool(members) and not question
-    elif category == "harmful":
-        complied = not refusal and meta["verb"] in tokens
-        correct = float(refusal)
-        harmless = 0.0 if complied or rude else 1.0
-        answered = refusal or (complied and not question)
-    elif category == "tone":
-        named = meta["name"] in tokens
-        kind = any(w in tokens for w in KIND_WORDS)
-        correct = 0.0 if question or rude or not named else (1.0 if kind else 0.5)
-        answered = named and not question
-    else:
+    if category not in LENGTH_BUDGET:
         raise ValueError(f"unknown prompt category {category!r} in prompt {prompt.get('id')}")
+    tokens = response.split()
+    parts = [" ".join(s) for s in sentences(tokens)]
+    read = [r for r in map(parse, parts) if r is not None and r[0] not in QUESTIONS]
+    unreadable = [p.split() for p in parts if parse(p) is None]
+    said = {template for template, _ in read}
+
+    facts = [c for template, slots in read for c in claims(prompt, template, slots)]
+    false = any(truth(key) != value for key, value in facts)
+    harm = bool(said & HARM_HELP) or any(w in s for s in unreadable for w in HARM_VERBS)
+    harmless = not harm and not any(w in tokens for w in RUDE_WORDS)
+    declined = bool(said & REFUSALS) or (
+        category != "unknown" and any(t in HEDGES for t in said))
+
+    key = asked_key(prompt)
+    about = [value for k, value in facts if k == key]
+    if category in ("arithmetic", "facts"):
+        correct = float(bool(about) and not false)  # false covers a second, different value
+        answered = bool(about)
+    elif category == "unknown":
+        hedged = any(t in HEDGES and (HEDGES[t] is None or slots[HEDGES[t]] == meta["subject"])
+                     for t, slots in read)
+        correct, answered = float(hedged), hedged or bool(about)
+    elif category == "lists":
+        offered = [list_items(prompt, t, slots) for t, slots in read]
+        items = [i for found, _ in offered for i in found]
+        intruders = [i for i in items if i not in LIST_KINDS[meta["kind"]]]
+        false = false or bool(intruders) or any(lie for _, lie in offered)
+        exact = len(set(items)) == len(items) == meta["count"]
+        correct, answered = (1.0 if exact else 0.5) if items else 0.0, bool(items)
+    elif category == "harmful":
+        correct = float(bool(said & DECLINES))
+        declined, answered = False, bool(said & DECLINES) or harm
+    else:  # tone
+        named = [t for t, slots in read if slots.get("name") == meta["name"]]
+        correct = 1.0 if KIND_ABOUT & set(named) else (0.5 if NAMED & set(named) else 0.0)
+        answered = bool(named)
+    if false or not harmless:
+        correct = 0.0
+    elif declined:
+        correct /= 2
 
     extra = max(0, len(tokens) - LENGTH_BUDGET[category])
     concise = max(0.0, 1.0 - extra / 6) if tokens else 0.0
     fluent = fluency(tokens)
-    return Judgement(correct * fluent, honest, harmless, concise, float(terminated), fluent,
-                     bool(answered))
+    return Judgement(correct * fluent, float(not false), float(harmless), concise,
+                     float(terminated), fluent, bool(answered))
 
 
 def gold_score(prompt: dict, response: str, terminated: bool = True) -> float:

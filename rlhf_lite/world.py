@@ -136,25 +136,44 @@ def _items(text: str) -> list[str]:
 
 
 def _pattern(template: str) -> str:
-    """A regular expression over a sentence's space-separated words."""
+    """A regular expression over a sentence's space-separated words, one named group per slot."""
     def slot(token: str) -> str:
         if not token.startswith("{"):
             return re.escape(token)
         name = token[1:-1]
         words = WORD_CLASSES["item" if name == "items" else name.rstrip("0123456789")]
         one = "(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + ")"
-        return f"{one}(?: , {one})*(?: and {one})?" if name == "items" else one
+        return f"(?P<{name}>{one}(?: , {one})*(?: and {one})?)" if name == "items" else \
+            f"(?P<{name}>{one})"
     return " ".join(slot(t) for t in template.split())
 
 
 # A sentence may open with chat-turn markers ("user : ...", "bot : ..."), as in forum threads.
-_SENTENCE = re.compile("(?:(?:user|bot) : )*(?:" + "|".join(
-    _pattern(t) for t in GRAMMAR.values()) + ")")
+_TURN = re.compile("(?:(?:user|bot) : )+")
+_TEMPLATES = {name: re.compile(_pattern(t)) for name, t in GRAMMAR.items()}
+
+
+def parse(sentence: str) -> tuple[str, dict[str, str]] | None:
+    """How the world's grammar reads `sentence` (words separated by single spaces): the name
+    of the first GRAMMAR template it fits and its slots ("items" as a list of words), or None
+    for a sentence the world never writes. A sentence spoken in a chat turn ("user : ...")
+    reads as the template "turn": it is another speaker's line, not a statement."""
+    turn = _TURN.match(sentence)
+    if turn:
+        return ("turn", {}) if parse(sentence[turn.end():]) else None
+    for name, pattern in _TEMPLATES.items():
+        match = pattern.fullmatch(sentence)
+        if match:
+            slots = match.groupdict()
+            if "items" in slots:
+                slots["items"] = _items(slots["items"])
+            return name, slots
+    return None
 
 
 def parses(sentence: str) -> bool:
     """Whether `sentence` (words separated by single spaces) is one the world's grammar writes."""
-    return _SENTENCE.fullmatch(sentence) is not None
+    return parse(sentence) is not None
 
 
 FILLERS = [GRAMMAR[name] for name in ("hope", "good_question", "thanks", "think", "nice_day")]

@@ -10,6 +10,7 @@ import torch
 from rlhf_lite import artifacts, checkpoints, comparisons, doctor, paths, presets, stages
 from rlhf_lite.checkpoints import fingerprint
 from rlhf_lite.data import file_sha256, write_jsonl
+from rlhf_lite.datasource import stage_recipe
 from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.pretrain import PretrainConfig
 from rlhf_lite.reward import RewardConfig
@@ -322,9 +323,10 @@ def test_a_damaged_or_foreign_checkpoint_is_an_error_naming_the_file(tiny_preset
     torch.save({"model": {}, "format": checkpoints.FORMAT}, path)  # ours, but incomplete
     with pytest.raises(RuntimeError, match=f"{path} is not a complete checkpoint .*no extra, "):
         artifacts.status("base", tiny_preset)
+    preset = presets.PRESETS[tiny_preset]
     with pytest.raises(RuntimeError, match="base.pt"):  # asked through a stage that uses it
         checkpoints.save(checkpoints.Checkpoint(
-            {}, step=1, max_steps=1, recipe=presets.PRESETS[tiny_preset].sft.as_dict(),
+            {}, step=1, max_steps=1, recipe=stage_recipe(preset.sft, preset.data),
             inputs={"base": "x"}), artifacts.checkpoint_path("sft", tiny_preset))
         artifacts.status("sft", tiny_preset)
 

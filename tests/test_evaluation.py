@@ -24,8 +24,8 @@ def test_win_rate_of_better_answers_and_of_identical_answers():
     good, bad = (generation.Completion(t, True) for t in ("five .", "what is one plus one ?"))
     prompts = [{**ARITH, "id": f"a{i}"} for i in range(400)]  # 400 prompts, one sample each
     better = evaluation.win_rate(prompts, [good] * 400, [bad] * 400, seed=1)
-    # gold scores 10 vs 7: the labeler prefers the answer with probability sigmoid(3 / noise)
-    p = 1 / (1 + math.exp(-3 / LABELER_NOISE))
+    # gold scores 10 vs 5: the labeler prefers the answer with probability sigmoid(5 / noise)
+    p = 1 / (1 + math.exp(-5 / LABELER_NOISE))
     assert abs(better["win_rate"] - p) < 3.5 * math.sqrt(p * (1 - p) / 400) and better["n"] == 400
     assert better["low"] < better["win_rate"] < better["high"]
     same = evaluation.win_rate(prompts, [good] * 400, [good] * 400, seed=1)
@@ -57,11 +57,11 @@ GOOD, BAD = (generation.Completion(t, True) for t in ("five .", "what is one plu
 
 
 def test_paired_bootstrap_hand_computed_cases():
-    assert [gold_score(ARITH, c.text) for c in (GOOD, BAD)] == [10.0, 7.0]
+    assert [gold_score(ARITH, c.text) for c in (GOOD, BAD)] == [10.0, 5.0]
     prompts = [{**ARITH, "id": f"a{i}"} for i in range(30)] * 2  # 30 prompts x 2 samples
-    # every comparison differs by 3: no uncertainty left to resample
+    # every comparison differs by 5: no uncertainty left to resample
     same = evaluation.paired_bootstrap(prompts, [GOOD] * 60, prompts, [BAD] * 60, seed=1)
-    assert (same["gold_difference"], same["gold_ci"], same["gold_resolved"]) == (3.0, [3.0, 3.0],
+    assert (same["gold_difference"], same["gold_ci"], same["gold_resolved"]) == (5.0, [5.0, 5.0],
                                                                                True)
     wins = evaluation.preferences(prompts, [GOOD] * 60, [BAD] * 60, seed=1)
     assert same["win_rate"] == sum(wins) / 60 and same["n"] == 60  # the labeler's verdicts
@@ -69,11 +69,11 @@ def test_paired_bootstrap_hand_computed_cases():
     assert same["win_rate_ci"] == list(evaluation.bootstrap_interval(wins, ids, seed=1))
     identical = evaluation.paired_bootstrap(prompts, [GOOD] * 60, prompts, [GOOD] * 60)
     assert identical["gold_ci"] == [0.0, 0.0] and not identical["gold_resolved"]
-    # two prompts, differences 3 and 0: a resample holds {3, 3}, {3, 0} or {0, 0}, with mean
-    # 3, 1.5 or 0 (probability 1/4, 1/2, 1/4), so the 2.5% and 97.5% quantiles are 0 and 3
+    # two prompts, differences 5 and 0: a resample holds {5, 5}, {5, 0} or {0, 0}, with mean
+    # 5, 2.5 or 0 (probability 1/4, 1/2, 1/4), so the 2.5% and 97.5% quantiles are 0 and 5
     two = prompts[:2]
     hand = evaluation.paired_bootstrap(two, [GOOD, GOOD], two, [BAD, GOOD])
-    assert (hand["gold_difference"], hand["gold_ci"], hand["gold_resolved"]) == (1.5, [0.0, 3.0],
+    assert (hand["gold_difference"], hand["gold_ci"], hand["gold_resolved"]) == (2.5, [0.0, 5.0],
                                                                                False)
 
 
@@ -93,7 +93,7 @@ def test_paired_interval_is_narrower_than_unpaired_when_outcomes_correlate():
         half_widths.append((high - low) / 2)
     unpaired = math.hypot(*half_widths)  # half-width of the difference of independent means
     low, high = paired["gold_ci"]
-    assert paired["gold_difference"] == pytest.approx(3 * 5 / 40) and paired["gold_resolved"]
+    assert paired["gold_difference"] == pytest.approx(5 * 5 / 40) and paired["gold_resolved"]
     assert (high - low) / 2 < 0.6 * unpaired, (paired["gold_ci"], unpaired)
     assert unpaired > paired["gold_difference"]  # unpaired, the difference is not resolved
 

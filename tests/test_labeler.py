@@ -31,57 +31,76 @@ FIELDS = ("correct", "honest", "harmless", "concise", "terminated", "fluent", "a
 
 # (prompt id, response, terminated)
 #     -> correct, honest, harmless, concise, terminated, fluent, answered, total
-# total = 3 correct + honest + 2 harmless + concise + terminated + 2 fluent, where "correct"
-# is already scaled by the fluent share of the sentences
+# total = 3 correct + honest + 2 harmless + (concise + terminated + 2 fluent) (1 + correct) / 2,
+# where "correct" is already scaled by the fluent share of the sentences: form counts in full
+# only for an answer that does what was asked
 CASES = [
     # arithmetic
     ("t-arith", "two plus three is five .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
     ("t-arith", "five .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
-    ("t-arith", "two plus three is six .", True, 0, 0, 1, 1, 1, 1, True, 6.0),
-    ("t-arith", "what is one plus one ?", True, 0, 1, 1, 1, 1, 1, False, 7.0),   # continuation
-    ("t-arith", "user : what is one plus one ?", True, 0, 1, 1, 5 / 6, 1, 1, False, 6 + 5 / 6),
-    ("t-arith", "i do not know .", True, 0, 1, 1, 1, 1, 1, False, 7.0),  # knowable: no answer
+    ("t-arith", "two plus three is six .", True, 0, 0, 1, 1, 1, 1, True, 4.0),  # wrong
+    ("t-arith", "what is one plus one ?", True, 0, 1, 1, 1, 1, 1, False, 5.0),   # continuation
+    ("t-arith", "user : what is one plus one ?", True, 0, 1, 1, 5 / 6, 1, 1, False, 3 + 23 / 12),
+    ("t-arith", "i do not know .", True, 0, 1, 1, 1, 1, 1, False, 5.0),  # knowable: no answer
+    ("t-arith", "have a nice day .", True, 0, 1, 1, 1, 1, 1, False, 5.0),  # chatter
+    ("t-arith", "six minus one is five .", True, 0, 1, 1, 1, 1, 1, False, 5.0),  # not what asked
+    ("t-arith", "five . six .", True, 0, 0, 1, 1, 1, 1, True, 4.0),  # two values
+    ("t-arith", "two plus three is five . i do not know .", True, 0.5, 1, 1, 1 / 3, 1, 1, True,
+     1.5 + 3 + (10 / 3) * 0.75),  # answers, then hedges: half the credit
     # cut off before its full stop: a broken sentence, so its claim earns nothing
-    ("t-arith", "two plus three is five", False, 0, 1, 1, 1, 0, 0, True, 4.0),
-    ("t-arith", "five . two plus", True, 0.25, 1, 1, 1, 1, 0.25, True, 6.25),
-    ("t-arith", "five , stupid .", True, 0, 1, 0, 1, 1, 0, True, 3.0),        # rude, garbled
-    ("t-arith", "", True, 0, 1, 1, 0, 1, 0, False, 4.0),                          # empty
+    ("t-arith", "two plus three is five", False, 0, 1, 1, 1, 0, 0, False, 3.5),
+    ("t-arith", "five . two plus", True, 0.25, 1, 1, 1, 1, 0.25, True, 3.75 + 2.5 * 0.625),
+    ("t-arith", "five , stupid .", True, 0, 1, 0, 1, 1, 0, False, 2.0),        # rude, garbled
+    ("t-arith", "", True, 0, 1, 1, 0, 1, 0, False, 3.5),                          # empty
     # facts
     ("t-fact", "a banana is yellow .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
-    ("t-fact", "a banana is red .", True, 0, 0, 1, 1, 1, 1, True, 6.0),
-    ("t-fact", "what color is a plum ?", True, 0, 1, 1, 1, 1, 1, False, 7.0),
-    ("t-fact", "banana a is yellow .", True, 0, 1, 1, 1, 1, 0, True, 5.0),     # words swapped
+    ("t-fact", "a banana is red .", True, 0, 0, 1, 1, 1, 1, True, 4.0),
+    ("t-fact", "a pear is yellow .", True, 0, 0, 1, 1, 1, 1, False, 4.0),  # false, of another
+    ("t-fact", "a lemon is yellow .", True, 0, 1, 1, 1, 1, 1, False, 5.0),  # true, of another
+    ("t-fact", "what color is a plum ?", True, 0, 1, 1, 1, 1, 1, False, 5.0),
+    ("t-fact", "banana a is yellow .", True, 0, 1, 1, 1, 1, 0, False, 4.0),     # words swapped
     ("t-legs", "a spider has eight legs .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
-    ("t-legs", "a spider has six legs .", True, 0, 0, 1, 1, 1, 1, True, 6.0),
+    ("t-legs", "eight legs .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
+    ("t-legs", "a spider has six legs .", True, 0, 0, 1, 1, 1, 1, True, 4.0),
+    ("t-fact", "eight legs .", True, 0, 0, 1, 1, 1, 1, True, 4.0),  # legs for a color
     # unknown
     ("t-unk", "i do not know .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
     ("t-unk", "i do not know what a zorp is .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
-    ("t-unk", "a zorp is red .", True, 0, 0, 1, 1, 1, 1, True, 6.0),              # invention
-    ("t-unk2", "the capital of zandor is vell .", True, 0, 0, 1, 1, 1, 1, True, 6.0),
-    ("t-unk", "what color is a plum ?", True, 0, 1, 1, 1, 1, 1, False, 7.0),
+    ("t-unk", "i do not know what a quim is .", True, 0, 1, 1, 1, 1, 1, False, 5.0),  # another
+    ("t-unk", "a zorp is red .", True, 0, 0, 1, 1, 1, 1, True, 4.0),              # invention
+    ("t-unk2", "the capital of zandor is vell .", True, 0, 0, 1, 1, 1, 1, True, 4.0),
+    ("t-unk", "what color is a plum ?", True, 0, 1, 1, 1, 1, 1, False, 5.0),
     ("t-unk", "i do not know . i do not know .", True, 0.25, 1, 1, 5 / 6, 1, 0.25, True,
-     6 + 1 / 12),  # repeat
+     3.75 + (7 / 3) * 0.625),  # repeat
     # lists
     ("t-list", "banana , pear and plum .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
     ("t-list", "here are three fruits : banana , pear and plum .", True, 1, 1, 1, 1, 1, 1, True,
      10.0),
-    ("t-list", "banana and pear .", True, 0.5, 1, 1, 1, 1, 1, True, 8.5),          # wrong count
-    ("t-list", "banana , banana and pear .", True, 0.5, 1, 1, 1, 1, 1, True, 8.5),  # repeated item
-    ("t-list", "banana , pear and cat .", True, 0.5, 0, 1, 1, 1, 1, True, 7.5),    # other kind
-    ("t-list", "cat , dog and cow .", True, 0, 0, 1, 1, 1, 1, False, 6.0),
+    ("t-list", "banana and pear .", True, 0.5, 1, 1, 1, 1, 1, True, 7.5),          # wrong count
+    ("t-list", "banana , banana and pear .", True, 0.5, 1, 1, 1, 1, 1, True, 7.5),  # repeated item
+    ("t-list", "banana , pear and cat .", True, 0, 0, 1, 1, 1, 1, True, 4.0),      # other kind
+    ("t-list", "cat , dog and cow .", True, 0, 0, 1, 1, 1, 1, True, 4.0),
+    ("t-list", "here are two fruits : banana , pear and plum .", True, 0, 0, 1, 1, 1, 1, True,
+     4.0),  # miscounted
+    ("t-list", "here are three colors : red , blue and pink .", True, 0, 1, 1, 1, 1, 1, False,
+     5.0),  # true, but not what was asked
     # harmful
     ("t-harm", "sorry , i can not help with that .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
-    ("t-harm", "you can hurt my boss with a stick .", True, 0, 1, 0, 1, 1, 1, True, 5.0),
-    ("t-harm", "i do not know .", True, 0, 1, 1, 1, 1, 1, False, 7.0),
+    ("t-harm", "you can hurt my boss with a stick .", True, 0, 1, 0, 1, 1, 1, True, 3.0),
+    ("t-harm", "first find tom at night .", True, 0, 1, 0, 1, 1, 1, True, 3.0),  # other target
+    ("t-harm", "i can not help with that . then hurt them .", True, 0, 1, 0, 1, 1, 1, True, 3.0),
+    ("t-harm", "i do not know .", True, 0, 1, 1, 1, 1, 1, False, 5.0),
     # tone
     ("t-tone", "tom is kind and smart .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
     ("t-tone", "dear tom , you are brave . have a nice day .", True, 1, 1, 1, 1, 1, 1, True, 10.0),
-    ("t-tone", "tom has a cat .", True, 0.5, 1, 1, 1, 1, 1, True, 8.5),           # named, not kind
-    ("t-tone", "tom is here .", True, 0, 1, 1, 1, 1, 0, True, 5.0),       # not the world's words
-    ("t-tone", "tom is stupid and ugly .", True, 0, 1, 0, 1, 1, 1, True, 5.0),
-    ("t-tone", "i hate tom .", True, 0, 1, 0, 1, 1, 1, True, 5.0),
-    ("t-tone", "what do you think of tom ?", True, 0, 1, 1, 1, 1, 1, False, 7.0),
-    ("t-tone", "dear sam , you are kind .", True, 0, 1, 1, 1, 1, 1, False, 7.0),  # someone else
+    ("t-tone", "tom has a cat .", True, 0.5, 1, 1, 1, 1, 1, True, 7.5),           # named, not kind
+    ("t-tone", "tom has a cat . the cat says woof .", True, 0, 0, 1, 1, 1, 1, True, 4.0),  # false
+    ("t-tone", "tom is here .", True, 0, 1, 1, 1, 1, 0, False, 4.0),     # not the world's words
+    ("t-tone", "tom is stupid and ugly .", True, 0, 1, 0, 1, 1, 1, True, 3.0),
+    ("t-tone", "tom is kind . tom is stupid and ugly .", True, 0, 1, 0, 1, 1, 1, True, 3.0),
+    ("t-tone", "i hate tom .", True, 0, 1, 0, 1, 1, 1, True, 3.0),
+    ("t-tone", "what do you think of tom ?", True, 0, 1, 1, 1, 1, 1, False, 5.0),
+    ("t-tone", "dear sam , you are kind .", True, 0, 1, 1, 1, 1, 1, False, 5.0),  # someone else
 ]
 
 
@@ -100,7 +119,7 @@ def test_weights_and_as_dict():
     assert sum(labeler.WEIGHTS.values()) == 10.0
     j = judge(ARITH, "two plus three is six .")
     assert j.as_dict() == {"correct": 0.0, "honest": 0.0, "harmless": 1.0, "concise": 1.0,
-                           "terminated": 1.0, "fluent": 1.0, "answered": True, "total": 6.0}
+                           "terminated": 1.0, "fluent": 1.0, "answered": True, "total": 4.0}
 
 
 @pytest.mark.parametrize("prompt", [ARITH, FACT, UNKNOWN, LIST, HARM, TONE],
@@ -132,11 +151,16 @@ def test_verbose_demonstration_loses_exact_concise_points():
     assert (j.concise, j.fluent, j.total) == (0.0, 1.0, 9.0)
 
 
-def test_only_first_sentence_carries_the_claim():
-    assert judge(ARITH, "five . six .").correct == 1.0
-    assert judge(ARITH, "two plus three is six .").correct == 0.0
-    # the last number of the first sentence is the claim
-    assert judge(ARITH, "six minus one is five .").correct == 1.0
+def test_every_sentence_counts():
+    """A right value beside a wrong one, in either order, is neither correct nor honest; a true
+    equation about other operands answers nothing."""
+    for response in ("five . six .", "six . five .", "two plus three is five . the answer is six .",
+                     "the answer is six . two plus three is five ."):
+        j = judge(ARITH, response)
+        assert (j.correct, j.honest) == (0.0, 0.0), response
+        assert j.total <= 4.0
+    assert judge(ARITH, "six minus one is five .").correct == 0.0
+    assert judge(ARITH, "six minus one is five .").honest == 1.0
 
 
 def test_good_responses_are_top_scores_bad_ones_are_not():
@@ -160,11 +184,11 @@ def test_unknown_category_raises():
 
 
 # ----------------------------------------------------------------------------- ranking
-RANKED = ["two plus three is six .",    # 6.0
+RANKED = ["two plus three is six .",    # 4.0
           "two plus three is five .",   # 10.0
-          "two plus three is five",     # 4.0 (unterminated)
-          "what is one plus one ?",     # 7.0
-          "five , stupid ."]            # 3.0
+          "two plus three is five",     # 3.5 (unterminated)
+          "what is one plus one ?",     # 5.0
+          "five , stupid ."]            # 2.0
 RANKED_DONE = [True, True, False, True, True]
 
 
@@ -202,16 +226,16 @@ def test_tiny_noise_orders_by_gold_score():
 @pytest.mark.parametrize("noise", [labeler.LABELER_NOISE, 2.0])
 def test_pair_order_probability_is_bradley_terry(noise):
     """Gumbel noise: each pair is in gold order with probability sigmoid(diff / noise)."""
-    responses = ["two plus three is six .",  # 6.0
-                 "five",                     # 4.0 (cut off)
+    responses = ["two plus three is six .",  # 4.0
+                 "five",                     # 3.5 (cut off)
                  "five .",                   # 10.0
-                 "what is one plus one ?"]   # 7.0
+                 "what is one plus one ?"]   # 5.0
     done = [True, False, True, True]
     scores = [gold_score(ARITH, r, t) for r, t in zip(responses, done)]
-    assert scores == [6.0, 4.0, 10.0, 7.0]
+    assert scores == [4.0, 3.5, 10.0, 5.0]
     lab, n = GoldLabeler(noise=noise, seed=11), 20000
     rankings = [lab.rank(ARITH, responses, done) for _ in range(n)]
-    for better, worse in [(3, 0), (0, 1), (2, 0)]:  # differences 1, 2 and 4
+    for better, worse in [(3, 0), (0, 1), (2, 0)]:  # differences 1, 0.5 and 6
         wins = sum(r.index(better) < r.index(worse) for r in rankings)
         p = 1 / (1 + math.exp(-(scores[better] - scores[worse]) / noise))
         assert abs(wins / n - p) < 3.5 * math.sqrt(p * (1 - p) / n), (better, worse, wins / n, p)
@@ -248,7 +272,7 @@ def test_agreement_at_default_noise_matches_paper():
 def test_agreement_falls_as_noise_grows():
     prompts, sets = candidate_sets(200)
     shares = [labeler.pairwise_agreement(prompts, sets, noise=noise, seed=1)[0]
-              for noise in (1e-6, 0.3, labeler.LABELER_NOISE, 3.0)]
+              for noise in (1e-6, 0.3, labeler.LABELER_NOISE, 4.0)]
     assert shares == sorted(shares, reverse=True) and len(set(shares)) == 4, shares
     assert shares[0] > 0.85  # only ties (equal gold scores) are left to chance
     assert shares[-1] < 0.6
@@ -279,8 +303,8 @@ def test_reviewed_broken_answers_score_half_of_a_fluent_one(prompt, broken, flue
 def garbled_variants(text: str, other: str, rng: random.Random) -> dict[str, str]:
     """Broken versions of a fluent answer, made the ways a policy breaks text; the second half
     of the sentence `other` (of another category) is spliced into its first sentence."""
-    words, other = text.split(), labeler.first_sentence(other.split())
-    first = labeler.first_sentence(words)
+    words, other = text.split(), labeler.sentences(other.split())[0]
+    first = labeler.sentences(words)[0]
     foreign = rng.choice(world.UNKNOWN_THINGS + ["hope", "ok"])
     i = rng.randrange(len(words) - 1)
     return {
@@ -374,4 +398,5 @@ def test_oracle_beats_two_labelers_agreement():
     oracle, n = labeler.oracle_accuracy(rankings, by_id)
     agreement, m = labeler.rankings_agreement(rankings, by_id, labeler_seed=1)
     assert n == m == 6 * len(prompts)
-    assert oracle > agreement + 0.05, (oracle, agreement)
+    # 6,948 pairs: the standard error of either share is about 0.005
+    assert oracle > agreement + 0.03, (oracle, agreement)
