@@ -1,7 +1,8 @@
 """Environment check: `python -m rlhf_lite.doctor` says whether this machine can run the course.
 
-It prints the versions of Python and of the libraries the course depends on (against the pins
-of requirements.txt), the RLHF_* settings, the device and thread count training will use,
+It prints the versions of Python (against the range the pins install on) and of the libraries
+the course depends on (against the pins of requirements.txt), the RLHF_* settings, the device
+each preset trains on and the thread counts the stages and notebooks set,
 whether data/ matches its checksum manifest (data/CHECKSUMS.sha256, written by
 `python -m rlhf_lite.world`), and which trained stages are on disk (why a stale one is
 retrained; partial files, and what the next run does with them). The exit code is 1 when
@@ -10,6 +11,7 @@ an unreadable checkpoint), 0 otherwise: a missing checkpoint is normal, the note
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -19,7 +21,10 @@ from pathlib import Path
 
 from . import paths
 
-MIN_PYTHON = (3, 10)
+# The Python versions every pin of requirements.txt has wheels for on PyPI (Linux, Windows,
+# macOS arm64; checked 2026-12-06): numpy 2.4.6, pandas 3.1.1, matplotlib 3.11.2, transformers
+# 5.23.0 and ipykernel 7.4.0 require 3.11 or newer; torch 2.13.0 has no wheel after 3.14.
+PYTHONS = ((3, 11), (3, 14))
 # What the course imports; versions are read from package metadata, without importing.
 PACKAGES = ("torch", "transformers", "datasets", "nbval", "tokenizers", "ipywidgets", "matplotlib",
             "pandas")
@@ -42,12 +47,20 @@ def pinned_versions(requirements: Path = paths.REPO_ROOT / "requirements.txt") -
             if (m := re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s#]+)", line))}
 
 
-def check_python() -> Check:
-    version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info[:2] < MIN_PYTHON:
-        return Check("python", False, f"{version}: the course needs Python "
-                     f"{'.'.join(map(str, MIN_PYTHON))} or newer")
-    return Check("python", True, f"{version} ({sys.executable})")
+def check_python(version: tuple[int, ...] | None = None) -> Check:
+    """This Python (or `version`) against `PYTHONS`: older fails (the pins do not install),
+    newer warns (torch 2.13.0 publishes no wheel for it, so it was installed some other way)."""
+    version = version or sys.version_info[:3]
+    found = ".".join(map(str, version))
+    low, high = (".".join(map(str, v)) for v in PYTHONS)
+    supported = f"the pinned versions install on Python {low} to {high}"
+    if version[:2] < PYTHONS[0]:
+        return Check("python", False, f"{found}: too old, {supported} (numpy 2.4.6 and pandas "
+                     f"3.1.1 need {low}): install one of those and make the environment with it")
+    if version[:2] > PYTHONS[1]:
+        return Check("python", True, f"{found}: newer than the course is checked on, "
+                     f"{supported} (torch 2.13.0 has no wheel after {high})", warning=True)
+    return Check("python", True, f"{found} ({sys.executable}); {supported}")
 
 
 def check_package(name: str, pins: dict[str, str]) -> Check:
@@ -68,17 +81,24 @@ def check_package(name: str, pins: dict[str, str]) -> Check:
 
 
 def check_device() -> Check:
+    """Where each preset trains (`Preset.device`): the course's presets (toy, tiny) on the CPU
+    whatever the machine has, the GPT-2 presets on the best device found."""
     import torch
 
+    from .presets import PRESETS
     from .utils import pick_device
 
-    device = pick_device()
-    if device.type == "cuda":
-        detail = f"cuda ({torch.cuda.get_device_name(0)})"
-    elif device.type == "mps":
-        detail = "mps (Apple GPU)"
-    else:
-        detail = "cpu (no CUDA or MPS device found; the toy course is made for a CPU)"
+    where: dict[str, list[str]] = {}
+    for name, preset in PRESETS.items():
+        device = pick_device(preset.device).type
+        if device == "cuda":
+            device = f"cuda ({torch.cuda.get_device_name(0)})"
+        elif device == "mps":
+            device = "mps (Apple GPU)"
+        where.setdefault(device, []).append(name)
+    detail = "; ".join(f"{', '.join(names)} train on {device}" for device, names in where.items())
+    if list(where) == ["cpu"]:
+        detail += " (no CUDA or MPS device found: fine for the course, which trains on the CPU)"
     return Check("device", True, detail)
 
 
@@ -90,12 +110,37 @@ def check_settings() -> Check:
     return Check("settings", not problems, "; ".join(problems) or settings or "none set")
 
 
-def check_threads() -> Check:
-    import torch
+def notebook_threads(folder: Path = paths.REPO_ROOT / "notebooks") -> dict[int, list[str]]:
+    """threads -> the numbers of the notebooks whose first code cell calls `set_threads(n)`
+    ({} without the notebooks folder)."""
+    counts: dict[int, list[str]] = {}
+    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        first = next(("".join(c["source"]) for c in cells if c["cell_type"] == "code"), "")
+        if m := re.search(r"set_threads\((\d+)\)", first):
+            counts.setdefault(int(m.group(1)), []).append(path.name[:2])
+    return counts
 
-    return Check("threads", True, f"torch uses {torch.get_num_threads()} of {os.cpu_count()} "
-                 "CPU cores (the notebooks and the pipeline set each stage's own count, for the "
-                 "same results bit for bit; RLHF_THREADS is only the bench scripts' default)")
+
+def check_threads() -> Check:
+    """The torch threads the toy course trains with: each stage's own (`Stage.threads`, the
+    single-threaded ones side by side, one process per core) and what each notebook sets for
+    its cells; fixed counts, so that results are the same bit for bit wherever a stage is built."""
+    from .artifacts import stage_threads, stages_of
+
+    cores = os.cpu_count() or 1
+    by_count: dict[int, list[str]] = {}
+    for stage in stages_of("toy"):
+        by_count.setdefault(stage_threads(stage, "toy"), []).append(stage)
+    stages = "; ".join(f"{n} thread{'s' if n > 1 else ''} for {', '.join(names)}"
+                       + (f" (side by side, up to {cores} at once)" if n == 1 else "")
+                       for n, names in sorted(by_count.items(), reverse=True))
+    notebooks = "; ".join(f"{n} in {', '.join(names)}"
+                          for n, names in sorted(notebook_threads().items(), reverse=True))
+    return Check("threads", True, f"this machine has {cores} CPU cores. Toy stages: {stages}. "
+                 "Notebook cells (set_threads in each first cell): "
+                 f"{notebooks or 'no notebooks found'}; the runs a notebook trains side by side: "
+                 "1 each. RLHF_THREADS is only the bench scripts' default")
 
 
 def check_data(data_dir: Path | None = None) -> Check:

@@ -1,4 +1,5 @@
 """The environment check: versions against the pins, data against its manifest, exit codes."""
+import json
 import shutil
 import subprocess
 import sys
@@ -159,14 +160,52 @@ def test_a_preset_that_borrows_a_reward_model_says_whose(tmp_path, monkeypatch):
     assert "rm from toy" in detail and "rm missing" not in detail
 
 
-def test_device_and_threads_are_reported():
-    device = doctor.check_device().detail
-    expected = ("cuda" if torch.cuda.is_available()
-                else "mps" if torch.backends.mps.is_available() else "cpu")
-    assert device.startswith(expected)
-    threads = doctor.check_threads().detail
-    assert f"torch uses {torch.get_num_threads()} of" in threads
-    assert "RLHF_THREADS is only the bench scripts' default" in threads
+def test_python_range_fails_below_warns_above():
+    assert doctor.check_python((3, 11, 0)).ok and not doctor.check_python((3, 14, 2)).warning
+    old = doctor.check_python((3, 10, 14))
+    assert not old.ok and "install on Python 3.11 to 3.14" in old.detail
+    new = doctor.check_python((3, 15, 0))
+    assert new.ok and new.warning and "torch 2.13.0 has no wheel after 3.14" in new.detail
+
+
+def test_readme_and_pyproject_state_the_doctors_python_range():
+    low, high = (".".join(map(str, v)) for v in doctor.PYTHONS)
+    assert f'requires-python = ">={low}"' in (REPO_ROOT / "pyproject.toml").read_text()
+    assert f"Python {low} to {high}" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_course_trains_on_the_cpu_and_gpt2_on_a_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    cpu = doctor.check_device()
+    assert cpu.ok and cpu.detail.startswith("toy, tiny, gpt2, gpt2-hh train on cpu (no CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "Some GPU")
+    assert (doctor.check_device().detail
+            == "toy, tiny train on cpu; gpt2, gpt2-hh train on cuda (Some GPU)")
+
+
+def test_threads_are_the_stages_and_the_notebooks_own():
+    detail = doctor.check_threads().detail
+    assert "Toy stages: 2 threads for base, sft, rm; 1 thread for ppo, ppo_ptx, dpo, rloo" in detail
+    assert "RLHF_THREADS is only the bench scripts' default" in detail
+    counts = doctor.notebook_threads()
+    numbers = sorted(p.name[:2] for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(n for names in counts.values() for n in names) == numbers  # each sets its own
+    assert f"{min(counts)} in {', '.join(counts[min(counts)])}" in detail
+
+
+def test_notebook_threads_are_read_from_the_first_code_cell(tmp_path):
+    def notebook(name, *sources):
+        cells = [{"cell_type": "markdown", "source": ["set_threads(9)"]}]
+        cells += [{"cell_type": "code", "source": [source]} for source in sources]
+        (tmp_path / name).write_text(json.dumps({"cells": cells}))
+
+    notebook("01_a.ipynb", "x = 1\nset_threads(2)  # why", "set_threads(1)")
+    notebook("02_b.ipynb", "set_threads(1);")
+    notebook("03_c.ipynb", "import torch", "set_threads(4)")  # not in the first cell: unknown
+    assert doctor.notebook_threads(tmp_path) == {2: ["01"], 1: ["02"]}
+    assert doctor.notebook_threads(tmp_path / "absent") == {}
 
 
 def test_report_lists_failures_last():

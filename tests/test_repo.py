@@ -127,9 +127,9 @@ def test_the_package_has_no_import_circle():
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
 
 
-# The package's layers, from the bottom (README, "How the package fits together"): a module
-# imports only from its own layer and the layers below it. realdata, the real preference data
-# (a subpackage), sits with the stages it feeds, but for its evaluation (gold_eval).
+# The package's layers, from the bottom (CONTRIBUTING.md, "How the package fits together"): a
+# module imports only from its own layer and the layers below it. realdata, the real preference
+# data (a subpackage), sits with the stages it feeds, but for its evaluation (gold_eval).
 LAYERS = {
     "foundations": "utils paths data distributed precision checkpoints",
     "model and sampling": "model tokenizer chat generation batching hf",
@@ -194,7 +194,7 @@ def test_heading_slugs_follow_githubs_rule():
 
 
 def test_relative_links_in_the_docs_reach_a_file_and_heading():
-    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    sources = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
     notebooks = sorted((ROOT / "notebooks").rglob("*.ipynb"))
     texts = {p: p.read_text() for p in sources}
     texts |= {p: "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]
