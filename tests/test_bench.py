@@ -1,11 +1,22 @@
 """Smoke tests of the benchmarks (bench/): each runs in its quick mode on the smallest model
 and prints its table with the expected rows and positive figures. Nothing is timed here."""
+import dataclasses
+
 import nbformat
 import pytest
 import torch
 
 # bench/ is not installed with the package: pyproject.toml puts the repository root on the path
-from bench import course_runtime, gpu, paired_power, ppo_iteration, roofline, sampling, train_step
+from bench import (
+    course_runtime,
+    gpu,
+    paired_power,
+    ppo_iteration,
+    rm_levers,
+    roofline,
+    sampling,
+    train_step,
+)
 
 QUICK = ["--quick", "--repeats", "1", "--threads", "1"]
 
@@ -142,3 +153,26 @@ def test_paired_power_measures_both_half_widths_and_never_trains(tmp_path, monke
     with pytest.raises(SystemExit, match="never trains"):
         paired_power.main(["--samples", "1"])
     assert not any(tmp_path.iterdir())
+
+
+def test_rm_levers_measures_every_lever_against_the_ceiling():
+    from bench.common import SIZES, twins
+    from rlhf_lite import data
+    from rlhf_lite.presets import get_preset
+    from rlhf_lite.tokenizer import load_tokenizer
+
+    sft = twins(SIZES["tiny"], seed=1)[0]  # untrained: the table's shape, not its numbers
+    cfg = get_preset("toy").rm
+    levers = ["1 epoch (the paper's)", "K = 8, 8 rounds (the same samples), 1 epoch"]
+    table = rm_levers.measure(sft, load_tokenizer(), dataclasses.replace(cfg, max_new_tokens=4),
+                              data.load_records("prompts_train")[:6],
+                              data.load_records("prompts_validation")[:4], 64, levers, seeds=2)
+    assert list(table.index) == ["oracle (ceiling)", "two labelers", *levers]
+    assert table.loc[levers, "all"].between(0, 1).all()
+    assert (table.loc[levers, "train s"] >= 0).all()
+    gap = 100 * (table.loc["oracle (ceiling)", "all"] - table.loc[levers[0], "all"])
+    assert table.loc[levers[0], "below ceiling (points)"] == pytest.approx(gap)
+    with pytest.raises(SystemExit, match="needs 128 completions per prompt, pool 8"):
+        rm_levers.measure(sft, load_tokenizer(), cfg, data.load_records("prompts_train")[:2],
+                          data.load_records("prompts_validation")[:2], 8,
+                          ["32 rounds (twice the samples), 1 epoch"])
