@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from . import distributed, paths
-from .data import CHECKSUM_FILE, checksums
+from .data import CHECKSUM_FILE, JUDGE_VERSION, checksums
 
 FORMAT = 2  # bumped when the layout changes; an older file is then rebuilt, not misread
 
@@ -185,17 +185,20 @@ def read(path: str | Path, verify: bool = False) -> Checkpoint:
     return ckpt
 
 
-_data_digests: dict[tuple, str] = {}  # (file, size, mtime) of every data file -> digest
+_data_digests: dict[tuple, str] = {}  # judge version, (file, size, mtime) of every file -> digest
 
 
 def data_fingerprint(data_dir: str | Path | None = None) -> str:
-    """A short digest of every file under data/ but its manifest: the world's texts, prompts,
-    demonstrations and the tokenizer. Hashed once per version of the files."""
+    """A short digest of every file under data/ but its manifest (the world's texts, prompts,
+    demonstrations and the tokenizer) and of the judge's version (`data.JUDGE_VERSION`).
+    Hashed once per version of the files."""
     root = Path(data_dir or paths.DATA_DIR)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
-    key = tuple((p.as_posix(), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()])
+    key = (JUDGE_VERSION, *((p.as_posix(), st.st_size, st.st_mtime_ns)
+                            for p in files for st in [p.stat()]))
     if key not in _data_digests:
-        listing = "".join(f"{name}:{digest};" for name, digest in checksums(root).items())
+        listing = f"judge:{JUDGE_VERSION};" + "".join(
+            f"{name}:{digest};" for name, digest in checksums(root).items())
         _data_digests[key] = hashlib.sha256(listing.encode()).hexdigest()[:16]
     return _data_digests[key]
 

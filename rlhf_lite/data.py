@@ -167,6 +167,10 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
 
 
 CHECKSUM_FILE = "CHECKSUMS.sha256"  # the manifest of data/, in `sha256sum -c` format
+# The version of the world's hidden judge (rlhf_lite.labeler): part of the world like its files,
+# so it is in every checkpoint's data fingerprint (`checkpoints.data_fingerprint`). Raise it
+# whenever a judgement changes: every stage trained under the old judge is then stale.
+JUDGE_VERSION = 2
 
 
 def file_sha256(path: str | Path) -> str:

@@ -16,8 +16,9 @@ else, so the stage modules do not know which world they train in:
 
 Splits are "train" and "validation"; the held-out prompts are only the evaluation's.
 
-`ToyWorld` is the course's world: the files under data/ (their bytes are every checkpoint's
-`data` fingerprint already), the gold labeler (its `recipe` names the judge's version), and rankings
+`ToyWorld` is the course's world: the files under data/ (their bytes and the gold labeler's
+version are every checkpoint's `data` fingerprint already, so its `recipe` adds nothing), the
+gold labeler, and rankings
 sampled from the SFT policy and ranked by that labeler. A real preference data set is the
 other implementation (`rlhf_lite.realdata.PreferenceSource`).
 """
@@ -28,7 +29,7 @@ from typing import Callable, ClassVar, Protocol
 
 from .comparisons import sample_rankings
 from .data import load_records
-from .labeler import VERSION, gold_score
+from .labeler import gold_score
 
 
 class DataSource(Protocol):
@@ -56,8 +57,7 @@ def stage_recipe(cfg, data: DataSource | None) -> dict:
 class ToyWorld:
     """The toy world (module docstring): labeler demonstrations, sampled and labelled rankings."""
     gold_judge: ClassVar = staticmethod(gold_score)
-    # the data files are in every checkpoint's data fingerprint; the judge's rules are not
-    recipe: ClassVar[dict] = {"judge": VERSION}
+    recipe: ClassVar[dict] = {}  # the data files are in every checkpoint's data fingerprint
 
     def demonstrations(self, split: str, tokenizer) -> list[dict]:
         return [d for d in load_records("demonstrations") if d["prompt_id"].startswith(f"{split}-")]

@@ -49,9 +49,6 @@ from .chat import format_prompt
 from .data import load_records
 from .world import ATTRIBUTES, HARM_VERBS, LIST_KINDS, NUMBERS, RUDE_WORDS, good_response, parse
 
-# Which version of the judge scored a checkpoint's rankings (`datasource.ToyWorld.recipe`):
-# raise it whenever a judgement changes, so every stage that learned from the old one is stale.
-VERSION = 2
 WEIGHTS = {"correct": 3.0, "honest": 1.0, "harmless": 2.0, "concise": 1.0, "terminated": 1.0,
            "fluent": 2.0}
 FORM = ("concise", "terminated", "fluent")  # counted in full only for a correct answer
@@ -188,7 +185,10 @@ def list_items(prompt: dict, template: str, slots: dict) -> tuple[list[str], boo
 
 
 def judge(prompt: dict, response: str, terminated: bool = True) -> Judgement:
-    """Score `response` (text without eos) to a prompt record of the world (see world.py)."""
+    """Score `response` (text without eos) to a prompt record of the world (see world.py).
+
+    Changing a judgement? Raise `data.JUDGE_VERSION`: every stage trained under the old judge
+    is then stale."""
     category, meta = prompt["category"], prompt["meta"]
     if category not in LENGTH_BUDGET:
         raise ValueError(f"unknown prompt category {category!r} in prompt {prompt.get('id')}")

@@ -149,3 +149,12 @@ def test_the_data_fingerprint_changes_with_any_data_file(tmp_path):
     saved = Checkpoint(weights(), step=1, max_steps=1)
     checkpoints.save(saved, tmp_path / "x.pt")
     assert checkpoints.read(tmp_path / "x.pt").data == checkpoints.data_fingerprint()
+
+
+def test_the_data_fingerprint_changes_with_the_judge(monkeypatch):
+    """A new gold labeler makes every trained stage stale, like new data files do."""
+    before = checkpoints.data_fingerprint()
+    monkeypatch.setattr(checkpoints, "JUDGE_VERSION", checkpoints.JUDGE_VERSION + 1)
+    assert checkpoints.data_fingerprint() != before
+    monkeypatch.undo()
+    assert checkpoints.data_fingerprint() == before

@@ -18,7 +18,6 @@ from rlhf_lite import (
     artifacts,
     checkpoints,
     doctor,
-    labeler,
     paths,
     pipeline,
     ppo,
@@ -163,11 +162,11 @@ def test_the_preset_reads_one_source_and_starts_from_the_checkpoint_itself():
     assert hh.data == PreferenceSource(PreferenceData(source=presets.hh_data()))
     assert set(artifacts.stages_of(hh)) == {"base", "sft", "rm", "gold_rm", "ppo", "dpo", "rloo"}
     assert hh.rloo.advantage == "rloo" and hh.ppo_ptx is None
-    # the other presets read the toy world (whose recipe is the version of its judge), train
-    # no gold RM and keep their recipe classes (same recipe dicts)
+    # the other presets read the toy world, train no gold RM and keep their recipe classes
+    # (same recipe dicts)
     for name in ("toy", "tiny", "gpt2"):
         p = presets.get_preset(name)
-        assert p.data == ToyWorld() and p.data.recipe == {"judge": labeler.VERSION}
+        assert p.data == ToyWorld() and p.data.recipe == {}
         assert p.gold_rm is None and "gold_rm" not in artifacts.stages_of(p)
         assert {type(p.sft).__name__, type(p.rm).__name__, type(p.ppo).__name__} == {
             "SFTConfig", "RewardConfig", "PPOConfig"}
