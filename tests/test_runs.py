@@ -212,3 +212,16 @@ def test_runs_in_processes_draw_one_bar_each_in_the_parent(monkeypatch, capfd, q
         assert "first" not in err and "second" not in err
     else:
         assert "first: 100%" in err and "3/3" in err and "second: 100%" in err and "5/5" in err
+
+
+def test_every_notebook_run_is_saved_and_retrained_by_the_switch_in_its_first_cell():
+    import json
+
+    for path in sorted((paths.REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        code = [c["source"] for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                if c["cell_type"] == "code"]
+        code = ["".join(source) if isinstance(source, list) else source for source in code]
+        calls = [c for c in code if "train_side_by_side(" in c or "train_in_parallel(" in c]
+        for cell in calls:
+            assert "saved_as=" in cell and "retrain=RETRAIN" in cell, (path.name, cell)
+        assert bool(calls) == ("\nRETRAIN = False\n" in code[0]), path.name
