@@ -139,7 +139,7 @@ def train_side_by_side(runs: dict, saved_as: str | None = None, retrain: bool = 
             continue
         path = run_path(name, saved_as, preset)
         recipe, inputs = run_key(fn, args, kwargs)
-        ckpt, why = (None, "retrained (RETRAIN)") if retrain else _saved(path, recipe, inputs)
+        ckpt, why = (None, "retrained on request") if retrain else _saved(path, recipe, inputs)
         if ckpt is None:
             print(f"run '{name}' is {why}: training it into {shown(path)}")
             todo[name] = (path, recipe, inputs)

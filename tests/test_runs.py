@@ -138,7 +138,7 @@ def test_a_changed_argument_makes_a_run_stale_and_retrain_trains_it_again(traine
     assert "its argument 2 changed" in capsys.readouterr().out
     assert trained == ["a"] * 4
     run(Nudge(size=2.0), changed, [{"prompt": "hello"}], retrain=True)
-    assert trained == ["a"] * 5 and "is retrained (RETRAIN)" in capsys.readouterr().out
+    assert trained == ["a"] * 5 and "is retrained on request" in capsys.readouterr().out
 
 
 def test_a_damaged_saved_run_is_set_aside_and_trained_again(trained, capsys):
