@@ -212,7 +212,8 @@ def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild:
     """Build independent single-threaded stages (the PPO stages, DPO) in processes of their
     own, `processes` at once (None: as many as the CPU has cores; the others wait for a free
     one); each is the same model bit for bit as built alone (its own thread count). Stages that
-    use more threads, a single process or core, a GPU or torchrun: one after the other, here."""
+    use more threads, a single process or core, a GPU or torchrun: one after the other, here.
+    Each process's progress bar is drawn here, labelled with its stage."""
     p = _preset(preset)
     processes = processes or os.cpu_count() or 1
     todo = [stage for stage in stages if rebuild or status(stage, p) != "done"]
@@ -225,7 +226,7 @@ def build_side_by_side(stages: list[str], preset: str | Preset = "toy", rebuild:
     # fresh processes: they get the preset itself and this process's artifacts folder (which a
     # test may have moved) as arguments
     printed = run_in_processes(_build_alone, [(stage, p, paths.ARTIFACTS_DIR, rebuild)
-                                              for stage in todo], processes)
+                                              for stage in todo], processes, labels=todo)
     print("".join(printed), end="")  # in stage order, not in the order the processes wrote
 
 

@@ -102,14 +102,15 @@ def changed_fields(saved: dict, config, recipe: dict | None = None) -> list[str]
     recipe). `recipe`: what a run of `config` records, when that is more than `config` itself
     (a stage that reads a data source: `datasource.stage_recipe`)."""
     expected = asdict(config) if recipe is None else recipe
-    return _differences(result_fields(saved, config), result_fields(expected, config))
+    return differences(result_fields(saved, config), result_fields(expected, config))
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The keys (dotted into nested dicts: "train.lr") in which two recipes differ."""
     names = []
     for key in sorted(set(a) | set(b)):
         if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            names += _differences(a[key], b[key], f"{prefix}{key}.")
+            names += differences(a[key], b[key], f"{prefix}{key}.")
         elif key not in a or key not in b or a[key] != b[key]:
             names.append(prefix + key)
     return names

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import IGNORE_INDEX, encode_responses, epoch_batch, score_distinct
-from .checkpoints import fingerprint
+from .checkpoints import Checkpoint, fingerprint
 from .comparisons import (
     accuracy_from_scores,
     check_ranking,
@@ -59,9 +59,10 @@ from .comparisons import (
 from .data import file_sha256
 from .generation import sequence_logprobs
 from .model import GPT, without_dropout
+from .runs import saved_with, train_side_by_side
 from .tokenizer import never_generated
 from .training import History, TrainConfig, set_by_epochs, train
-from .utils import check_config, integer, nested, number, rule, train_side_by_side
+from .utils import check_config, integer, nested, number, rule
 
 
 @dataclass
@@ -174,6 +175,24 @@ def batch_loss(policy, batch: dict[str, torch.Tensor], beta: float, suppress_tok
     return dpo_loss(logp[chosen], logp[rejected], ref[chosen], ref[rejected], beta)[0]
 
 
+def run_checkpoint(result: tuple[GPT, History]) -> Checkpoint:
+    """A DPO run's (policy, history) as a checkpoint (a saved run: `train_dpo`)."""
+    policy, history = result
+    steps = len(history.steps)
+    return Checkpoint(policy.state_dict(), step=steps, max_steps=steps,
+                      model_config=asdict(policy.config), history=history.to_dict())
+
+
+def loaded_run(ckpt: Checkpoint, cfg: DPOConfig, sft_model: GPT, *args, **kwargs
+               ) -> tuple[GPT, History]:
+    """The (policy, history) saved by `run_checkpoint`: the policy is built as `train_dpo`
+    builds it, from `sft_model`, then given the trained weights."""
+    policy = without_dropout(copy.deepcopy(sft_model))
+    policy.load_state_dict(ckpt.model)
+    return policy.eval(), History.from_dict(ckpt.history)
+
+
+@saved_with(run_checkpoint, loaded_run)
 def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[dict],
               val_rankings: list[dict], checkpoint_path=None, stop_after: int | None = None,
               extra_inputs: dict[str, str] | None = None) -> tuple[GPT, History]:
@@ -221,13 +240,15 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     return policy, history
 
 
-def train_in_parallel(configs: dict, *args) -> dict:
+def train_in_parallel(configs: dict, *args, saved_as: str | None = None,
+                      retrain: bool = False) -> dict:
     """Independent DPO runs side by side (a beta sweep): {name: DPOConfig} -> {name: (policy,
-    history)}: `train_dpo(cfg, *args)` for each, through `utils.train_side_by_side` (one
+    history)}: `train_dpo(cfg, *args)` for each, through `runs.train_side_by_side` (one
     process and one thread per run, exactly the numbers of running it alone with one thread;
-    `args`: the other arguments of train_dpo, without a checkpoint)."""
+    `args`: the other arguments of train_dpo, without a checkpoint). `saved_as`, `retrain`:
+    the runs are saved under that name and loaded when current, unless `retrain`."""
     return train_side_by_side({name: (train_dpo, (cfg, *args), {})
-                               for name, cfg in configs.items()})
+                               for name, cfg in configs.items()}, saved_as, retrain)
 
 
 def _rankings_files(folder: str | Path) -> dict[str, Path]:

@@ -63,6 +63,7 @@ from .generation import generate, response_mask, sequence_logprobs
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
 from .model import without_dropout
 from .pretrain import lm_loss, random_windows, token_stream
+from .runs import saved_with, train_side_by_side
 from .tokenizer import never_generated
 from .training import History, backward_and_step, resumable, run_steps
 from .utils import (
@@ -76,7 +77,6 @@ from .utils import (
     optional,
     rule,
     seed_everything,
-    train_side_by_side,
 )
 
 
@@ -464,29 +464,45 @@ def save_policy(trainer: PPOTrainer, path) -> None:
     with what `PPOTrainer.resume` needs to continue the run; under torchrun rank 0 writes it
     and the other processes wait. Its inputs are the fingerprints of the SFT model and reward
     model it was trained from."""
-    checkpoints.save(Checkpoint(
+    checkpoints.save(policy_checkpoint(trainer), path)
+
+
+def policy_checkpoint(trainer: PPOTrainer) -> Checkpoint:
+    """The checkpoint `save_policy` writes (also a saved run's: `train_run`)."""
+    return Checkpoint(
         trainer.policy.state_dict(), step=trainer.iteration, max_steps=trainer.cfg.iterations,
         model_config=asdict(trainer.policy.config), recipe=trainer.recipe,
-        inputs=trainer.inputs(), history=trainer.history.to_dict(), resume=trainer.state()),
-        path)
+        inputs=trainer.inputs(), history=trainer.history.to_dict(), resume=trainer.state())
 
 
+def resumed_trainer(ckpt: Checkpoint, cfg: PPOConfig, *args, **kwargs) -> PPOTrainer:
+    """The trainer saved in `ckpt` (`policy_checkpoint`), rebuilt from its arguments: a saved
+    run loaded (`runs.train_side_by_side`) is the trainer that was trained."""
+    trainer = PPOTrainer(cfg, *args, **kwargs)
+    trainer.resume(ckpt)
+    return trainer
+
+
+@saved_with(policy_checkpoint, resumed_trainer)
 def train_run(cfg: PPOConfig, *args, **kwargs) -> "PPOTrainer":
     """One whole PPO run: `seed_everything(cfg.seed)`, then `PPOTrainer(cfg, *args,
-    **kwargs).train()`; returns the trainer (`utils.train_side_by_side` runs several)."""
+    **kwargs).train()`; returns the trainer (`runs.train_side_by_side` runs several, and
+    saves them)."""
     seed_everything(cfg.seed)
     trainer = PPOTrainer(cfg, *args, **kwargs)
     trainer.train()
     return trainer
 
 
-def train_in_parallel(configs: dict, *args, **kwargs) -> dict:
+def train_in_parallel(configs: dict, *args, saved_as: str | None = None, retrain: bool = False,
+                      **kwargs) -> dict:
     """Independent PPO runs side by side: {name: PPOConfig} -> {name: trained PPOTrainer}
-    (`train_run` for each, through `utils.train_side_by_side`: one process and one thread per
-    run, exactly the numbers of running them alone with one thread; `args` and `kwargs` are
-    the other arguments of PPOTrainer; the processes print nothing to the notebook)."""
+    (`train_run` for each, through `runs.train_side_by_side`: one process and one thread per
+    run, exactly the numbers of running them alone with one thread, a progress bar each;
+    `args` and `kwargs` are the other arguments of PPOTrainer). `saved_as`, `retrain`: the
+    runs are saved under that name and loaded when current, unless `retrain`."""
     return train_side_by_side({name: (train_run, (cfg, *args), kwargs)
-                               for name, cfg in configs.items()})
+                               for name, cfg in configs.items()}, saved_as, retrain)
 
 
 def build(cfg: PPOConfig, data: DataSource, tokenizer, inputs: dict, path) -> None:

@@ -7,7 +7,6 @@ imports this package first, so anything heavy here would slow every cell that st
 
 import dataclasses
 import errno
-import io
 import math
 import multiprocessing
 import numbers
@@ -70,8 +69,11 @@ def progress(iterable=None, total: int | None = None, desc: str | None = None):
 
     leave=True keeps the finished bar as a record of how long the stage took; mininterval=1
     redraws at most once a second, so the bar costs nothing next to a training step and
-    does not flood saved notebook outputs.
+    does not flood saved notebook outputs. In a worker of `run_in_processes` with labels the
+    parent draws it.
     """
+    if _forward is not None:  # in a worker process: its parent draws the bar
+        return _ForwardedBar(iterable, total)
     from tqdm.auto import tqdm  # lazy: tqdm.auto pulls in IPython machinery in notebooks
 
     return tqdm(iterable, total=total, desc=desc, disable=quiet_progress(), leave=True,
@@ -259,43 +261,91 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def run_in_processes(fn, calls: list[tuple], processes: int | None = None) -> list:
+def run_in_processes(fn, calls: list[tuple], processes: int | None = None,
+                     labels: list[str] | None = None) -> list:
     """`[fn(*args) for args in calls]`, each call in a process of its own, `processes` at once
     (None: as many as the machine has cores; more calls wait for a free process).
 
     Spawned processes (fresh interpreters, on every OS) are safe whatever threads the caller
     has started; they share nothing, so `fn` must be a module-level function and it gets
     everything it needs through its arguments (pickled), results coming back the same way.
+    `labels` (one per call): each call's progress bars (`progress`) are drawn here, in the
+    caller's notebook or terminal, under its label, instead of in the worker's own stderr,
+    which a notebook never shows (nothing is sent when `quiet_progress()`).
     """
     processes = min(len(calls), processes or os.cpu_count() or 1)
-    with multiprocessing.get_context("spawn").Pool(processes, initializer=_end_with_parent,
-                                                   initargs=(os.getpid(),)) as pool:
-        results = pool.starmap(fn, calls)
-        # let the workers exit normally (leaving the block terminates them): a terminated worker
-        # skips its clean-up, and the resource tracker then warns of leaked semaphores
-        pool.close()
-        pool.join()
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue() if labels and not quiet_progress() else None
+    bars: dict[int, object] = {}
+    try:
+        with context.Pool(processes, initializer=_start_worker,
+                          initargs=(os.getpid(), queue)) as pool:
+            pending = pool.starmap_async(_call, [(fn, i, args) for i, args in enumerate(calls)])
+            while queue is not None and not pending.ready():
+                _update_bars(queue, bars, labels, wait=0.2)
+            results = pending.get()
+            # let the workers exit normally (leaving the block terminates them): a terminated
+            # worker skips its clean-up, and the resource tracker then warns of leaked semaphores
+            pool.close()
+            pool.join()
+        if queue is not None:  # the reports sent last, flushed by the workers as they exited
+            _update_bars(queue, bars, labels, wait=0)
+    finally:
+        for bar in bars.values():
+            bar.close()
     return results
 
 
-def train_side_by_side(runs: dict) -> dict:
-    """Independent training runs side by side: {name: (fn, args, kwargs)} -> {name: result}.
-
-    Each `fn(*args, **kwargs)` runs in a process of its own (`run_in_processes`: as many at
-    once as there are cores, in the order given) with one torch thread, so its numbers are
-    exactly those of running it alone with one thread; on a 2-core laptop two runs take the
-    time of one. `fn` must be a module-level function (`ppo.train_run`, `dpo.train_dpo`); its
-    result (models included) comes back through `torch.save`. Put the longest runs first:
-    the shorter ones then share the remaining cores.
-    """
-    blobs = run_in_processes(_one_thread, list(runs.values()))
-    return {name: torch.load(io.BytesIO(blob), weights_only=False)
-            for name, blob in zip(runs, blobs)}
+_reports = None  # in a worker of run_in_processes with labels: the queue to its parent
+_forward = None  # in such a worker, during a call: (that queue, the call's index)
 
 
-def _one_thread(fn, args: tuple, kwargs: dict) -> bytes:
-    torch.set_num_threads(1)
-    blob = io.BytesIO()
-    torch.save(fn(*args, **kwargs), blob)
-    return blob.getvalue()
+def _start_worker(parent: int, reports) -> None:
+    global _reports
+    _end_with_parent(parent)
+    _reports = reports
 
+
+def _call(fn, index: int, args: tuple):
+    global _forward
+    _forward = (_reports, index) if _reports is not None else None
+    return fn(*args)
+
+
+class _ForwardedBar:
+    """A worker's progress bar (`progress` in a call of `run_in_processes` with labels): every
+    step is sent to the parent as (call, steps done, total, postfix), which draws it."""
+
+    def __init__(self, iterable, total: int | None):
+        self.iterable, self.total, self.postfix = iterable, total, None
+
+    def __iter__(self):
+        queue, call = _forward
+        queue.put((call, 0, self.total, None))  # the bar appears when the run starts
+        for done, item in enumerate(self.iterable, 1):
+            yield item
+            queue.put((call, done, self.total, self.postfix))
+
+    def set_postfix(self, postfix: dict, refresh: bool = True) -> None:
+        self.postfix = dict(postfix)
+
+
+def _update_bars(queue, bars: dict, labels: list[str], wait: float) -> None:
+    """Draw every report waiting in `queue` (waiting up to `wait` seconds for the first): one
+    bar per call, labelled, opened at its first report (again when its total changes)."""
+    from queue import Empty
+
+    try:
+        while True:
+            call, done, total, postfix = queue.get(timeout=wait)
+            wait = 0
+            bar = bars.get(call)
+            if bar is None or bar.total != total:
+                if bar is not None:
+                    bar.close()
+                bar = bars[call] = progress(total=total, desc=labels[call])
+            bar.update(done - bar.n)
+            if postfix:
+                bar.set_postfix(postfix, refresh=False)
+    except Empty:
+        pass

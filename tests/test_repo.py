@@ -131,7 +131,7 @@ def test_the_package_has_no_import_circle():
 # module imports only from its own layer and the layers below it. realdata, the real preference
 # data (a subpackage), sits with the stages it feeds, but for its evaluation (gold_eval).
 LAYERS = {
-    "foundations": "utils paths data distributed precision checkpoints",
+    "foundations": "utils paths data distributed precision checkpoints runs",
     "model and sampling": "model tokenizer chat generation batching hf",
     "the RL maths": "gae kl",
     "the toy world and the stages": "world labeler comparisons datasource training pretrain sft "

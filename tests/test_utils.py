@@ -146,16 +146,3 @@ def running(pid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
-
-
-def test_train_side_by_side_runs_each_call_with_one_thread_and_keeps_the_names():
-    import math
-
-    from rlhf_lite.utils import train_side_by_side
-
-    got = train_side_by_side({"threads": (torch.get_num_threads, (), {}),
-                              "factorial": (math.factorial, (5,), {}),
-                              "tensor": (torch.full, ((2,), 3.0), {"dtype": torch.float64})})
-    assert list(got) == ["threads", "factorial", "tensor"]
-    assert got["threads"] == 1 and got["factorial"] == 120  # each process: one torch thread
-    assert torch.equal(got["tensor"], torch.full((2,), 3.0, dtype=torch.float64))
