@@ -170,7 +170,7 @@ CHECKSUM_FILE = "CHECKSUMS.sha256"  # the manifest of data/, in `sha256sum -c` f
 # The version of the world's hidden judge (rlhf_lite.labeler): part of the world like its files,
 # so it is in every checkpoint's data fingerprint (`checkpoints.data_fingerprint`). Raise it
 # whenever a judgement changes: every stage trained under the old judge is then stale.
-JUDGE_VERSION = 2
+JUDGE_VERSION = 3
 
 
 def file_sha256(path: str | Path) -> str:

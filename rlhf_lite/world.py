@@ -156,11 +156,11 @@ _TEMPLATES = {name: re.compile(_pattern(t)) for name, t in GRAMMAR.items()}
 def parse(sentence: str) -> tuple[str, dict[str, str]] | None:
     """How the world's grammar reads `sentence` (words separated by single spaces): the name
     of the first GRAMMAR template it fits and its slots ("items" as a list of words), or None
-    for a sentence the world never writes. A sentence spoken in a chat turn ("user : ...")
-    reads as the template "turn": it is another speaker's line, not a statement."""
+    for a sentence the world never writes. Chat-turn markers in front ("user : ", "bot : ")
+    are skipped: what a line says is read whoever is made to say it."""
     turn = _TURN.match(sentence)
     if turn:
-        return ("turn", {}) if parse(sentence[turn.end():]) else None
+        sentence = sentence[turn.end():]
     for name, pattern in _TEMPLATES.items():
         match = pattern.fullmatch(sentence)
         if match:
