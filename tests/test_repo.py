@@ -139,7 +139,7 @@ LAYERS = {
                                     "realdata.source",
     "presets, registry, artifacts": "presets stages artifacts",
     "pipeline and notebooks": "evaluation judges pipeline realdata.gold_eval widgets exercises "
-                              "doctor",
+                              "doctor diagram",
 }
 LAYER = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules.split()}
 
