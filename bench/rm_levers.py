@@ -20,7 +20,7 @@ import time
 import pandas as pd
 
 from rlhf_lite import artifacts, data, labeler
-from rlhf_lite.comparisons import sample_rankings
+from rlhf_lite.comparisons import rank_groups, sample_rankings
 from rlhf_lite.generation import complete
 from rlhf_lite.presets import get_preset
 from rlhf_lite.reward import pairwise_accuracy, train_reward_model
@@ -30,15 +30,9 @@ from rlhf_lite.utils import set_threads
 
 def rankings_from_pool(prompts, pool, k, rounds, labeler_seed=0):
     """`rounds` rankings of K completions per prompt, cut in order from each prompt's pool."""
-    rank = labeler.GoldLabeler(seed=labeler_seed)
-    records = []
-    for r in range(rounds):
-        for p, completions in zip(prompts, pool):
-            group = completions[r * k:(r + 1) * k]
-            texts, done = [c.text for c in group], [c.terminated for c in group]
-            records.append({"prompt_id": p["id"], "prompt": p["prompt"], "responses": texts,
-                            "terminated": done, "ranking": rank.rank(p, texts, done)})
-    return records
+    repeated = [p for _ in range(rounds) for p in prompts for _ in range(k)]
+    completions = [c for r in range(rounds) for group in pool for c in group[r * k:(r + 1) * k]]
+    return rank_groups(repeated, completions, k, labeler.GoldLabeler(seed=labeler_seed))
 
 
 LEVERS = {  # name -> (K, rounds, changes to the toy preset's RewardConfig, to its TrainConfig)

@@ -35,6 +35,13 @@ def make_rankings(policy: GPT, tokenizer, prompts: list[dict], k: int, labeler: 
     repeated = [p for _ in range(rounds) for p in prompts for _ in range(k)]
     completions = complete(policy, tokenizer, repeated, max_new_tokens=max_new_tokens,
                            temperature=temperature, seed=seed, batch_size=256)
+    return rank_groups(repeated, completions, k, labeler)
+
+
+def rank_groups(repeated: list[dict], completions: list, k: int, labeler: GoldLabeler
+                ) -> list[dict]:
+    """One ranking record per consecutive group of K `completions` (`generation.Completion`s)
+    of the prompt records `repeated` (each prompt K times in a row), ranked by `labeler`."""
     records = []
     for i in range(0, len(repeated), k):
         prompt, group = repeated[i], completions[i: i + k]
