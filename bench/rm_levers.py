@@ -9,6 +9,11 @@ the ceiling and training seconds; the rm stage's own time is sampling + training
 
     python -m bench.rm_levers --seeds 3       # the levers below, from the trained SFT model
     python -m bench.rm_levers --only "1 epoch (the paper's)"
+    python -m bench.rm_levers --seeds 3 --out bench/results/rm_levers.csv   # notebook 3 loads it
+
+With --out the table is also written as CSV; rows of levers measured by an earlier run into the
+same file are kept (the ceiling and yardstick rows are the same every run), so the levers can be
+measured one invocation at a time.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import argparse
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -103,12 +109,28 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=1,
                         help="training seeds per lever (the order of the rankings); the table "
                              "shows their mean, and the spread of the overall accuracy")
+    parser.add_argument("--out", type=Path, help="CSV to write the table to (rows of other "
+                                                      "levers already in it are kept)")
     args = parser.parse_args(argv)
     set_threads(2)
     table = measure(artifacts.load_model("sft"), load_tokenizer(), get_preset("toy").rm,
                     data.load_records("prompts_train"), data.load_records("prompts_validation"),
                     args.pool, args.only, args.seeds)
     print(table.round(3).to_string())
+    if args.out:
+        save_table(table, args.out)
+
+
+def save_table(table: pd.DataFrame, path: Path) -> None:
+    """Write `table` to CSV at `path`, after the rows of `path`'s earlier levers that `table`
+    does not measure again (in LEVERS order)."""
+    if path.exists():
+        earlier = pd.read_csv(path, index_col=0)
+        table = pd.concat([earlier.drop(index=table.index, errors="ignore"), table])
+        levers = [name for name in LEVERS if name in table.index]
+        table = table.loc[[*table.index.difference(levers, sort=False), *levers]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,20 @@ def test_rm_levers_measures_every_lever_against_the_ceiling():
         rm_levers.measure(sft, load_tokenizer(), cfg, data.load_records("prompts_train")[:2],
                           data.load_records("prompts_validation")[:2], 8,
                           ["32 rounds (twice the samples), 1 epoch"])
+
+
+def test_rm_levers_table_keeps_the_levers_of_earlier_runs(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "results" / "rm_levers.csv"
+    first, second, third = list(rm_levers.LEVERS)[:3]
+
+    def rows(names, value):
+        index = ["oracle (ceiling)", "two labelers", *names]
+        return pd.DataFrame({"all": [value] * len(index)}, index=index)
+
+    rm_levers.save_table(rows([third, first], 0.6), path)
+    rm_levers.save_table(rows([second, third], 0.7), path)  # re-measures the third
+    table = pd.read_csv(path, index_col=0)
+    assert list(table.index) == ["oracle (ceiling)", "two labelers", first, second, third]
+    assert table["all"].tolist() == [0.7, 0.7, 0.6, 0.7, 0.7]
