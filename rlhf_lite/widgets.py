@@ -7,7 +7,8 @@ Displayed in a notebook, an explorer also carries its initial figure as a plain 
 live kernel drives the widget (a notebook run by CI or nbconvert, then opened on GitHub or
 untrusted in JupyterLab) that picture is shown instead.
 
-- `TemperatureExplorer` (notebook 1): sampling temperature against sample diversity.
+- `TemperatureExplorer` (notebook 1): sampling temperature against the variety and the
+  readability of samples.
 - `GAEExplorer` (notebook 4): advantages against lambda and gamma.
 - `ClippedSurrogateExplorer` (notebook 5): PPO's clipped objective against epsilon and the
   sign of the advantage.
@@ -37,9 +38,10 @@ from .data import DataError, locate, write_jsonl
 from .gae import compute_gae
 from .generation import complete
 from .kl import KINDS, penalised_rewards
-from .labeler import LABELER_NOISE, gumbel
+from .labeler import LABELER_NOISE, gumbel, sentences
 from .ppo import clipped_policy_loss
 from .utils import derive_seed, eval_mode
+from .world import parses
 
 DPI = 80  # small PNGs: every redraw travels to the browser, and the first one into the notebook
 
@@ -99,15 +101,27 @@ def _slider(value: float, low: float, high: float, step: float, description: str
 
 
 # ----------------------------------------------------------------------------- notebook 1
+def readable(text: str) -> bool:
+    """Whether a sample reads as the world's text: it finishes at least one sentence, and every
+    sentence it finishes is one the world's grammar writes (`world.parses`, as the gold
+    labeler reads). The words after its last "." or "?" are not judged: the explorer cuts
+    samples at a fixed length, so an unfinished last sentence says nothing about temperature."""
+    finished = [s for s in sentences(text.split()) if s[-1] in (".", "?")]
+    return bool(finished) and all(parses(" ".join(s)) for s in finished)
+
+
 class TemperatureExplorer(Explorer):
-    """How the sampling temperature T trades reliability for diversity.
+    """How the sampling temperature T trades reliability for variety.
 
     Sampling draws the next token from softmax(logits / T): T < 1 sharpens the distribution
     (T -> 0 is greedy decoding, every sample alike), T > 1 flattens it (more distinct
     samples, and more nonsense). Left: the distribution of the first response token at T,
-    and its entropy. Right: distinct responses among `n_samples` samples and that entropy
-    against T, precomputed on `grid`; the dot is the current T. Below: the samples.
+    and its entropy. Right, against T, precomputed on `grid` (the dots are the current T):
+    variety (distinct responses among `n_samples` samples), reliability (`readable` ones)
+    and the first token's entropy. Below: the samples.
     """
+
+    figsize = (7.5, 3.8)
 
     def __init__(self, model, tokenizer, prompt: str, temperature: float = 1.0,
                  n_samples: int = 16, max_new_tokens: int = 12,
@@ -119,7 +133,9 @@ class TemperatureExplorer(Explorer):
         with eval_mode(model), torch.no_grad():  # no dropout, like sampling
             self.logits = model(enc["input_ids"], enc["attention_mask"])[0, -1]  # (V,)
         self.grid = list(grid)
-        self.grid_distinct = [len(set(self.sample(t))) for t in self.grid]
+        grid_samples = [self.sample(t) for t in self.grid]
+        self.grid_distinct = [len(set(samples)) for samples in grid_samples]
+        self.grid_readable = [sum(map(readable, samples)) for samples in grid_samples]
         self.samples_html = widgets.HTML()
         super().__init__({"temperature": _slider(temperature, 0.05, 2.0, 0.05, "temperature")},
                          below=[self.samples_html])
@@ -138,31 +154,43 @@ class TemperatureExplorer(Explorer):
 
     def draw(self, fig, temperature):
         samples = self.sample(temperature)
+        n_readable = sum(map(readable, samples))
         probs = torch.softmax(self.logits / temperature, dim=-1)
         top = probs.topk(self.top)
         ax1, ax2 = fig.subplots(1, 2)
-        ax1.bar(range(self.top), top.values.numpy(), color="tab:blue")
+        ax1.bar(range(self.top), top.values.numpy(), color="tab:blue",
+                label=f"top {self.top} first tokens")
         ax1.set_xticks(range(self.top), self.tokenizer.convert_ids_to_tokens(top.indices.tolist()),
                        rotation=60, fontsize=8)
         ax1.set(ylim=(0, 1), ylabel="probability",
                 title=f"first token at T = {temperature:.2f} "
                       f"(entropy {self.entropy(temperature):.2f})")
-        ax2.plot(self.grid, self.grid_distinct, "o-", color="tab:orange", label="distinct samples")
-        ax2.plot([temperature], [len(set(samples))], "o", color="black", ms=9)
-        ax2.set(xlabel="temperature T", ylabel=f"distinct of {self.n_samples} samples",
+        ax1.legend(loc="upper right", fontsize=8)
+        lines = ax2.plot(self.grid, self.grid_distinct, "o-", color="tab:orange",
+                         label="distinct (variety)")
+        lines += ax2.plot(self.grid, self.grid_readable, "s-", color="tab:purple",
+                          label="readable (reliability)")
+        ax2.plot([temperature] * 2, [len(set(samples)), n_readable], "o",
+                 color="black", ms=7)
+        ax2.set(xlabel="temperature T", ylabel=f"samples of {self.n_samples}",
                 ylim=(0, self.n_samples + 0.5))
         fine = torch.linspace(min(self.grid), max(self.grid), 60).tolist()
         twin = ax2.twinx()
-        twin.plot(fine, [self.entropy(t) for t in fine], color="tab:green", label="entropy (nats)")
+        lines += twin.plot(fine, [self.entropy(t) for t in fine], color="tab:green",
+                           label="first-token entropy")
         twin.set_ylabel("first-token entropy (nats)", color="tab:green")
         ax2.axvline(temperature, color="gray", lw=0.8)
-        ax2.set_title("diversity against temperature")
+        # both axes' lines in one legend, under the panel where it hides none of them
+        ax2.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                   fontsize=8)
+        ax2.set_title("variety and reliability against temperature")
         counts = {text: samples.count(text) for text in dict.fromkeys(samples)}
         rows = "".join(f"<li>{n} x <code>{html.escape(text) or '(empty)'}</code></li>"
                        for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
         self.samples_html.value = (f"<b>{html.escape(self.prompt['prompt'])}</b> at T = "
                                    f"{temperature:.2f}: {len(counts)} distinct of "
-                                   f"{self.n_samples}<ul>{rows}</ul>")
+                                   f"{self.n_samples}, {n_readable} readable"
+                                   f"<ul>{rows}</ul>")
 
 
 # ----------------------------------------------------------------------------- notebook 4

@@ -106,6 +106,9 @@ def test_temperature_explorer_diversity_grows_with_temperature(tiny_policy, toke
                                            temperature=1.0, n_samples=8, max_new_tokens=4,
                                            grid=(0.001, 1.0, 2.0))
     assert explorer.grid_distinct[0] == 1 and explorer.grid_distinct[-1] == 8
+    assert all(0 <= n <= 8 for n in explorer.grid_readable)
+    legend = [t.get_text() for t in explorer.fig.axes[1].get_legend().get_texts()]
+    assert legend == ["distinct (variety)", "readable (reliability)", "first-token entropy"]
     assert explorer.entropy(0.001) < explorer.entropy(1.0) < explorer.entropy(2.0)
     probs = torch.softmax(explorer.logits, -1).topk(10).values.tolist()
     assert bar_heights(explorer.fig.axes[0]) == pytest.approx(probs)
@@ -115,6 +118,17 @@ def test_temperature_explorer_diversity_grows_with_temperature(tiny_policy, toke
     assert bar_heights(explorer.fig.axes[0]) == pytest.approx(sharp)
     assert explorer.samples_html.value != html_before and explorer.image.value != png_before
     assert "of 8" in explorer.samples_html.value
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a plum is purple . a cat", True),  # the cut-off fragment is not judged
+    ("what is two plus three ? user : a plum is purple .", True),  # turn markers are skipped
+    ("a plum is purple . plum a is purple .", False),  # a sentence the world never writes
+    ("a plum is", False),  # nothing finished: nothing to read
+    ("", False),
+])
+def test_temperature_explorer_reads_samples_as_the_labeler_does(text, expected):
+    assert widgets.readable(text) is expected
 
 
 # ----------------------------------------------------------------------------- be the labeler
