@@ -13,10 +13,12 @@ the numbers below mark the steps in the code):
        r_T += RM(prompt, response)          at the last real token (eos),
    where KL_t is a per-token estimate of KL(pi || pi_SFT) (`rlhf_lite.kl`). A response that
    never emits eos is cut at max_new_tokens and its score is lowered by `missing_eos_penalty`.
-4. Advantages with GAE (gamma = 1 as in the paper), whitened over valid tokens. Or, with
-   `advantage` "rloo" or "grpo", a critic-free baseline: `group_size` samples of each prompt,
-   each response's total reward (score - beta * KL) against its group's
-   (`gae.group_advantages`), the same advantage on every token, and no value model.
+4. Advantages with GAE (gamma = 1 as in the paper). Or, with `advantage` "rloo" or "grpo", a
+   critic-free baseline: `group_size` samples of each prompt, each response's total reward
+   (score - beta * KL) against its group's (`gae.group_advantages`), the same advantage on
+   every token, and no value model. Either way the advantages are then whitened over the
+   batch's valid tokens, so that the baseline is the only difference between the methods:
+   the clipped step's size does not depend on the advantages' scale.
 5. Several epochs of shuffled minibatches of the clipped surrogate plus a clipped value loss.
 6. PPO-ptx (sec 3.5, eq. 2), when `ptx_coef` > 0: each minibatch's policy loss also gets
    ptx_coef * (next-token loss on a batch of pretraining text), which pulls the policy back
@@ -192,7 +194,7 @@ class Rollout:
     values: torch.Tensor  # (B, N) old values
     scores: torch.Tensor  # (B,) RM score, after the missing-eos penalty
     rewards: torch.Tensor  # (B, N) per-token reward
-    advantages: torch.Tensor  # (B, N) whitened GAE advantages
+    advantages: torch.Tensor  # (B, N) whitened advantages (GAE or the group baseline's)
     returns: torch.Tensor  # (B, N) value targets (A + V, before whitening)
     texts: list[str]  # decoded responses (for the gold labeler and for reading)
     terminated: torch.Tensor  # (B,) bool, emitted eos
@@ -317,15 +319,16 @@ class PPOTrainer:
         # 3. per-token reward: -beta * KL_t on every token, the score added at eos
         rewards, _ = penalised_rewards(logprobs, ref_logprobs, mask, scores, self.kl_ctl.beta,
                                        cfg.kl_estimator)
-        # 4. GAE advantages and returns (A + V), advantages whitened over valid tokens; or
-        # the group baseline's advantage of each response's total reward, on all its tokens
+        # 4. GAE advantages and returns (A + V); or the group baseline's advantage of each
+        # response's total reward, on all its tokens. Both whitened over valid tokens: with
+        # the same scale, PPO and RLOO/GRPO differ only in their baseline
         if cfg.advantage == "gae":
             advantages, returns = compute_gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
-            advantages = whiten(advantages, mask)
         else:
             returns = rewards.sum(1, keepdim=True) * mask  # (B, N) no value targets: for logs
             advantages = group_advantages(rewards.sum(1), cfg.group_size,
                                           cfg.advantage)[:, None] * mask  # (B, N)
+        advantages = whiten(advantages, mask)
         texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
                  for row, m in zip(response, mask)]
         return Rollout(prompts=prompts, sequences=sequences, attention_mask=attention_mask,

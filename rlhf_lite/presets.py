@@ -60,9 +60,10 @@ def hh_data() -> str:
 
 # PPO-ptx's gamma in the toy world (the paper: 27.8 with its own loss scaling); notebook 7's sweep
 PTX_COEF = 0.1
-# DPO's beta in the toy world, the best of notebook 9's sweep (0.1, 0.5, 2): more gold than the
-# paper's 0.1 at a fraction of its KL to SFT
-DPO_BETA = 0.5
+# DPO's beta in the toy world, chosen from notebook 9's sweep (0.1, 0.5, 2) by what a
+# practitioner has: the highest implicit-reward accuracy on the validation rankings (the
+# notebook prints the three and asserts this is its pick; the gold judge plays no part)
+DPO_BETA = 0.1
 
 
 def recipe_field(default_factory):

@@ -354,7 +354,7 @@ def test_a_checkpoint_of_other_input_models_is_not_resumed(tokenizer, tmp_path, 
 # ---------------------------------------------------------------- critic-free group baselines
 @pytest.mark.parametrize("kind", ["rloo", "grpo"])
 def test_a_group_baseline_samples_groups_and_trains_without_a_value_model(tokenizer, kind):
-    from rlhf_lite.gae import group_advantages
+    from rlhf_lite.gae import group_advantages, whiten
 
     cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2,
                     advantage=kind, group_size=4)
@@ -364,7 +364,7 @@ def test_a_group_baseline_samples_groups_and_trains_without_a_value_model(tokeni
                                                 .manual_seed(cfg.seed)).tolist()]
     r = trainer.rollout([p for p in picked for _ in range(4)])
     assert [p["id"] for p in r.prompts] == [p["id"] for p in picked for _ in range(4)]
-    expected = group_advantages(r.rewards.sum(1), 4, kind)[:, None] * r.mask
+    expected = whiten(group_advantages(r.rewards.sum(1), 4, kind)[:, None] * r.mask, r.mask)
     assert torch.equal(r.advantages, expected)  # one advantage per response, on every token
     seen, rollout = [], trainer.rollout
     trainer.rollout = lambda batch: (seen.append([p["id"] for p in batch]), rollout(batch))[1]
@@ -377,6 +377,20 @@ def test_a_group_baseline_samples_groups_and_trains_without_a_value_model(tokeni
         PPOConfig(advantage=kind)
     with pytest.raises(ValueError, match="advantage must be one of"):
         PPOConfig(advantage="a2c", group_size=4)
+
+
+@pytest.mark.parametrize("advantage", ["gae", "rloo"])
+def test_advantages_are_whitened_whatever_the_baseline(tokenizer, advantage):
+    """RLOO against PPO is a comparison of baselines only if both steps see advantages of the
+    same scale: mean 0 and variance 1 over the batch's valid tokens."""
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, advantage=advantage,
+                    group_size=4 if advantage == "rloo" else 1)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    r = trainer.rollout([p for p in prompts[:2] for _ in range(4)])
+    valid = r.advantages[r.mask.bool()]
+    assert abs(valid.mean().item()) < 1e-5
+    assert abs(valid.var(unbiased=False).item() - 1) < 1e-3
+    assert (r.advantages[~r.mask.bool()] == 0).all()
 
 
 def test_rloo_increases_a_simple_reward(tokenizer):
