@@ -51,6 +51,49 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") ->
     raise ValueError(f"kl_estimate: unknown kind {kind!r}, expected one of {KINDS}")
 
 
+def estimator_gradients(logits: torch.Tensor, ref_logits: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+    """Exact expected gradients, with respect to the policy's logits, of each estimator used as
+    a LOSS term, and the exact gradient of KL(p || p_ref) itself; each the shape of `logits`.
+
+    p = softmax(logits), p_ref = softmax(ref_logits) (the reference is fixed), over the last
+    dim. GRPO (Shao et al. 2024) adds beta * k3 of the sampled tokens to the loss: the sample y
+    is held fixed and the gradient flows only through log p(y) (the pathwise term; the
+    score-function term of sampling y from p is missing). With log r = log p_ref(y) - log p(y),
+    d log p(y) / d logits = e_y - p, so for an estimator k(log r) this gradient is
+    -k'(log r(y)) (e_y - p), and its expectation over y ~ p is
+
+        E[grad k] = -p * k' + p * E_p[k']      (elementwise, k' evaluated at each y)
+
+    k1 = -log r,          k' = -1:     E[grad k1] = p - p = 0: in the loss k1 adds only noise.
+    k2 = (log r)^2 / 2,   k' = log r:  E[grad k2] = p * (log p/p_ref - KL): the KL's gradient.
+    k3 = r - 1 - log r,   k' = r - 1:  E[grad k3] = -(p_ref - p) + p * 0 = p - p_ref, which is
+                                       the gradient of the REVERSE KL(p_ref || p)
+                                       (= -sum_y p_ref(y) (e_y - p)), not of KL(p || p_ref);
+                                       the two agree only to first order as p -> p_ref.
+    "kl": grad KL(p || p_ref) = sum_y grad p(y) (log p/p_ref + 1) = p * (log p/p_ref - KL).
+
+    So only k2 in the loss follows the KL's gradient, although k1 and k3 are the unbiased
+    estimators of its value. An unbiased value gives the right gradient only with the
+    score-function term, E[k(y) grad log p(y)] + E[grad k(y)]; that is why k1 belongs in the
+    reward (InstructGPT, RLOO), where the policy gradient supplies E[k1 grad log p] = grad KL.
+    Returns {"k1", "k2", "k3", "kl"}.
+    """
+    if logits.shape != ref_logits.shape:
+        raise ValueError(f"estimator_gradients: logits {tuple(logits.shape)} and ref_logits "
+                         f"{tuple(ref_logits.shape)} must have the same shape")
+    logp = torch.log_softmax(logits, dim=-1)
+    log_r = torch.log_softmax(ref_logits, dim=-1) - logp
+    p = logp.exp()
+
+    def expected(slope: torch.Tensor) -> torch.Tensor:  # E_{y~p}[-k'(log r(y)) (e_y - p)]
+        return -p * slope + p * (p * slope).sum(dim=-1, keepdim=True)
+
+    kl = -(p * log_r).sum(dim=-1, keepdim=True)
+    return {"k1": expected(-torch.ones_like(log_r)), "k2": expected(log_r),
+            "k3": expected(torch.expm1(log_r)), "kl": p * (-log_r - kl)}
+
+
 def penalised_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
                       scores: torch.Tensor, beta: float, kind: str = "k1"
                       ) -> tuple[torch.Tensor, torch.Tensor]:

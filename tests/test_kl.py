@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from rlhf_lite.kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate
+from rlhf_lite.kl import (
+    KINDS,
+    AdaptiveKLController,
+    FixedKLController,
+    estimator_gradients,
+    kl_estimate,
+)
 
 
 def sampled_logprobs(p, p_ref, n=200_000, seed=0):
@@ -111,3 +117,79 @@ def test_fixed_controller_never_changes():
     for kl in [0.0, 3.0, 1e6]:
         ctl.update(kl, n_steps=512)
     assert ctl.beta == 0.02
+
+
+# ----------------------------------------------------------------------------- gradients
+def autograd_expected_gradient(logits, ref_logits, kind):
+    """sum_y p(y) d k(y) / d logits, each k(y) differentiated by autograd with y held fixed
+    (the estimator as a loss term on a sampled token, as GRPO uses k3)."""
+    p = torch.softmax(logits, dim=-1)
+    ref_logp = torch.log_softmax(ref_logits, dim=-1)
+    total = torch.zeros_like(logits)
+    for y in range(len(logits)):
+        x = logits.clone().requires_grad_()
+        kl_estimate(torch.log_softmax(x, dim=-1)[y], ref_logp[y], kind).backward()
+        total += p[y] * x.grad
+    return total
+
+
+def autograd_kl_gradient(logits, ref_logits, reverse=False):
+    """d KL(p || p_ref) / d logits by autograd, or of KL(p_ref || p) if `reverse`."""
+    x = logits.clone().requires_grad_()
+    logp, ref_logp = torch.log_softmax(x, dim=-1), torch.log_softmax(ref_logits, dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum() if reverse else (
+        logp.exp() * (logp - ref_logp)).sum()
+    kl.backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_estimator_gradients_match_autograd_on_a_small_categorical(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits, ref_logits = torch.randn(2, 5, generator=g, dtype=torch.float64) * 1.5
+    grads = estimator_gradients(logits, ref_logits)
+    for kind in KINDS:
+        expected = autograd_expected_gradient(logits, ref_logits, kind)
+        torch.testing.assert_close(grads[kind], expected, rtol=0, atol=1e-12)
+    kl_grad = autograd_kl_gradient(logits, ref_logits)
+    torch.testing.assert_close(grads["kl"], kl_grad, rtol=0, atol=1e-12)
+    # the known results: k1 in the loss does nothing, k2 follows the KL's gradient, k3 follows
+    # the reverse KL's, which differs from the KL's here by more than a fifth of its size
+    torch.testing.assert_close(grads["k1"], torch.zeros(5, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(grads["k2"], kl_grad, rtol=0, atol=1e-12)
+    reverse = autograd_kl_gradient(logits, ref_logits, reverse=True)
+    torch.testing.assert_close(grads["k3"], reverse, rtol=0, atol=1e-12)
+    assert (grads["k3"] - kl_grad).norm() > 0.2 * kl_grad.norm()
+
+
+def test_estimator_gradients_by_hand():
+    # p = (1/2, 1/2), p_ref = (1/4, 3/4): k3 gives p - p_ref = (1/4, -1/4); the KL's gradient
+    # is p * (log p/p_ref - KL) with KL = log(4/3) / 2, i.e. (log 3 / 4, -log 3 / 4).
+    logits = torch.zeros(2, dtype=torch.float64)
+    ref_logits = torch.tensor([0.25, 0.75], dtype=torch.float64).log()
+    grads = estimator_gradients(logits, ref_logits)
+    torch.testing.assert_close(grads["k1"], torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(grads["k3"], torch.tensor([0.25, -0.25], dtype=torch.float64))
+    quarter_log3 = torch.tensor([1.0, -1.0], dtype=torch.float64) * math.log(3) / 4
+    torch.testing.assert_close(grads["kl"], quarter_log3)
+    torch.testing.assert_close(grads["k2"], quarter_log3)
+    # policy equal to the reference: every gradient is zero (any shape, any shift of logits)
+    logits = torch.randn(3, 4, 7, dtype=torch.float64)
+    for name, grad in estimator_gradients(logits, logits + 2.0).items():
+        assert grad.shape == logits.shape
+        torch.testing.assert_close(grad, torch.zeros_like(logits), rtol=0, atol=1e-12, msg=name)
+
+
+def test_k3_gradient_agrees_with_the_kl_only_to_first_order():
+    g = torch.Generator().manual_seed(3)
+    logits, direction = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    for eps in (1e-1, 1e-2, 1e-3):
+        grads = estimator_gradients(logits, logits + eps * direction)
+        relative = ((grads["k3"] - grads["kl"]).norm() / grads["kl"].norm()).item()
+        assert 0.01 * eps < relative < eps, (eps, relative)  # shrinks with eps, never zero
+
+
+def test_estimator_gradients_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        estimator_gradients(torch.zeros(3), torch.zeros(2, 3))

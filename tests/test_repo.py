@@ -134,8 +134,8 @@ LAYERS = {
     "foundations": "utils paths data distributed precision checkpoints runs",
     "model and sampling": "model tokenizer chat generation batching hf",
     "the RL maths": "gae kl",
-    "the toy world and the stages": "world labeler comparisons datasource training pretrain sft "
-                                    "reward ppo dpo realdata realdata.preference_data "
+    "the toy world and the stages": "world labeler verifier comparisons datasource training "
+                                    "pretrain sft reward ppo dpo realdata realdata.preference_data "
                                     "realdata.source",
     "presets, registry, artifacts": "presets stages artifacts",
     "pipeline and notebooks": "evaluation judges pipeline realdata.gold_eval widgets exercises "
