@@ -80,6 +80,18 @@ def test_slide_types_follow_their_rule():
     assert not stale, "run python -m rlhf_lite.slides:\n" + "\n".join(stale)
 
 
+def test_each_heading_starts_its_own_markdown_cell():
+    """A heading inside a cell would put its section on the slide of the section before."""
+    from rlhf_lite import slides
+
+    inner = [f"{path.relative_to(ROOT)} cell {i}: {m.group(0)}"
+             for path in slides.notebooks()
+             for i, cell in enumerate(json.loads(path.read_text())["cells"])
+             if cell["cell_type"] == "markdown"
+             for m in re.finditer(r"^#{1,3} .*", "".join(cell["source"]), re.MULTILINE)
+             if m.start() > 0]
+    assert not inner, "split these cells before the heading:\n" + "\n".join(inner)
+
 def test_slide_type_rule_on_a_small_notebook():
     from rlhf_lite.slides import slide_type
 
