@@ -2,8 +2,9 @@
 
 Every cell carries `metadata.slideshow.slide_type`, set by one rule from the notebook's own
 structure so that it stays right when cells change: `python -m rlhf_lite.slides` rewrites it in
-every notebook (and touches nothing else), and tests/test_repo.py checks that each cell holds
-what the rule says. The rule, first match wins:
+every notebook, after splitting any Markdown cell at a heading that is not its first line (a
+section must start a cell to start a slide); it touches nothing else, and tests/test_repo.py
+checks that each cell holds what the rule says. The rule, first match wins:
 
 - the first cell (title and objectives) and every `#`/`##` heading cell: "slide";
   a `###` heading cell: "subslide";
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 from .paths import REPO_ROOT
@@ -64,11 +66,50 @@ def slide_type(cells: list[dict], i: int) -> str:
     return "fragment" if previous == "code" else "-"
 
 
+HEADING = re.compile(r"#{1,3} ")  # the levels that start a slide or a subslide
+
+
+def inner_headings(lines: list[str]) -> list[int]:
+    """Indices of the heading lines of a Markdown source after its first line, outside code
+    fences (a `# comment` in a fenced snippet is no heading)."""
+    starts, fenced = [], False
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif i and not fenced and HEADING.match(line):
+            starts.append(i)
+    return starts
+
+
+def split_sections(cell: dict) -> list[dict]:
+    """A Markdown cell cut before each of its inner headings: one cell per section (the
+    later pieces get ids derived from the cell's own)."""
+    if cell["cell_type"] != "markdown":
+        return [cell]
+    lines = "".join(cell["source"]).splitlines(keepends=True)
+    cuts = [0, *inner_headings(lines), len(lines)]
+    if len(cuts) == 2:
+        return [cell]
+    pieces = []
+    for k, (start, end) in enumerate(zip(cuts, cuts[1:])):
+        source = lines[start:end]
+        while source and not source[-1].strip():  # the blank line before the next heading
+            source = source[:-1]
+        source[-1] = source[-1].rstrip("\n")
+        piece = {**cell, "source": source}
+        if k and "id" in cell:
+            piece["id"] = f"{cell['id'][:60]}-{k}"
+        pieces.append(piece)
+    return pieces
+
+
 def tag(path: Path) -> bool:
-    """Write the rule's slide types into the notebook at `path`; True if anything changed."""
+    """Split the notebook at `path` into one Markdown cell per section and write the rule's
+    slide types into it; True if anything changed."""
     text = path.read_text()
     notebook = json.loads(text)
-    cells = notebook["cells"]
+    notebook["cells"] = cells = [piece for cell in notebook["cells"]
+                                 for piece in split_sections(cell)]
     for i, cell in enumerate(cells):
         slideshow = {"slide_type": slide_type(cells, i)}
         cell["metadata"] = dict(sorted({**cell["metadata"], "slideshow": slideshow}.items()))
