@@ -1,11 +1,13 @@
-"""A student's view, in a real browser: notebook 4's lambda/gamma explorer in JupyterLab.
+"""A student's and an instructor's view, in a real browser: notebook 4 in JupyterLab, its
+lambda/gamma explorer and its RISE slideshow.
 
 JupyterLab is started headless on 127.0.0.1 (a random token, a throwaway copy of the notebook with
 its outputs and saved widget state removed, so any slider on the page comes from this run's
 kernel and the committed notebook is never written). Headless Chromium (Debian's `chromium`
 and `chromium-driver`, driven by Selenium) opens it, runs all cells from the Run menu, finds
 the first ipywidgets slider, moves it with the keyboard and waits for the figure under it to
-be repainted. Screenshots land in $RLHF_BROWSER_SCREENSHOTS (default artifacts/browser/).
+be repainted; then it starts the slideshow from RISE's toolbar button and checks that a slide's
+equations are typeset. Screenshots land in $RLHF_BROWSER_SCREENSHOTS (default artifacts/browser/).
 
 Skipped only where Chromium or its driver is not installed (`apt-get install chromium
 chromium-driver`); under CI (CI set), which installs both in .ci/run, that is a failure.
@@ -69,6 +71,7 @@ def lab_url(tmp_path_factory):
     root.mkdir(), config.mkdir()
     notebook = without_outputs(json.loads(NOTEBOOK.read_text()))
     (root / NOTEBOOK.name).write_text(json.dumps(notebook))
+    shutil.copy(NOTEBOOK.parent / "rise.css", root)  # the slideshow's style, read beside it
     # no news or update toasts over the page, no state from a user's ~/.jupyter
     settings = tmp / "settings"
     notification = (settings / "@jupyterlab" / "apputils-extension"
@@ -233,3 +236,35 @@ def move(driver, slider, keys: list[str], expected: str) -> None:
         handle.send_keys(key)
     readout = slider.find_element(By.CSS_SELECTOR, ".widget-readout")
     wait_for(driver, lambda d: readout.text == expected, f"the slider's readout to show {expected}")
+
+
+
+def test_rise_slideshow_typesets_the_maths_of_a_slide(lab_url, browser):
+    """An instructor's view: RISE's toolbar button renders the notebook as reveal.js slides (one
+    per "slide" cell of rlhf_lite.slides) in a panel beside it; opened in the whole window, as
+    RISE's "Open as Reveal Slideshow" does, the second slide's equations are typeset by MathJax."""
+    url, n_code = lab_url
+    notebook = json.loads(NOTEBOOK.read_text())
+    n_slides = sum(c["metadata"]["slideshow"]["slide_type"] == "slide" for c in notebook["cells"])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get(url)
+    wait_for(browser, lambda d: len(execution_counts(d)) == n_code, "the notebook's code cells")
+    wait_for(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, '.jp-NotebookPanel-toolbar [data-command="RISE:preview"]'),
+        "RISE's toolbar button").click()
+    frame = wait_for(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, f'iframe[src*="/rise/{NOTEBOOK.name}"]'), "the slideshow's panel")
+    browser.get(frame.get_attribute("src"))  # the same slideshow, the whole window to itself
+    slides = wait_for(browser, lambda d: d.find_elements(
+        By.CSS_SELECTOR, ".reveal.ready .slides > section"), "reveal.js slides")
+    assert len(slides) == n_slides
+    assert not browser.find_element(By.CSS_SELECTOR, ".jp-Notebook-footer").is_displayed(), \
+        "notebooks/rise.css should hide JupyterLab's 'Click to add a cell' bar"
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)  # the next slide
+    present = wait_for(browser, lambda d: next(
+        (s for s in d.find_elements(By.CSS_SELECTOR, ".reveal .slides > section.present")
+         if "Rewards per token" in s.text), None), "the second slide")
+    wait_for(browser, lambda d: present.find_elements(
+        By.CSS_SELECTOR, 'mjx-container[display="true"]'), "typeset display maths")
+    time.sleep(1)  # reveal.js's slide transition
+    browser.save_screenshot(str(SCREENSHOTS / "04_gae_slide.png"))

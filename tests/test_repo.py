@@ -63,6 +63,62 @@ def test_nbval_options_are_cell_tags_that_nbval_honours():
     assert not unknown, "tags nbval ignores:\n" + "\n".join(unknown)
 
 
+
+def test_slide_types_follow_their_rule():
+    """RISE presents each cell as its metadata.slideshow says; rlhf_lite.slides derives that from
+    the notebook's structure, so a cell added, moved or re-executed without it shows up here."""
+    from rlhf_lite import slides
+
+    stale = []
+    for path in slides.notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        assert cells[0]["metadata"]["slideshow"]["slide_type"] == "slide", path.name  # the title
+        stale += [f"{path.relative_to(ROOT)} cell {i}: {have} where the rule says {want}"
+                  for i, cell in enumerate(cells)
+                  if (have := cell["metadata"].get("slideshow", {}).get("slide_type"))
+                  != (want := slides.slide_type(cells, i))]
+    assert not stale, "run python -m rlhf_lite.slides:\n" + "\n".join(stale)
+
+
+def test_each_heading_starts_its_own_markdown_cell():
+    """A heading inside a cell would put its section on the slide of the section before."""
+    from rlhf_lite import slides
+
+    inner = [f"{path.relative_to(ROOT)} cell {i}" for path in slides.notebooks()
+             for i, cell in enumerate(json.loads(path.read_text())["cells"])
+             if len(slides.split_sections(cell)) > 1]
+    assert not inner, "run python -m rlhf_lite.slides to split:\n" + "\n".join(inner)
+
+
+def test_split_sections_cuts_before_headings_outside_code_fences():
+    from rlhf_lite.slides import split_sections
+
+    cell = {"cell_type": "markdown", "id": "c1", "metadata": {},
+            "source": ["# Title\n", "text\n", "\n", "## Section\n", "```python\n",
+                       "# a comment\n", "```\n", "### Sub\n", "end"]}
+    pieces = split_sections(cell)
+    assert [p["source"] for p in pieces] == [
+        ["# Title\n", "text"], ["## Section\n", "```python\n", "# a comment\n", "```"],
+        ["### Sub\n", "end"]]
+    assert [p["id"] for p in pieces] == ["c1", "c1-1", "c1-2"]
+    assert split_sections(pieces[1]) == [pieces[1]]
+
+def test_slide_type_rule_on_a_small_notebook():
+    from rlhf_lite.slides import slide_type
+
+    def cell(kind, source, outputs=()):
+        return {"cell_type": kind, "source": source, "metadata": {}, "outputs": list(outputs)}
+
+    figure = {"output_type": "display_data", "data": {"image/png": "", "text/plain": "<Figure>"}}
+    cells = [cell("markdown", "# Title\nobjectives"), cell("code", "import torch"),
+             cell("markdown", "## A section"), cell("code", "x = 1"), cell("code", "print(x)"),
+             cell("code", "assert x == 1  # CI's check"), cell("markdown", "Next idea"),
+             cell("code", "plot()", [figure]), cell("markdown", "**Exercise 1**"),
+             cell("markdown", "more text"), cell("code", "%matplotlib inline\nassert True")]
+    assert [slide_type(cells, i) for i in range(len(cells))] == [
+        "slide", "skip", "slide", "-", "fragment", "skip", "subslide", "subslide", "subslide", "-",
+        "-"]  # a magic line: not a pure check
+
 def package_imports(package: Path = ROOT / "rlhf_lite") -> dict[str, set[str]]:
     """module -> the package modules it imports (at any depth, function-level imports too).
     A subpackage's modules are named by their dotted path ("realdata.source"), the subpackage
@@ -139,7 +195,7 @@ LAYERS = {
                                     "realdata.source",
     "presets, registry, artifacts": "presets stages artifacts",
     "pipeline and notebooks": "evaluation judges pipeline realdata.gold_eval widgets exercises "
-                              "doctor diagram",
+                              "doctor diagram slides",
 }
 LAYER = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules.split()}
 
