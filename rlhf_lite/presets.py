@@ -67,9 +67,11 @@ DPO_BETA = 0.1
 
 
 def grpo_verifier(**changes) -> PPOConfig:
-    """The grpo_verifier stage's recipe: Dr. GRPO against the verifier, with `changes`. Its lr
-    and beta were picked from a few 40-iteration runs in which the verifier's accuracy and the
-    gold score rose (lr: a step larger than PPO's, whose whitened advantages are ~4x these)."""
+    """The grpo_verifier stage's recipe: Dr. GRPO against the verifier, with `changes`. lr and
+    beta from four 40-iteration toy runs (lr, beta = 1e-4, 0.05; 3e-4, 0.05; 5e-5, 0.02;
+    1e-4, 0.02): only 5e-5 with beta 0.02 raised both the verifier's accuracy and the gold
+    score over training (one seed, the training log's first and last 5 iterations; 3e-4 lowered
+    both, and 1e-4 left gold flat at KL 1.2 to 2.5); about 45 s on one thread."""
     return PPOConfig(**{**dict(advantage="dr_grpo", group_size=4, reward="verifier",
                                loss_aggregation="constant", whiten_advantages=False,
                                kl_in="loss", kl_estimator="k3", lr=5e-5,
