@@ -21,6 +21,8 @@ A run function says how its result becomes a checkpoint and back (`saved_with`):
 through `ppo.save_policy`'s fields and `PPOTrainer.resume`, DPO's (policy, history) through
 the policy's weights and the history. A loaded run is the trained one: same weights, optimizer
 moments, generator state and log (tests/test_runs.py).
+A run need not train: `generation.sample` (the answers an evaluation draws) is saved the same
+way, as its answers.
 """
 from __future__ import annotations
 
@@ -145,8 +147,8 @@ def train_side_by_side(runs: dict, saved_as: str | None = None, retrain: bool = 
             todo[name] = (path, recipe, inputs)
             continue
         saved = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        print(f"run '{name}' loaded from {shown(path)} (saved {saved}, trained in "
-              f"{ckpt.seconds or 0:.0f} s)")
+        took = f", trained in {ckpt.seconds:.0f} s" if ckpt.seconds is not None else ""
+        print(f"run '{name}' loaded from {shown(path)} (saved {saved}{took})")
         results[name] = fn.from_checkpoint(ckpt, *args, **kwargs)
     if todo:
         blobs = run_in_processes(_one_thread, [runs[name] for name in todo],
