@@ -26,7 +26,9 @@ import torch
 from torch.nn import functional as F
 
 from .chat import format_prompt
+from .checkpoints import Checkpoint
 from .model import GPT
+from .runs import saved_with
 from .tokenizer import never_generated
 from .utils import eval_mode
 
@@ -190,3 +192,23 @@ def complete(model, tokenizer, prompts: list[dict], max_new_tokens: int = 24,
             row = row[: row.index(tokenizer.eos_token_id)] if ended else row
             out.append(Completion(tokenizer.decode(row, skip_special_tokens=True), ended))
     return out
+
+
+def answers_checkpoint(answers: list[Completion]) -> Checkpoint:
+    """A saved `sample` (`runs.train_side_by_side`): the answers as text; no weights."""
+    return Checkpoint({}, step=1, max_steps=1, extra={"answers": [list(a) for a in answers]})
+
+
+def saved_answers(ckpt: Checkpoint, *args, **kwargs) -> list[Completion]:
+    """The answers `answers_checkpoint` saved, as `sample` returned them."""
+    return [Completion(text, terminated) for text, terminated in ckpt.extra["answers"]]
+
+
+@saved_with(answers_checkpoint, saved_answers)
+def sample(model, tokenizer, prompts: list[dict], seeds: list[int], **options) -> list[Completion]:
+    """`complete(model, tokenizer, prompts, seed=s, **options)` for each seed in `seeds`, one
+    list after the other: the many answers an evaluation draws (several per held-out prompt,
+    best-of-n candidates), which `runs.train_side_by_side` draws side by side and saves like a
+    training run, keyed by the model's weights, the prompts and the seeds, so that re-executing
+    a notebook loads them instead of sampling again."""
+    return [a for s in seeds for a in complete(model, tokenizer, prompts, seed=s, **options)]

@@ -22,6 +22,8 @@ through `ppo.save_policy`'s fields and `PPOTrainer.resume`; the (model, history)
 reward model and DPO through the model's weights and the history (`model_checkpoint`). A
 loaded run is the trained one: same weights, optimizer moments, generator state and log
 (tests/test_runs.py).
+A run need not train: `generation.sample` (the answers an evaluation draws) is saved the same
+way, as its answers.
 """
 from __future__ import annotations
 
@@ -157,8 +159,8 @@ def train_side_by_side(runs: dict, saved_as: str | None = None, retrain: bool = 
             todo[name] = (path, recipe, inputs)
             continue
         saved = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        print(f"run '{name}' loaded from {shown(path)} (saved {saved}, trained in "
-              f"{ckpt.seconds or 0:.0f} s)")
+        took = f", trained in {ckpt.seconds:.0f} s" if ckpt.seconds is not None else ""
+        print(f"run '{name}' loaded from {shown(path)} (saved {saved}{took})")
         results[name] = fn.from_checkpoint(ckpt, *args, **kwargs)
     if todo:
         blobs = run_in_processes(_one_thread, [runs[name] for name in todo],

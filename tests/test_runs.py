@@ -9,7 +9,19 @@ import pytest
 import torch
 from synthetic import marker_rankings
 
-from rlhf_lite import checkpoints, data, dpo, labeler, paths, ppo, reward, runs, sft, utils
+from rlhf_lite import (
+    checkpoints,
+    data,
+    dpo,
+    generation,
+    labeler,
+    paths,
+    ppo,
+    reward,
+    runs,
+    sft,
+    utils,
+)
 from rlhf_lite.checkpoints import Checkpoint
 from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.model import GPT, GPTConfig
@@ -153,6 +165,24 @@ def test_a_damaged_saved_run_is_set_aside_and_trained_again(trained, capsys):
     assert path.with_name("a.damaged.pt").exists()
     assert same(again.state_dict(), first.state_dict())
     assert checkpoints.read(path, verify=True).step == 1  # a whole file again
+
+
+def test_sampled_answers_are_saved_and_loaded_as_one_complete_call_per_seed(trained, capsys):
+    model, prompts = tiny_gpt(), data.load_records("prompts_heldout")[:5]
+    plan = {"draws": (generation.sample, (model, TOKENIZER, prompts, [7, 3]), {})}
+    first = train_side_by_side(plan, "group")["draws"]
+    by_hand = (generation.complete(model, TOKENIZER, prompts, seed=7)
+               + generation.complete(model, TOKENIZER, prompts, seed=3))
+    assert first == by_hand and len(first) == 10
+    capsys.readouterr()
+    again = train_side_by_side(plan, "group")["draws"]
+    assert trained == ["draws"] and again == by_hand  # loaded: the same texts and eos flags
+    assert all(type(a) is generation.Completion for a in again)
+    printed = capsys.readouterr().out
+    assert "run 'draws' loaded from" in printed and "trained in" not in printed
+    plan["draws"] = (generation.sample, (tiny_gpt(seed=1), TOKENIZER, prompts, [7, 3]), {})
+    train_side_by_side(plan, "group")
+    assert trained == ["draws", "draws"]  # another model's weights: drawn again
 
 
 def test_runs_are_saved_as_one_file_each_under_the_preset(artifacts):
