@@ -89,21 +89,32 @@ def lm_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tenso
 
 
 @torch.no_grad()
-def stream_loss(model: GPT, stream: torch.Tensor, block_size: int, max_tokens: int = 4096
-                ) -> float:
-    """Mean next-token loss over a whole stream, cut into non-overlapping windows, scored
+def window_losses(model: GPT, stream: torch.Tensor, block_size: int, max_tokens: int = 4096
+                  ) -> torch.Tensor:
+    """Mean next-token loss of each non-overlapping window of a stream, (n_windows,), scored
     `max_tokens` tokens at a time: the logits of a chunk take max_tokens x vocabulary floats
-    (64 toy windows of 64; 4 GPT-2 windows of 1024, 0.8 GB, not 64 of them, 13 GB)."""
+    (64 toy windows of 64; 4 GPT-2 windows of 1024, 0.8 GB, not 64 of them, 13 GB).
+
+    One value per window, so that two models scored on the same windows can be compared
+    window by window (a paired bootstrap over windows, notebook 7)."""
     batch_size = max(1, max_tokens // block_size)
     n = (len(stream) - 1) // block_size
     x = stream[: n * block_size].view(n, block_size)
     y = stream[1: n * block_size + 1].view(n, block_size)
-    total = 0.0
+    losses = []
     with eval_mode(model):
         for i in range(0, n, batch_size):
-            rows = slice(i, i + batch_size)
-            total += lm_loss(model, (x[rows], y[rows])).item() * len(x[rows])
-    return total / n
+            logits = model(x[i: i + batch_size])  # (B, T, V)
+            nll = F.cross_entropy(logits.transpose(1, 2), y[i: i + batch_size], reduction="none")
+            losses.append(nll.mean(1))  # (B,)
+    return torch.cat(losses)
+
+
+def stream_loss(model: GPT, stream: torch.Tensor, block_size: int, max_tokens: int = 4096
+                ) -> float:
+    """Mean next-token loss over a whole stream: the mean of its equal-length windows'
+    losses (`window_losses`)."""
+    return window_losses(model, stream, block_size, max_tokens).mean().item()
 
 
 def unigram_loss(train_stream: torch.Tensor, val_stream: torch.Tensor, vocab_size: int) -> float:

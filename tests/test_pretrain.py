@@ -39,7 +39,7 @@ def test_unigram_loss_matches_hand_computation():
     assert pretrain.unigram_loss(train, val, vocab_size=3) == pytest.approx(expected)
 
 
-def test_stream_loss_equals_loop_over_windows():
+def test_stream_and_window_losses_equal_loop_over_windows():
     torch.manual_seed(0)
     model = pretrain.PretrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=8).model_config(11)
     from rlhf_lite.model import GPT
@@ -53,6 +53,8 @@ def test_stream_loss_equals_loop_over_windows():
     for max_tokens in (32, 8, 3, 4096):  # chunks of 4 windows, 1, 1 (at least one), all 6
         assert pretrain.stream_loss(gpt, stream, block_size=8, max_tokens=max_tokens) == \
             pytest.approx(sum(total) / 6, rel=1e-6)
+        windows = pretrain.window_losses(gpt, stream, block_size=8, max_tokens=max_tokens)
+        assert windows.tolist() == pytest.approx(total, rel=1e-6)  # each window, in order
 
 
 def test_tiny_pretraining_learns_and_reloads_from_checkpoint(tokenizer, tmp_path):
