@@ -36,6 +36,14 @@ Here:
 - The reference is a frozen copy of the SFT model; its log-probs are constants of the loss,
   computed once before training. Dropout is off in both models (a log-ratio that moves
   because of dropout is noise).
+
+Online DPO (`DPOConfig.pairs = "online"`; Guo et al. 2024, "Direct Language Model Alignment
+from Online AI Feedback"; Xu et al. 2024, Tang et al. 2024): the fixed rankings are samples of
+pi_ref, and as the policy moves away from it they say less and less about the responses it
+now writes. Online, every step samples 2 responses per prompt from the current policy and a
+reward model picks the chosen one (`online_pairs`); the loss is the same, against the same
+frozen reference, whose log-probs are now computed each step. The RM is what PPO maximises,
+so this is the offline loss on PPO's data source.
 """
 from __future__ import annotations
 
@@ -57,12 +65,13 @@ from .comparisons import (
     read_rankings,
 )
 from .data import file_sha256
-from .generation import sequence_logprobs
+from .generation import complete, sequence_logprobs
 from .model import GPT, without_dropout
-from .runs import saved_with, train_side_by_side
+from .reward import score_responses
+from .runs import model_checkpoint, saved_with, train_side_by_side
 from .tokenizer import never_generated
 from .training import History, TrainConfig, set_by_epochs, train
-from .utils import check_config, integer, nested, number, rule
+from .utils import check_config, derive_seed, integer, nested, number, one_of, rule
 
 
 @dataclass
@@ -70,9 +79,15 @@ class DPOConfig:
     # the KL coefficient of the objective DPO solves (paper: 0.1); > 0: at 0 every implicit
     # reward is 0 and the loss is log 2 whatever the policy
     beta: float = rule(0.1, number(0, low_open=True))
-    # rankings per step; all C(K, 2) pairs of a ranking share its step
+    # rankings per step, all C(K, 2) pairs of a ranking in its step (online: prompts per step)
     batch_size: int = rule(16, integer(1))
-    epochs: int = rule(1, integer(1))  # passes over the rankings (as the RM: one)
+    # passes over the rankings (as the RM: one; online: over the prompts)
+    epochs: int = rule(1, integer(1))
+    # where the pairs come from: "rankings", the fixed rankings of SFT samples (offline), or
+    # "online", 2 samples per prompt of the current policy each step, ranked by a reward model
+    pairs: str = rule("rankings", one_of(("rankings", "online")))
+    # online: response length cap of the policy's samples
+    max_new_tokens: int = rule(24, integer(1))
     train: TrainConfig = nested(lambda: TrainConfig(
         max_steps=None,  # train_dpo counts them: epochs * ceil(rankings / batch_size)
         # a starting point, not tuned on the full toy run; no weight decay: it would pull the
@@ -152,6 +167,35 @@ def implicit_reward_accuracy(policy, reference, tokenizer, rankings: list[dict],
 
 
 # ----------------------------------------------------------------------------- training
+def online_pairs(policy, reward_model, tokenizer, prompts: list[dict], max_new_tokens: int,
+                 seed: int, gold_judge=None) -> tuple[list[dict], dict[str, float]]:
+    """Online DPO's pairs of one step: 2 responses per prompt record sampled from `policy`
+    (temperature 1, `generation.complete` seeded by `seed`), both scored by `reward_model`
+    (any module with a RewardModel's signature, e.g. a `reward.RewardEnsemble`), the
+    higher-scored one chosen.
+
+    Returns (rankings, stats): a ranking of K = 2 (the rm stage's record format) for each
+    prompt whose two scores differ, and stats "rm_score" (mean score of all 2 B samples),
+    "tied" (share of prompts whose two scores are equal: mostly two identical responses,
+    which `reward.score_responses` scores exactly alike; they teach nothing and are left out)
+    and with `gold_judge(prompt, text, terminated)` "gold_score" (mean over the samples;
+    logging only, the loss never sees it).
+    """
+    twice = [p for p in prompts for _ in range(2)]  # the two samples of a prompt: rows 2i, 2i+1
+    samples = complete(policy, tokenizer, twice, max_new_tokens, seed=seed)
+    texts, ended = [c.text for c in samples], [c.terminated for c in samples]
+    scores = score_responses(reward_model, tokenizer, [p["prompt"] for p in twice], texts,
+                             ended).view(-1, 2)  # (B, 2)
+    rankings = [{"prompt_id": p.get("id", ""), "prompt": p["prompt"],
+                 "responses": texts[2 * i: 2 * i + 2], "terminated": ended[2 * i: 2 * i + 2],
+                 "ranking": [0, 1] if a > b else [1, 0]}
+                for i, (p, (a, b)) in enumerate(zip(prompts, scores.tolist())) if a != b]
+    stats = {"rm_score": scores.mean().item(), "tied": 1 - len(rankings) / len(prompts)}
+    if gold_judge is not None:
+        stats["gold_score"] = sum(map(gold_judge, twice, texts, ended)) / len(twice)
+    return rankings, stats
+
+
 def frozen_reference(sft_model: GPT) -> GPT:
     """pi_ref: a copy of the SFT model in eval mode, no gradients, no dropout."""
     return without_dropout(copy.deepcopy(sft_model)).eval().requires_grad_(False)
@@ -175,55 +219,87 @@ def batch_loss(policy, batch: dict[str, torch.Tensor], beta: float, suppress_tok
     return dpo_loss(logp[chosen], logp[rejected], ref[chosen], ref[rejected], beta)[0]
 
 
-def run_checkpoint(result: tuple[GPT, History]) -> Checkpoint:
-    """A DPO run's (policy, history) as a checkpoint (a saved run: `train_dpo`)."""
-    policy, history = result
-    steps = len(history.steps)
-    return Checkpoint(policy.state_dict(), step=steps, max_steps=steps,
-                      model_config=asdict(policy.config), history=history.to_dict())
-
-
 def loaded_run(ckpt: Checkpoint, cfg: DPOConfig, sft_model: GPT, *args, **kwargs
                ) -> tuple[GPT, History]:
-    """The (policy, history) saved by `run_checkpoint`: the policy is built as `train_dpo`
+    """The (policy, history) saved by `runs.model_checkpoint`: the policy is built as `train_dpo`
     builds it, from `sft_model`, then given the trained weights."""
     policy = without_dropout(copy.deepcopy(sft_model))
     policy.load_state_dict(ckpt.model)
     return policy.eval(), History.from_dict(ckpt.history)
 
 
-@saved_with(run_checkpoint, loaded_run)
-def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[dict],
+def check_pair_source(online: bool, train_rankings, prompts, reward_model, gold_judge) -> None:
+    """Refuse arguments `train_dpo` would ignore: rankings online, prompts or a reward model
+    offline (DPOConfig.pairs says which)."""
+    if online and (train_rankings is not None or not prompts or reward_model is None):
+        raise ValueError("DPOConfig.pairs='online' samples its pairs: pass train_rankings=None, "
+                         "a non-empty list of prompt records as prompts and a reward_model")
+    if not online and (train_rankings is None or prompts is not None or reward_model is not None
+                       or gold_judge is not None):
+        raise ValueError("DPOConfig.pairs='rankings' trains on train_rankings (a list): "
+                         "prompts, reward_model and gold_judge are for pairs='online'")
+
+
+@saved_with(model_checkpoint, loaded_run)
+def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[dict] | None,
               val_rankings: list[dict], checkpoint_path=None, stop_after: int | None = None,
-              extra_inputs: dict[str, str] | None = None) -> tuple[GPT, History]:
+              extra_inputs: dict[str, str] | None = None, prompts: list[dict] | None = None,
+              reward_model=None, gold_judge=None) -> tuple[GPT, History]:
     """Train a policy from a copy of `sft_model` against a frozen copy; return it and its history.
 
-    One step = cfg.batch_size rankings; cfg.epochs passes over `train_rankings`. History eval
-    metrics on `val_rankings`: "val_loss", "val_accuracy" (implicit-reward accuracy, ties 1/2)
-    and "val_margin". `stop_after`: as `training.train` (stop and checkpoint; call again to
-    resume). `extra_inputs`: more {role: fingerprint} for the checkpoint's inputs (e.g. the
-    "rm" stage that wrote the rankings, the digests of the rankings files).
+    Offline (cfg.pairs "rankings"): one step = cfg.batch_size rankings; cfg.epochs passes over
+    `train_rankings`. Online (cfg.pairs "online", `train_rankings` None): one step =
+    cfg.batch_size prompt records of `prompts`, cfg.epochs passes over them, each sampled twice
+    from the current policy and ranked by `reward_model` (`online_pairs`, seeded by the step
+    and cfg.train.seed: a resumed run samples the same); a prompt whose two samples tie is
+    left out of the step's loss (the mean over the others) and counted in the log, and a step
+    where all tie leaves the policy as it is (loss 0). History.metrics per step (online):
+    "rm_score", "tied", and "gold_score" with `gold_judge(prompt, text, terminated)` (logging
+    only). Online DPO runs in one process (`runs.train_side_by_side`, not torchrun).
+
+    History eval metrics on `val_rankings`: "val_loss", "val_accuracy" (implicit-reward
+    accuracy, ties 1/2) and "val_margin". `stop_after`: as `training.train` (stop and
+    checkpoint; call again to resume). `extra_inputs`: more {role: fingerprint} for the
+    checkpoint's inputs (e.g. the "rm" stage that wrote the rankings, the digests of the
+    rankings files); online, the reward model's fingerprint is recorded as "rm".
     """
-    for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
+    online = cfg.pairs == "online"
+    check_pair_source(online, train_rankings, prompts, reward_model, gold_judge)
+    for name, rankings in (("train", train_rankings or []), ("validation", val_rankings)):
         for i, record in enumerate(rankings):
             check_ranking(record, f"{name} ranking {i}")
     policy, reference = without_dropout(copy.deepcopy(sft_model)), frozen_reference(sft_model)
     suppressed = never_generated(tokenizer)
-    # the reference's log-probs are constants of the loss: computed once, per ranking
-    sizes = [len(r["responses"]) for r in train_rankings]
-    ref_train = list(rankings_logprobs(reference, tokenizer, train_rankings).split(sizes))
     ref_val = rankings_logprobs(reference, tokenizer, val_rankings)  # (M_val,)
     *_, val_chosen, val_rejected = flatten_rankings(val_rankings)
-    n = len(train_rankings)
+    n = len(prompts) if online else len(train_rankings)
     train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
+    if online:
+        extra_inputs = {"rm": fingerprint(reward_model), **(extra_inputs or {})}
+    else:  # the reference's log-probs are constants of the loss: computed once, per ranking
+        sizes = [len(r["responses"]) for r in train_rankings]
+        ref_train = list(rankings_logprobs(reference, tokenizer, train_rankings).split(sizes))
 
-    def get_batch(step: int) -> list[int]:  # the indices of the step's rankings
-        return epoch_batch(n, cfg.batch_size, step, cfg.train.seed).tolist()
+    def get_batch(step: int) -> list[int] | tuple[list[int], int]:
+        """The indices of the step's rankings; online, of its prompts and the samples' seed."""
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed).tolist()
+        return (idx, derive_seed(cfg.train.seed, step, "samples")) if online else idx
 
     def loss_fn(model, idx: list[int]) -> tuple[torch.Tensor, int]:
         batch = collate_pairs(tokenizer, [train_rankings[i] for i in idx],
                               [ref_train[i] for i in idx])
         return batch_loss(model, batch, cfg.beta, suppressed), len(batch["chosen"])
+
+    def online_loss_fn(model, batch: tuple[list[int], int]
+                       ) -> tuple[torch.Tensor, int, dict[str, float]]:
+        idx, seed = batch
+        pairs, stats = online_pairs(model, reward_model, tokenizer, [prompts[i] for i in idx],
+                                    cfg.max_new_tokens, seed, gold_judge)
+        if not pairs:  # every pair tied: nothing to learn from, no gradient
+            return torch.zeros((), requires_grad=True), 0, stats
+        ref = list(rankings_logprobs(reference, tokenizer, pairs).split(2))  # without grad
+        return (batch_loss(model, collate_pairs(tokenizer, pairs, ref), cfg.beta, suppressed),
+                len(pairs), stats)
 
     def eval_fn(m: GPT) -> dict[str, float]:
         logp = rankings_logprobs(m, tokenizer, val_rankings)  # (M_val,)
@@ -232,8 +308,8 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
         return {"val_loss": loss.item(), "val_accuracy": stats["reward_accuracy"],
                 "val_margin": stats["reward_margin"]}
 
-    history = train(policy, loss_fn, get_batch, train_cfg, eval_fn=eval_fn,
-                    checkpoint_path=checkpoint_path, stop_after=stop_after,
+    history = train(policy, online_loss_fn if online else loss_fn, get_batch, train_cfg,
+                    eval_fn=eval_fn, checkpoint_path=checkpoint_path, stop_after=stop_after,
                     meta={"model_config": asdict(sft_model.config), "recipe": cfg.as_dict(),
                           "inputs": {"sft": fingerprint(sft_model), **(extra_inputs or {})}})
     policy.eval()

@@ -152,6 +152,24 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
 
 
 # ----------------------------------------------------------------------------- best-of-n
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """pass@k: the chance that at least one of k samples is correct, estimated without bias
+    from n >= k samples of which c are correct (Chen et al. 2021, "Evaluating Large Language
+    Models Trained on Code", eq. 1): 1 - C(n - c, k) / C(n, k), the share of the k-subsets of
+    the n samples that hold a correct one. The ratio is taken as the product
+    prod_{i = n - c + 1}^{n} (1 - k / i), which never forms the huge binomials."""
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"pass_at_k: {name} must be an integer >= 0, got {value!r}")
+    if k > n:
+        raise ValueError(f"pass_at_k: k = {k} exceeds the n = {n} samples drawn")
+    if c > n:
+        raise ValueError(f"pass_at_k: c = {c} correct exceeds the n = {n} samples drawn")
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
 def best_of_n(candidates: list[list[Completion]], scores: list[list[float]]) -> list[Completion]:
     """For each prompt, the candidate with the highest score (the first of equal ones): best-of-n
     sampling against a reward model, or against the gold score (the oracle)."""

@@ -33,10 +33,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .batching import encode_responses, epoch_batch, score_distinct
-from .checkpoints import fingerprint
+from .checkpoints import Checkpoint, fingerprint
 from .comparisons import accuracy_from_scores, check_ranking, flatten_rankings, save_rankings
 from .datasource import DataSource, stage_recipe
 from .model import GPT
+from .runs import model_checkpoint, saved_with
 from .training import History, TrainConfig, set_by_epochs, train
 from .utils import check_config, integer, nested, number, rule
 
@@ -106,6 +107,75 @@ class RewardModel(nn.Module):
         return self.head(last).squeeze(-1)  # (B,)
 
 
+class RewardEnsemble(nn.Module):
+    """Several reward models read as one (Coste et al. 2023, "Reward Model Ensembles Help
+    Mitigate Overoptimization"): forward(input_ids, attention_mask) -> (B,) like a RewardModel,
+    so PPO (`ppo.PPOTrainer`), online DPO or best-of-n take it in its place.
+
+    The members (the same rankings, different seeds) disagree most where the policy has
+    wandered off their training data, which is where a single RM is exploited. `combine`:
+      "mean"  the mean of the members' scores,
+      "min"   the worst case over the members (WCO: worst-case optimisation),
+      "uwo"   mean - penalty * variance over the members (uncertainty-weighted optimisation;
+              the variance is the population one, 1/M sum (r_m - mean)^2).
+    The members must be comparable in scale: each of `train_reward_model` is normalised so
+    the demonstrations score 0 on average (`normalize_to_demonstrations`), which fixes each
+    member's offset (a Bradley-Terry reward has none of its own); their spreads are what
+    they learned. The members are held, not copied.
+
+    Under GAE, PPO's value model starts from `backbone` and `head`: those of the first member
+    (`ppo.ValueModel`).
+    """
+
+    combines = ("mean", "min", "uwo")
+
+    def __init__(self, members: list[RewardModel], combine: str = "mean",
+                 penalty: float | None = None):
+        super().__init__()
+        if not members:
+            raise ValueError("RewardEnsemble: members is empty: give at least one RewardModel")
+        if combine not in self.combines:
+            raise ValueError(f"RewardEnsemble: combine must be one of {self.combines}, got "
+                             f"{combine!r}")
+        if (combine == "uwo") != (penalty is not None):
+            raise ValueError(f"RewardEnsemble: penalty is the weight of the variance of combine="
+                             f"'uwo' (required there, meaningless else); got combine={combine!r}, "
+                             f"penalty={penalty!r}")
+        if penalty is not None and not penalty >= 0:
+            raise ValueError(f"RewardEnsemble: penalty must be >= 0, got {penalty!r}")
+        self.members = nn.ModuleList(members)
+        self.combine, self.penalty = combine, penalty
+
+    @property
+    def config(self):
+        """The first member's GPTConfig."""
+        return self.members[0].config
+
+    @property
+    def backbone(self) -> GPT:
+        """The first member's backbone (where PPO's value model starts)."""
+        return self.members[0].backbone
+
+    @property
+    def head(self) -> nn.Linear:
+        """The first member's head (where PPO's value model starts)."""
+        return self.members[0].head
+
+    def member_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                      ) -> torch.Tensor:
+        """Each member's scores (M, B) of sequences input_ids (B, T)."""
+        return torch.stack([m(input_ids, attention_mask) for m in self.members])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The combined scores (B,)."""
+        scores = self.member_scores(input_ids, attention_mask)  # (M, B)
+        if self.combine == "min":
+            return scores.min(0).values
+        if self.combine == "uwo":
+            return scores.mean(0) - self.penalty * scores.var(0, unbiased=False)
+        return scores.mean(0)
+
+
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """Mean of -log sigmoid(r_chosen - r_rejected) over pairs.
 
@@ -169,6 +239,16 @@ def normalize_to_demonstrations(rm: RewardModel, tokenizer, demos: list[dict]) -
 
 
 # ----------------------------------------------------------------------------- training
+def loaded_run(ckpt: Checkpoint, cfg: RewardConfig, sft_model: GPT, *args, **kwargs
+               ) -> tuple[RewardModel, History]:
+    """The (rm, history) of a saved `train_reward_model` run (`runs.model_checkpoint`): an RM
+    on a copy of `sft_model`, given the trained (normalised) weights."""
+    rm = RewardModel(copy.deepcopy(sft_model))
+    rm.load_state_dict(ckpt.model)
+    return rm.eval(), History.from_dict(ckpt.history)
+
+
+@saved_with(model_checkpoint, loaded_run)
 def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_rankings: list[dict],
                        val_rankings: list[dict], demos: list[dict], checkpoint_path=None,
                        start_role: str = "sft", recipe: dict | None = None
@@ -180,7 +260,8 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
     the last step, before the one final save (the checkpoint's extra["bias_shift"] holds the
     shift applied). `start_role` names the stage `sft_model` comes from in the checkpoint's
     inputs (the gold RM starts from "base"), `recipe` what it records as its recipe (default:
-    `cfg`; `datasource.stage_recipe`).
+    `cfg`; `datasource.stage_recipe`). Saveable as a run (`runs.train_side_by_side(saved_as=
+    ...)`: RMs of several seeds for a `RewardEnsemble`).
     """
     for name, rankings in (("train", train_rankings), ("validation", val_rankings)):
         for i, record in enumerate(rankings):

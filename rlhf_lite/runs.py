@@ -18,9 +18,10 @@ trained again, saying what changed; a damaged one is set aside (`checkpoints.set
 trained again. `retrain=True` (a notebook's RETRAIN switch) trains every run again.
 
 A run function says how its result becomes a checkpoint and back (`saved_with`): PPO's trainer
-through `ppo.save_policy`'s fields and `PPOTrainer.resume`, DPO's (policy, history) through
-the policy's weights and the history. A loaded run is the trained one: same weights, optimizer
-moments, generator state and log (tests/test_runs.py).
+through `ppo.save_policy`'s fields and `PPOTrainer.resume`; the (model, history) of SFT, the
+reward model and DPO through the model's weights and the history (`model_checkpoint`). A
+loaded run is the trained one: same weights, optimizer moments, generator state and log
+(tests/test_runs.py).
 """
 from __future__ import annotations
 
@@ -48,6 +49,17 @@ def saved_with(to_checkpoint, from_checkpoint):
         fn.to_checkpoint, fn.from_checkpoint = to_checkpoint, from_checkpoint
         return fn
     return declare
+
+
+def model_checkpoint(result: tuple) -> checkpoints.Checkpoint:
+    """The checkpoint of a run whose result is (model, history) (`sft.train_sft`,
+    `reward.train_reward_model`, `dpo.train_dpo`): the trained weights and the log; the run
+    function's `from_checkpoint` builds the model as it does and loads them."""
+    model, history = result
+    steps = len(history.steps)
+    return checkpoints.Checkpoint(model.state_dict(), step=steps, max_steps=steps,
+                                  model_config=dataclasses.asdict(model.config),
+                                  history=history.to_dict())
 
 
 def _qualified(fn) -> str:

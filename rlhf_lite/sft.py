@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from .batching import IGNORE_INDEX, encode_responses, epoch_batch
-from .checkpoints import fingerprint
+from .checkpoints import Checkpoint, fingerprint
 from .data import locate
 from .datasource import DataSource, stage_recipe
 from .model import GPT
+from .runs import model_checkpoint, saved_with
 from .tokenizer import check_vocabulary
 from .training import History, TrainConfig, train
 from .utils import check_config, integer, nested, rule
@@ -102,6 +103,16 @@ def response_token_count(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
+def loaded_run(ckpt: Checkpoint, cfg: SFTConfig, base_model: GPT, *args, **kwargs
+               ) -> tuple[GPT, History]:
+    """The (model, history) of a saved `train_sft` run (`runs.model_checkpoint`): a copy of
+    `base_model` given the trained weights."""
+    model = copy.deepcopy(base_model)
+    model.load_state_dict(ckpt.model)
+    return model.eval(), History.from_dict(ckpt.history)
+
+
+@saved_with(model_checkpoint, loaded_run)
 def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[dict],
               val_records: list[dict], checkpoint_path=None, recipe: dict | None = None
               ) -> tuple[GPT, History]:
@@ -109,7 +120,8 @@ def train_sft(cfg: SFTConfig, base_model: GPT, tokenizer, train_records: list[di
 
     History eval metric: "val_loss", the SFT loss on the validation demonstrations.
     `recipe`: what the checkpoint records as its recipe (default: `cfg`;
-    `datasource.stage_recipe`).
+    `datasource.stage_recipe`). Saveable as a run (`runs.train_side_by_side(saved_as=...)`:
+    SFT variants side by side).
     """
     model = copy.deepcopy(base_model)  # the caller's base model stays as it was
     block_size = model.config.block_size

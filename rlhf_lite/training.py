@@ -276,7 +276,9 @@ def train(
         tuple or dict of them. Must be a deterministic function of `step` (e.g. sample with a
         torch.Generator seeded by the step), so a resumed run replays exactly the same data.
     loss_fn(model, batch) -> (loss, n): the loss, a scalar tensor that is the mean of n terms
-        (tokens, pairs) of `batch`.
+        (tokens, pairs) of `batch`; or (loss, n, metrics): also {name: number} of the step,
+        logged in history.metrics (online DPO's reward-model score; this process's value
+        under torchrun).
     eval_fn(model) -> {name: value}, run every cfg.eval_interval steps and at the end.
     checkpoint_path: where to save (every cfg.checkpoint_interval steps and at the end). An
         existing checkpoint there is loaded and training continues from its step; a finished
@@ -339,7 +341,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = distributed.shard(get_batch(step))  # this process's share of the step's batch
-        loss, combined_loss = distributed.scale_for_global_mean(*loss_fn(replica, batch))
+        loss, n, *logged = loss_fn(replica, batch)
+        loss, combined_loss = distributed.scale_for_global_mean(loss, n)
         # the combined loss is the same on every process, so a NaN stops them all together
         loss_value = check_finite(combined_loss, f"{cfg.desc}: loss", step, lr)
         (norm_value,) = backward_and_step([model], optimizer, scaler, loss, max_norm,
@@ -349,6 +352,8 @@ def train(
         history.train_loss.append(loss_value)
         history.lr.append(lr)
         history.grad_norm.append(norm_value)
+        for name, value in (logged[0] if logged else {}).items():
+            history.metrics.setdefault(name, []).append(value)
         done = step + 1
         if eval_fn is not None and (done == cfg.max_steps
                                     or (cfg.eval_interval and done % cfg.eval_interval == 0)):

@@ -95,7 +95,8 @@ def eval_mode(model: torch.nn.Module):
 # Seeds of the per-step data streams: seed * STRIDE + index. A prime stride keeps the streams
 # of seeds s and s + 1 apart for the first STRIDE indices; each stream has its own stride, so
 # two streams of one run never share a seed.
-SEED_STRIDES = {"batches": 100_003, "ptx": 1_000_003, "rank": 1_000_003}
+SEED_STRIDES = {"batches": 100_003, "ptx": 1_000_003, "rank": 1_000_003,
+                "samples": 100_019}
 
 
 def derive_seed(seed: int, index: int, stream: str = "batches") -> int:

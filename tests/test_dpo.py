@@ -1,14 +1,16 @@
 """DPO (rlhf_lite.dpo): the loss by hand and by loop, the implicit reward's sign, sequence
 log-probs that padding does not change, a frozen reference, learning a marker, exact resume."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from synthetic import marker_rankings, ranking
 
 from rlhf_lite import checkpoints, comparisons, dpo, reward, training
-from rlhf_lite.batching import IGNORE_INDEX, encode_responses
-from rlhf_lite.data import file_sha256
+from rlhf_lite.batching import IGNORE_INDEX, encode_responses, epoch_batch
+from rlhf_lite.chat import format_prompt
+from rlhf_lite.data import file_sha256, load_records
 from rlhf_lite.dpo import (
     DPOConfig,
     dpo_loss,
@@ -17,10 +19,18 @@ from rlhf_lite.dpo import (
     log_likelihoods,
     train_dpo,
 )
-from rlhf_lite.generation import suppress_tokens
+from rlhf_lite.generation import (
+    complete,
+    generate,
+    response_mask,
+    sequence_logprobs,
+    suppress_tokens,
+)
+from rlhf_lite.labeler import gold_score
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.tokenizer import load_tokenizer, never_generated
 from rlhf_lite.training import TrainConfig
+from rlhf_lite.utils import derive_seed
 
 TOKENIZER = load_tokenizer()
 SUPPRESSED = never_generated(TOKENIZER)
@@ -236,3 +246,143 @@ def test_build_trains_on_the_rm_stage_rankings_and_needs_them(tmp_path):
                            "rm": checkpoints.fingerprint(rm), **dpo.file_inputs(tmp_path)}
     assert dpo.file_inputs(tmp_path)["rankings_train"] == file_sha256(
         comparisons.rankings_file(tmp_path, "train"))[:16]
+
+
+# ----------------------------------------------------------------------------- online DPO
+ONLINE_PROMPTS = load_records("prompts_train")[:8]  # records of the toy world
+
+
+def tiny_rm(seed=1):
+    rm = reward.RewardModel(tiny_gpt(seed))
+    torch.nn.init.normal_(rm.head.weight)  # the zero init would tie every pair
+    return rm.eval()
+
+
+class LengthScorer(torch.nn.Module):
+    """A scorer with the RM's signature: the number of real tokens (equal lengths tie)."""
+
+    def forward(self, input_ids, attention_mask):
+        return attention_mask.sum(1).float()
+
+
+def online_config(seed=0, **fields):
+    return DPOConfig(**{"beta": 0.5, "batch_size": 4, "epochs": 1, "pairs": "online",
+                        "max_new_tokens": 6, **fields}, train=TrainConfig(
+        max_steps=None, lr=3e-3, warmup_steps=0, weight_decay=0.0, eval_interval=0, seed=seed,
+        checkpoint_interval=0, desc="online-test"))
+
+
+def sampled_pairs_by_hand(policy, rm, prompts, seed):
+    """Each prompt sampled twice by `generation.generate` (left-padded, one generator), the
+    log-probs of both responses summed from `sequence_logprobs` on those very sequences, the
+    RM read on them: (chosen, rejected) row pairs of the untied prompts (two identical
+    responses tie), the (2B,) log-probs and the (2B,) scores."""
+    twice = [p for p in prompts for _ in range(2)]
+    enc = TOKENIZER([format_prompt(p["prompt"]) for p in twice], padding=True,
+                    return_tensors="pt")
+    P = enc["input_ids"].shape[1]
+    seq = generate(policy, enc["input_ids"], enc["attention_mask"], max_new_tokens=6,
+                   eos_token_id=TOKENIZER.eos_token_id, pad_token_id=TOKENIZER.pad_token_id,
+                   generator=torch.Generator().manual_seed(seed), suppress_token_ids=SUPPRESSED)
+    mask = response_mask(seq[:, P:], TOKENIZER.eos_token_id)
+    attention = torch.cat([enc["attention_mask"], mask], 1)
+    with torch.no_grad():
+        scores = rm(seq, attention)
+    pairs = []
+    for i in range(len(prompts)):
+        a, b = 2 * i, 2 * i + 1
+        if not torch.equal(seq[a, P:] * mask[a], seq[b, P:] * mask[b]):
+            pairs.append((a, b) if scores[a] > scores[b] else (b, a))
+    return pairs, attention, seq, P, mask
+
+
+def logprob_sums(model, seq, attention, P, mask):
+    with torch.no_grad():
+        logp, _ = sequence_logprobs(model, seq, attention, P, suppress_token_ids=SUPPRESSED)
+    return (logp * mask).sum(1)
+
+
+def test_an_online_step_trains_on_the_current_policy_s_pairs_with_the_dpo_loss(tmp_path):
+    sft, rm, val = tiny_gpt(), tiny_rm(), marker_rankings(2, seed=1)
+    cfg = replace(online_config(), epochs=2)  # 4 steps of 4 prompts
+    after_one, first = train_dpo(cfg, sft, TOKENIZER, None, val, prompts=ONLINE_PROMPTS,
+                                 reward_model=rm, gold_judge=gold_score,
+                                 checkpoint_path=tmp_path / "a.pt", stop_after=1)
+    assert any(not torch.equal(a, b) for a, b in zip(after_one.state_dict().values(),
+                                                     sft.state_dict().values()))
+    assert first.train_loss == [pytest.approx(math.log(2), abs=1e-5)]  # policy = reference
+    _, history = train_dpo(cfg, sft, TOKENIZER, None, val, prompts=ONLINE_PROMPTS,
+                           reward_model=rm, gold_judge=gold_score,
+                           checkpoint_path=tmp_path / "a.pt", stop_after=2)
+    # step 1 by hand: its prompts, sampled from the policy after step 0 with the step's seed
+    prompts = [ONLINE_PROMPTS[i] for i in epoch_batch(8, 4, 1, 0).tolist()]
+    pairs, attention, seq, P, mask = sampled_pairs_by_hand(
+        after_one, rm, prompts, derive_seed(0, 1, "samples"))
+    policy, ref = (logprob_sums(m, seq, attention, P, mask) for m in (after_one, sft))
+    w, lo = torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
+    by_hand, _ = dpo_loss(policy[w], policy[lo], ref[w], ref[lo], 0.5)
+    assert history.train_loss[1] == pytest.approx(by_hand.item(), abs=1e-5)
+    assert history.metrics["tied"][1] == pytest.approx(1 - len(pairs) / 4)
+    with torch.no_grad():
+        scores = rm(seq, attention)
+    assert history.metrics["rm_score"][1] == pytest.approx(scores.mean().item(), abs=1e-5)
+    texts = [TOKENIZER.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+             for row, m in zip(seq[:, P:], mask)]
+    ended = (seq[:, P:] == TOKENIZER.eos_token_id).any(1).tolist()
+    gold = [gold_score(p, t, e) for p, t, e in zip([p for p in prompts for _ in range(2)],
+                                                   texts, ended)]
+    assert history.metrics["gold_score"][1] == pytest.approx(sum(gold) / 8)
+    assert checkpoints.read(tmp_path / "a.pt").inputs["rm"] == checkpoints.fingerprint(rm)
+
+
+def test_online_ties_are_left_out_of_the_loss_and_counted():
+    prompts = ONLINE_PROMPTS[:4]
+    rankings, stats = dpo.online_pairs(tiny_gpt(), LengthScorer(), TOKENIZER, prompts, 6, 7)
+    samples = complete(tiny_gpt(), TOKENIZER, [p for p in prompts for _ in range(2)], 6, seed=7)
+    lengths = [len(TOKENIZER(" " + c.text, add_special_tokens=False)["input_ids"]) + c.terminated
+               for c in samples]
+    untied = [i for i in range(4) if lengths[2 * i] != lengths[2 * i + 1]]
+    assert 0 < len(untied) < 4  # both kinds occur with this seed
+    assert stats["tied"] == pytest.approx(1 - len(untied) / 4)
+    assert [r["prompt"] for r in rankings] == [prompts[i]["prompt"] for i in untied]
+    for r, i in zip(rankings, untied):
+        longer = 0 if lengths[2 * i] > lengths[2 * i + 1] else 1
+        assert r["responses"][r["ranking"][0]] == samples[2 * i + longer].text
+    # a reward model that ties every pair: the step counts them all and leaves the policy be
+    flat = reward.RewardModel(tiny_gpt(1)).eval()  # zero head: every score 0
+    sft = tiny_gpt()
+    policy, history = train_dpo(replace(online_config(), batch_size=8), sft, TOKENIZER, None,
+                                marker_rankings(2, seed=1), prompts=ONLINE_PROMPTS,
+                                reward_model=flat)
+    assert history.metrics["tied"] == [1.0] and history.train_loss == [0.0]
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(),
+                                                 sft.state_dict().values()))
+
+
+def test_online_dpo_is_determined_by_its_seed():
+    def run(seed):
+        return train_dpo(online_config(seed), tiny_gpt(), TOKENIZER, None,
+                         marker_rankings(2, seed=1), prompts=ONLINE_PROMPTS,
+                         reward_model=tiny_rm())
+    (a, history_a), (b, history_b), (_, history_c) = run(0), run(0), run(1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+    assert history_a.metrics == history_b.metrics and history_a.train_loss == history_b.train_loss
+    assert history_c.metrics["rm_score"] != history_a.metrics["rm_score"]
+
+
+@pytest.mark.parametrize("online, train, kwargs", [
+    (True, [], {"prompts": ONLINE_PROMPTS, "reward_model": LengthScorer()}),
+    (True, None, {"reward_model": LengthScorer()}),
+    (True, None, {"prompts": ONLINE_PROMPTS}),
+    (False, None, {}),
+    (False, [], {"reward_model": LengthScorer()})])
+def test_the_pair_source_needs_its_own_arguments(online, train, kwargs):
+    cfg = online_config() if online else quick_config()
+    with pytest.raises(ValueError, match="DPOConfig.pairs="):
+        train_dpo(cfg, tiny_gpt(), TOKENIZER, train, [], **kwargs)
+
+
+def test_config_rejects_an_unknown_pair_source():
+    with pytest.raises(ValueError, match="DPOConfig.pairs must be one of"):
+        DPOConfig(pairs="offline")

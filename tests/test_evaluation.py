@@ -1,4 +1,5 @@
 """Evaluation helpers: completions cut at eos, judgement tables, win rates and their intervals."""
+import itertools
 import math
 
 import pytest
@@ -207,3 +208,34 @@ def test_fit_gao_rejects_bad_input():
         evaluation.fit_gao([1, 2], [1, 2], "rl")
     with pytest.raises(ValueError, match="KL >= 0"):
         evaluation.fit_gao([1, -2, 3], [1, 2, 3], "rl")
+
+
+def test_pass_at_k_hand_values():
+    # n = 4 samples, c = 1 correct: a k-subset misses it with probability C(3, k) / C(4, k)
+    assert evaluation.pass_at_k(4, 1, 1) == pytest.approx(1 / 4)
+    assert evaluation.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)
+    assert evaluation.pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2) / C(5,2)
+    assert evaluation.pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 = c / n
+    assert evaluation.pass_at_k(4, 0, 3) == 0.0
+    assert evaluation.pass_at_k(4, 2, 3) == 1.0  # every 3 of 4 holds one of 2 correct
+    assert evaluation.pass_at_k(3, 3, 0) == 0.0  # no sample drawn, none correct
+    # large n: the product form stays finite where the binomials would overflow a float
+    assert evaluation.pass_at_k(2000, 1, 1000) == pytest.approx(0.5)
+
+
+def test_pass_at_k_equals_enumerating_every_subset():
+    for n in range(1, 7):
+        for c in range(n + 1):
+            outcomes = [True] * c + [False] * (n - c)
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(outcomes, k))
+                by_hand = sum(any(s) for s in subsets) / len(subsets)
+                assert evaluation.pass_at_k(n, c, k) == pytest.approx(by_hand, abs=1e-12)
+
+
+@pytest.mark.parametrize("n, c, k, field", [(4, 1, 5, "k = 5"), (4, 5, 1, "c = 5"),
+                                            (-1, 0, 0, "n must"), (4, -1, 1, "c must"),
+                                            (4, 1, -2, "k must"), (4.0, 1, 1, "n must")])
+def test_pass_at_k_rejects_bad_counts(n, c, k, field):
+    with pytest.raises(ValueError, match=field):
+        evaluation.pass_at_k(n, c, k)

@@ -12,6 +12,7 @@ from rlhf_lite.comparisons import check_ranking, make_rankings, read_rankings, s
 from rlhf_lite.data import DataError, load_records, write_jsonl
 from rlhf_lite.labeler import GoldLabeler, rankings_agreement
 from rlhf_lite.model import GPT, GPTConfig
+from rlhf_lite.ppo import PPOConfig, PPOTrainer
 from rlhf_lite.pretrain import PretrainConfig
 from rlhf_lite.reward import (
     RewardConfig,
@@ -280,3 +281,70 @@ def test_a_killed_reward_model_run_resumes_to_the_same_normalised_model(tmp_path
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
                                                  resumed.state_dict().values()))
     assert checkpoints.read(tmp_path / "b.pt").extra == checkpoints.read(tmp_path / "a.pt").extra
+
+
+# ----------------------------------------------------------------------------- ensembles
+def constant_rm(bias: float) -> RewardModel:
+    """An RM that scores every sequence `bias` (zero head weight)."""
+    rm = RewardModel(tiny_gpt(0)).eval()
+    with torch.no_grad():
+        rm.head.bias.fill_(bias)
+    return rm
+
+
+@pytest.mark.parametrize("combine, penalty, expected", [
+    ("mean", None, 1.0),  # (1 - 2 + 4) / 3
+    ("min", None, -2.0),
+    ("uwo", 0.5, 1.0 - 0.5 * 6.0),  # variance ((1-1)^2 + (-2-1)^2 + (4-1)^2) / 3 = 6
+    ("uwo", 0.0, 1.0)])
+def test_ensemble_combines_members_with_known_outputs(combine, penalty, expected):
+    ensemble = reward.RewardEnsemble([constant_rm(b) for b in (1.0, -2.0, 4.0)], combine,
+                                     penalty)
+    batch = encode_responses(TOKENIZER, ["hi", "hi"], ["two .", "four four ."], [True, False])
+    scores = ensemble(batch["input_ids"], batch["attention_mask"])
+    assert scores.shape == (2,)
+    assert scores.tolist() == pytest.approx([expected, expected], abs=1e-5)
+
+
+def test_ensemble_of_varied_members_against_a_loop_over_rows():
+    members = [tiny_rm(seed) for seed in (1, 2, 3)]
+    batch = encode_responses(TOKENIZER, ["hi"] * 3, ["two .", "four four .", "red"],
+                             [True, True, False])
+    alone = [m(batch["input_ids"], batch["attention_mask"]).tolist() for m in members]
+    for combine, penalty in (("mean", None), ("min", None), ("uwo", 2.0)):
+        ensemble = reward.RewardEnsemble(members, combine, penalty)
+        got = ensemble(batch["input_ids"], batch["attention_mask"]).tolist()
+        for row in range(3):
+            r = [scores[row] for scores in alone]
+            mean = sum(r) / 3
+            by_hand = {"mean": mean, "min": min(r),
+                       "uwo": mean - 2.0 * sum((x - mean) ** 2 for x in r) / 3}[combine]
+            assert got[row] == pytest.approx(by_hand, abs=1e-5)
+    # the RM's scoring path takes it unchanged
+    assert score_responses(reward.RewardEnsemble(members), TOKENIZER, ["hi"], ["two ."],
+                           [True]).item() == pytest.approx(sum(a[0] for a in alone) / 3, abs=1e-5)
+
+
+def test_ppo_takes_an_ensemble_and_its_value_model_starts_from_the_first_member():
+    members = [tiny_rm(seed) for seed in (1, 2)]
+    trainer = PPOTrainer(PPOConfig(iterations=1, batch_size=4, minibatch_size=4,
+                                   max_new_tokens=4, ppo_epochs=1), tiny_gpt(0),
+                         reward.RewardEnsemble(members, "min"), TOKENIZER,
+                         [{"prompt": "hi"}, {"prompt": "what is two plus two ?"}])
+    start = {k: v for k, v in trainer.value_model.state_dict().items()}
+    first = {"backbone." + k: v for k, v in members[0].backbone.state_dict().items()}
+    first.update({"head." + k: v for k, v in members[0].head.state_dict().items()})
+    assert start.keys() == first.keys() and all(torch.equal(start[k], first[k]) for k in first)
+    assert math.isfinite(trainer.step()["rm_score"])
+
+
+@pytest.mark.parametrize("members, combine, penalty, message", [
+    ([], "mean", None, "members is empty"),
+    (None, "max", None, "combine must be one of"),
+    (None, "uwo", None, "penalty is the weight"),
+    (None, "mean", 1.0, "penalty is the weight"),
+    (None, "uwo", -1.0, "penalty must be >= 0")])
+def test_ensemble_rejects_bad_arguments(members, combine, penalty, message):
+    with pytest.raises(ValueError, match=message):
+        reward.RewardEnsemble([constant_rm(0.0)] if members is None else members, combine,
+                              penalty)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from synthetic import marker_rankings
 
-from rlhf_lite import checkpoints, data, dpo, labeler, paths, ppo, runs, utils
+from rlhf_lite import checkpoints, data, dpo, labeler, paths, ppo, reward, runs, sft, utils
 from rlhf_lite.checkpoints import Checkpoint
 from rlhf_lite.dpo import DPOConfig
 from rlhf_lite.model import GPT, GPTConfig
@@ -225,3 +225,36 @@ def test_every_notebook_run_is_saved_and_retrained_by_the_switch_in_its_first_ce
         for cell in calls:
             assert "saved_as=" in cell and "retrain=RETRAIN" in cell, (path.name, cell)
         assert bool(calls) == ("\nRETRAIN = False\n" in code[0]), path.name
+
+
+def test_reward_models_sft_and_online_dpo_runs_are_saved_and_loaded_as_trained(trained):
+    base, rankings, val = tiny_gpt(), marker_rankings(8, seed=0), marker_rankings(4, seed=1)
+    demos = [{"id": f"d{i}", "prompt": "name two fruits .", "response": "pear and banana ."}
+             for i in range(4)]
+    rm_cfg = reward.RewardConfig(batch_size=4, train=TrainConfig(
+        max_steps=None, lr=3e-3, warmup_steps=1, eval_interval=0))
+    sft_cfg = sft.SFTConfig(batch_size=2, train=TrainConfig(max_steps=2, lr=3e-3, warmup_steps=1,
+                                                            eval_interval=0))
+    online = DPOConfig(batch_size=4, pairs="online", max_new_tokens=4, train=TrainConfig(
+        max_steps=None, lr=3e-3, warmup_steps=1, eval_interval=0))
+    rm_args = (base, TOKENIZER, rankings, val, demos)
+    judge = RewardModel(tiny_gpt(1))
+    torch.nn.init.normal_(judge.head.weight)  # scores that rank the online pairs
+    plan = {**{f"rm seed {s}": (reward.train_reward_model, (dataclasses.replace(
+                rm_cfg, train=dataclasses.replace(rm_cfg.train, seed=s)), *rm_args), {})
+               for s in (0, 1)},
+            "sft": (sft.train_sft, (sft_cfg, base, TOKENIZER, demos, demos[:2]), {}),
+            "online": (dpo.train_dpo, (online, base, TOKENIZER, None, val),
+                       {"prompts": data.load_records("prompts_train")[:8],
+                        "reward_model": judge, "gold_judge":
+                        labeler.gold_score})}
+    first = train_side_by_side(plan, saved_as="models")
+    assert trained == list(plan)
+    again = train_side_by_side(plan, saved_as="models")
+    assert trained == list(plan)  # all four loaded
+    for name in plan:
+        (model, history), (model_0, history_0) = again[name], first[name]
+        assert type(model) is type(model_0) and model.training is model_0.training is False
+        assert same(model.state_dict(), model_0.state_dict()) and history == history_0
+    assert not same(first["rm seed 0"][0].state_dict(), first["rm seed 1"][0].state_dict())
+    assert set(again["online"][1].metrics) == {"rm_score", "tied", "gold_score"}
