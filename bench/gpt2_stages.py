@@ -109,7 +109,8 @@ def standin_preset(checkpoint: str):
                    ppo=replace(gpt2.ppo, **PPO_CUT),
                    ppo_ptx=replace(gpt2.ppo_ptx, **PPO_CUT, ptx_batch_size=2),
                    dpo=replace(gpt2.dpo, batch_size=4),
-                   rloo=replace(gpt2.rloo, **PPO_CUT))
+                   rloo=replace(gpt2.rloo, **PPO_CUT),
+                   grpo_verifier=replace(gpt2.grpo_verifier, **PPO_CUT))
 
 
 def hh_standin_preset(checkpoint: str, hh_file: str):

@@ -97,7 +97,7 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor,
     return compute_gae(rewards, torch.zeros_like(rewards), mask, gamma=gamma, lam=1.0)[0]
 
 
-GROUP_BASELINES = ("rloo", "grpo")
+GROUP_BASELINES = ("rloo", "grpo", "dr_grpo")
 
 
 def group_advantages(returns: torch.Tensor, group_size: int, kind: str) -> torch.Tensor:
@@ -107,8 +107,12 @@ def group_advantages(returns: torch.Tensor, group_size: int, kind: str) -> torch
         rloo: A_i = R_i - mean of the group's other returns (leave-one-out, Ahmadian et al.
               2024, "Back to basics": unbiased, since R_i is not in its own baseline)
         grpo: A_i = (R_i - group mean) / (group std + 1e-6) (population std, Shao et al. 2024)
+        dr_grpo: A_i = R_i - group mean (Liu et al. 2025, "Understanding R1-Zero-like
+              training": GRPO's division by the std up-weights the prompts whose samples nearly
+              agree, too easy or too hard; Dr. GRPO drops it)
 
-    A group of equal returns gets zero advantages: nothing in it is better than the rest.
+    A group of equal returns gets zero advantages: nothing in it is better than the rest
+    (`zero_advantage_groups` counts them).
     """
     if returns.dim() != 1 or len(returns) % group_size or group_size < 2:
         raise ValueError(f"group_advantages: {tuple(returns.shape)} returns must be 1-D and "
@@ -117,11 +121,56 @@ def group_advantages(returns: torch.Tensor, group_size: int, kind: str) -> torch
     if kind == "rloo":
         others = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
         return (groups - others).reshape(-1)
+    centred = groups - groups.mean(1, keepdim=True)
     if kind == "grpo":
-        centred = groups - groups.mean(1, keepdim=True)
         return (centred / (groups.std(1, unbiased=False, keepdim=True) + 1e-6)).reshape(-1)
+    if kind == "dr_grpo":
+        return centred.reshape(-1)
     raise ValueError(f"group_advantages: unknown kind {kind!r}, expected one of "
                      f"{GROUP_BASELINES}")
+
+
+def zero_advantage_groups(returns: torch.Tensor, group_size: int) -> float:
+    """The share of the groups (`group_size` consecutive returns each, as in
+    `group_advantages`) whose returns are all equal: every advantage in such a group is 0, so
+    it gives no policy gradient (only a KL term in the loss, if any). With a 0/1 verifier and
+    the KL outside the reward this is every group the policy always or never solves: the
+    policy loss can be 0 while the policy still trains on the other groups."""
+    groups = returns.view(-1, group_size)  # (n, k)
+    return (groups == groups[:, :1]).all(1).float().mean().item()
+
+
+AGGREGATIONS = ("token", "sequence", "constant")
+
+
+def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token",
+              max_len: int | None = None) -> torch.Tensor:
+    """A per-token loss (B, T) reduced to a 0-d tensor over its valid tokens, as `how` says:
+
+        token:    mean over all valid tokens of the batch (PPO; DAPO, Yu et al. 2025)
+        sequence: each response's mean over its own tokens, then the mean over responses
+                  (GRPO, Shao et al. 2024). A token of a response of length |o| weighs
+                  1/|o|: a long wrong answer is penalised less per token (the length bias)
+        constant: the sum over valid tokens / (B * max_len) (Dr. GRPO, Liu et al. 2025): every
+                  token weighs the same whatever its response's length or the batch's
+
+    `max_len` (the response length cap) is needed by "constant" only. ValueError if a row has
+    no valid token under "sequence", or none at all under "token".
+    """
+    _check_same_2d("aggregate", x=x, mask=mask)
+    valid = mask.bool()
+    if how == "token":
+        return masked_mean(x, mask)
+    if how == "sequence":
+        lengths = valid.sum(1)  # (B,)
+        if (lengths == 0).any():
+            raise ValueError("aggregate: a response with no valid token has no mean")
+        return (torch.where(valid, x, 0).sum(1) / lengths).mean()
+    if how == "constant":
+        if max_len is None:
+            raise ValueError("aggregate: 'constant' divides by B * max_len: give max_len")
+        return torch.where(valid, x, 0).sum() / (x.shape[0] * max_len)
+    raise ValueError(f"aggregate: unknown how {how!r}, expected one of {AGGREGATIONS}")
 
 
 @torch.no_grad()

@@ -13,13 +13,22 @@ the numbers below mark the steps in the code):
        r_T += RM(prompt, response)          at the last real token (eos),
    where KL_t is a per-token estimate of KL(pi || pi_SFT) (`rlhf_lite.kl`). A response that
    never emits eos is cut at max_new_tokens and its score is lowered by `missing_eos_penalty`.
-4. Advantages with GAE (gamma = 1 as in the paper). Or, with `advantage` "rloo" or "grpo", a
-   critic-free baseline: `group_size` samples of each prompt, each response's total reward
-   (score - beta * KL) against its group's (`gae.group_advantages`), the same advantage on
-   every token, and no value model. Either way the advantages are then whitened over the
-   batch's valid tokens, so that the baseline is the only difference between the methods:
-   the clipped step's size does not depend on the advantages' scale.
+   With `reward` "verifier" the score is `verifier.verifier_scores` instead (1 for an exactly
+   right answer, 0 otherwise: RL with verifiable rewards). With `kl_in` "loss" (GRPO) the
+   reward is the score alone and the KL goes into the loss (step 5); beta's controller still
+   reads the logged KL.
+4. Advantages with GAE (gamma = 1 as in the paper). Or, with `advantage` "rloo", "grpo" or
+   "dr_grpo", a critic-free baseline: `group_size` samples of each prompt, each response's
+   total reward (score - beta * KL) against its group's (`gae.group_advantages`), the same
+   advantage on every token, and no value model. By default (`whiten_advantages`) the
+   advantages are then whitened over the batch's valid tokens, so that the baseline is the
+   only difference between the methods: the clipped step's size does not depend on the
+   advantages' scale (GRPO and Dr. GRPO leave them as their group made them).
 5. Several epochs of shuffled minibatches of the clipped surrogate plus a clipped value loss.
+   The surrogate's tokens are averaged as `loss_aggregation` says (`gae.aggregate`: over the
+   minibatch's tokens by default; per response first as GRPO; over a constant as Dr. GRPO).
+   With `kl_in` "loss" it also gets beta * the aggregated `kl_estimator` of the new log-probs
+   to the reference's (GRPO: k3), whose gradient flows through the new log-probs.
 6. PPO-ptx (sec 3.5, eq. 2), when `ptx_coef` > 0: each minibatch's policy loss also gets
    ptx_coef * (next-token loss on a batch of pretraining text), which pulls the policy back
    towards the pretraining distribution and reduces the "alignment tax" (notebook 7).
@@ -54,12 +63,15 @@ from .chat import format_prompt
 from .checkpoints import Checkpoint, fingerprint
 from .datasource import DataSource, stage_recipe
 from .gae import (
+    AGGREGATIONS,
     GROUP_BASELINES,
+    aggregate,
     compute_gae,
     explained_variance,
     group_advantages,
     masked_mean,
     whiten,
+    zero_advantage_groups,
 )
 from .generation import generate, response_mask, sequence_logprobs
 from .kl import KINDS, AdaptiveKLController, FixedKLController, kl_estimate, penalised_rewards
@@ -80,6 +92,7 @@ from .utils import (
     rule,
     seed_everything,
 )
+from .verifier import CHECKABLE, verifier_scores, verifies
 
 
 @dataclass
@@ -112,7 +125,7 @@ class PPOConfig:
     # target KL per response, in nats (adaptive only)
     kl_target: float = rule(2.0, number(0, low_open=True))
     kl_horizon: int = rule(2000, integer(1))  # responses over which beta adapts (adaptive only)
-    # per-token KL estimator in the reward: k1, k2 or k3
+    # per-token KL estimator in the reward (or the loss: kl_in): k1, k2 or k3
     kl_estimator: str = rule("k1", one_of(KINDS))
     # subtracted from the RM score of unterminated responses
     missing_eos_penalty: float = rule(2.0, number(0))
@@ -134,6 +147,19 @@ class PPOConfig:
     advantage: str = rule("gae", one_of(("gae",) + GROUP_BASELINES))
     # samples per prompt in a rollout; a group baseline needs 2 or more
     group_size: int = rule(1, integer(1))
+    # the score of a response: "rm", the reward model's; "verifier", verifier.verifier_scores
+    # (1 exactly right, 0 otherwise; RLVR), on checkable prompts only. The reward model is
+    # still an argument of the trainer (it initialises the value model under GAE)
+    reward: str = rule("rm", one_of(("rm", "verifier")))
+    # how the policy loss (and a KL term in it) averages its tokens: gae.aggregate's "token"
+    # (PPO, DAPO), "sequence" (GRPO: length-biased) or "constant" (Dr. GRPO)
+    loss_aggregation: str = rule("token", one_of(AGGREGATIONS))
+    # whiten the advantages over the batch's valid tokens (GRPO and Dr. GRPO do not; the
+    # token-weighted mean it subtracts is itself a shift that depends on the lengths)
+    whiten_advantages: bool = rule(True, boolean())
+    # where beta * KL goes: "reward", k1..k3 per token in the reward (InstructGPT); "loss",
+    # beta * aggregate(kl_estimator of the new log-probs) added to the policy loss (GRPO)
+    kl_in: str = rule("reward", one_of(("reward", "loss")))
 
     def __post_init__(self):
         check_config(self)
@@ -170,6 +196,7 @@ METRIC_RULES = {
     "response_length": "mean", "terminated": "mean", "explained_variance": "mean",
     "gold_score": "mean", "policy_loss": "mean", "value_loss": "mean", "ptx_loss": "mean",
     "clipfrac": "mean", "approx_kl": "mean", "ratio_max": "max", "first_ratio_max": "max",
+    "kl_loss": "mean", "zero_advantage_groups": "mean",
 }
 
 
@@ -192,9 +219,9 @@ class Rollout:
     logprobs: torch.Tensor  # (B, N) old policy log-probs of the sampled tokens
     ref_logprobs: torch.Tensor  # (B, N) SFT reference log-probs
     values: torch.Tensor  # (B, N) old values
-    scores: torch.Tensor  # (B,) RM score, after the missing-eos penalty
+    scores: torch.Tensor  # (B,) RM (or verifier) score, after the missing-eos penalty
     rewards: torch.Tensor  # (B, N) per-token reward
-    advantages: torch.Tensor  # (B, N) whitened advantages (GAE or the group baseline's)
+    advantages: torch.Tensor  # (B, N) GAE's or the group baseline's (whitened by default)
     returns: torch.Tensor  # (B, N) value targets (A + V, before whitening)
     texts: list[str]  # decoded responses (for the gold labeler and for reading)
     terminated: torch.Tensor  # (B,) bool, emitted eos
@@ -211,19 +238,22 @@ def response_logprobs(model, sequences, attention_mask, prompt_len: int, tempera
     return logprobs, entropy
 
 
-def clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps: float):
-    """PPO's clipped surrogate, as a loss: mean over valid tokens of
+def clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps: float,
+                        how: str = "token", max_len: int | None = None):
+    """PPO's clipped surrogate, as a loss: the `gae.aggregate` (`how`, `max_len`; default the
+    mean over valid tokens) of
     max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)),  ratio = exp(logp - logp_old).
 
-    Returns (loss, stats) with stats: clipfrac (share of valid tokens where the clipped term
-    is the active one), approx_kl (mean of (ratio - 1) - log ratio, the k3 estimate of
-    KL(old || new): how far this update has moved the policy), ratio_max.
+    Returns (loss, stats) with stats, token means whatever `how`: clipfrac (share of valid
+    tokens where the clipped term is the active one), approx_kl (mean of (ratio - 1) - log
+    ratio, the k3 estimate of KL(old || new): how far this update has moved the policy),
+    ratio_max.
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
-    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    loss = aggregate(torch.max(unclipped, clipped), mask, how, max_len)
     with torch.no_grad():
         stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
                  "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item(),
@@ -241,7 +271,9 @@ class PPOTrainer:
     """Holds the four models and the optimizer state; `step()` runs one PPO iteration.
 
     policy: trained (starts as a copy of SFT). reference: frozen SFT. reward_model: frozen.
-    value_model: trained (starts as a copy of the reward model).
+    value_model: trained (starts as a copy of the reward model). With cfg.reward "verifier"
+    the reward model scores nothing, but is still taken (the value model's init under GAE),
+    and every prompt must be one the verifier can check (ValueError otherwise).
     `pretrain_stream` (1-D token ids, `rlhf_lite.pretrain.token_stream`) is needed for PPO-ptx.
     `recipe`: what its checkpoint records as the recipe (default: `cfg`;
     `datasource.stage_recipe`).
@@ -253,6 +285,10 @@ class PPOTrainer:
         if cfg.ptx_coef > 0 and pretrain_stream is None:
             raise ValueError("PPOConfig.ptx_coef > 0 (PPO-ptx) needs a pretrain_stream of token "
                              "ids")
+        if cfg.reward == "verifier" and not all(verifies(p) for p in prompts):
+            other = sorted({p["category"] for p in prompts if not verifies(p)})
+            raise ValueError(f"PPOConfig.reward 'verifier' can check only {CHECKABLE} prompts, "
+                             f"got {other} ones too: filter them with verifier.verifies")
         self.cfg, self.tokenizer, self.prompts = cfg, tokenizer, prompts
         self.recipe = recipe or cfg.as_dict()
         self.suppressed = never_generated(tokenizer)  # pad, unk: never sampled, never scored
@@ -313,24 +349,30 @@ class PPOTrainer:
                                             cfg.temperature, self.suppressed)
         values = (self.value_model(sequences, attention_mask)[:, P - 1: -1]  # (B, N)
                   if self.value_model is not None else torch.zeros_like(logprobs))
-        scores = self.reward_model(sequences, attention_mask)  # (B,) read at the last real token
+        texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+                 for row, m in zip(response, mask)]
+        if cfg.reward == "verifier":  # the checker of the answer: 1 right, 0 otherwise
+            scores = verifier_scores(prompts, texts, terminated).to(logprobs.device)
+        else:
+            scores = self.reward_model(sequences, attention_mask)  # (B,) at the last real token
         scores = scores - cfg.missing_eos_penalty * (~terminated).float()
 
-        # 3. per-token reward: -beta * KL_t on every token, the score added at eos
-        rewards, _ = penalised_rewards(logprobs, ref_logprobs, mask, scores, self.kl_ctl.beta,
+        # 3. per-token reward: -beta * KL_t on every token, the score added at eos (with
+        # kl_in "loss" the reward is the score alone: the KL is in the update's loss)
+        beta = self.kl_ctl.beta if cfg.kl_in == "reward" else 0.0
+        rewards, _ = penalised_rewards(logprobs, ref_logprobs, mask, scores, beta,
                                        cfg.kl_estimator)
         # 4. GAE advantages and returns (A + V); or the group baseline's advantage of each
-        # response's total reward, on all its tokens. Both whitened over valid tokens: with
-        # the same scale, PPO and RLOO/GRPO differ only in their baseline
+        # response's total reward, on all its tokens. By default both whitened over valid
+        # tokens: with the same scale, PPO and RLOO/GRPO differ only in their baseline
         if cfg.advantage == "gae":
             advantages, returns = compute_gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
         else:
             returns = rewards.sum(1, keepdim=True) * mask  # (B, N) no value targets: for logs
             advantages = group_advantages(rewards.sum(1), cfg.group_size,
                                           cfg.advantage)[:, None] * mask  # (B, N)
-        advantages = whiten(advantages, mask)
-        texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True)
-                 for row, m in zip(response, mask)]
+        if cfg.whiten_advantages:
+            advantages = whiten(advantages, mask)
         return Rollout(prompts=prompts, sequences=sequences, attention_mask=attention_mask,
                        mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs,
                        values=values * mask, scores=scores, rewards=rewards,
@@ -342,7 +384,6 @@ class PPOTrainer:
         """Steps 5-6: epochs of minibatches of the clipped losses (plus ptx); the metrics,
         each combined over the minibatches by its rule (METRIC_RULES)."""
         cfg = self.cfg
-        P = r.sequences.shape[1] - r.mask.shape[1]
         B = len(r.prompts)
         stats: dict[str, list[float]] = {}
         for epoch in range(cfg.ppo_epochs):
@@ -352,18 +393,7 @@ class PPOTrainer:
                      torch.randperm(B, generator=self.generator, device="cpu"))
             for start in range(0, B, self.local_minibatch_size):
                 idx = order[start: start + self.local_minibatch_size]
-                seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.mask[idx]
-                logprobs, _ = response_logprobs(self.ddp_policy, seq, att, P, cfg.temperature,
-                                                self.suppressed)
-                pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx],
-                                                        r.advantages[idx], mask, cfg.clip_eps)
-                loss, losses = pg_loss, {"policy_loss": pg_loss.item()}
-                if self.value_model is not None:
-                    values = self.ddp_value_model(seq, att)[:, P - 1: -1]
-                    vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
-                                                 cfg.value_clip_eps)
-                    loss = pg_loss + vf_loss  # separate models: the sum just trains both
-                    losses["value_loss"] = vf_loss.item()
+                loss, pg_stats, losses = self.minibatch_loss(r, idx)
                 if cfg.ptx_coef > 0:
                     ptx_loss = self.pretraining_loss()
                     loss = loss + cfg.ptx_coef * ptx_loss
@@ -377,6 +407,34 @@ class PPOTrainer:
                     stats.setdefault(k, []).append(v)
         return {k: max(v) if metric_rule(k) == "max" else sum(v) / len(v)
                 for k, v in stats.items()}
+
+    def minibatch_loss(self, r: Rollout, idx: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+        """The loss of the rollout's responses `idx`: the clipped policy loss (plus beta * the
+        aggregated KL estimate of the new log-probs, with kl_in "loss": GRPO's k3 term, whose
+        gradient flows through the new log-probs only) and the clipped value loss under GAE.
+        Returns (loss, the policy loss's stats, the logged losses)."""
+        cfg = self.cfg
+        P = r.sequences.shape[1] - r.mask.shape[1]
+        seq, att, mask = r.sequences[idx], r.attention_mask[idx], r.mask[idx]
+        logprobs, _ = response_logprobs(self.ddp_policy, seq, att, P, cfg.temperature,
+                                        self.suppressed)
+        pg_loss, pg_stats = clipped_policy_loss(logprobs, r.logprobs[idx], r.advantages[idx],
+                                                mask, cfg.clip_eps, cfg.loss_aggregation,
+                                                cfg.max_new_tokens)
+        loss, losses = pg_loss, {"policy_loss": pg_loss.item()}
+        if cfg.kl_in == "loss":
+            kl_loss = aggregate(kl_estimate(logprobs, r.ref_logprobs[idx], cfg.kl_estimator),
+                                mask, cfg.loss_aggregation, cfg.max_new_tokens)
+            loss = loss + self.kl_ctl.beta * kl_loss
+            losses["kl_loss"] = kl_loss.item()
+        if self.value_model is not None:
+            values = self.ddp_value_model(seq, att)[:, P - 1: -1]
+            vf_loss = clipped_value_loss(values, r.values[idx], r.returns[idx], mask,
+                                         cfg.value_clip_eps)
+            loss = loss + vf_loss  # separate models: the sum just trains both
+            losses["value_loss"] = vf_loss.item()
+        return loss, pg_stats, losses
 
     def pretraining_loss(self) -> torch.Tensor:
         """The policy's next-token loss on fresh random windows of pretraining text (PPO-ptx)."""
@@ -397,7 +455,7 @@ class PPOTrainer:
         r = self.rollout([self.prompts[i] for i in pick.tolist() for _ in range(k)])
         kl_per_response = (kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask).sum(1).mean()
         metrics = {
-            "rm_score": r.scores.mean().item(),  # what PPO maximises (minus the KL term)
+            "rm_score": r.scores.mean().item(),  # what PPO maximises: RM's or verifier's
             "kl": kl_per_response.item(),  # KL(pi || pi_SFT) per response, nats (k1 mean)
             "beta": self.kl_ctl.beta,
             "entropy": masked_mean(r.entropy, r.mask).item(),  # per token, nats
@@ -406,6 +464,8 @@ class PPOTrainer:
         }
         if self.value_model is not None:  # how well the critic predicts the returns
             metrics["explained_variance"] = explained_variance(r.values, r.returns, r.mask)
+        else:  # groups whose responses all got the same total reward: no policy gradient
+            metrics["zero_advantage_groups"] = zero_advantage_groups(r.rewards.sum(1), k)
         if self.gold_judge is not None:  # evaluation only: PPO never sees it
             metrics["gold_score"] = sum(self.gold_judge(p, t, bool(e)) for p, t, e in
                                         zip(r.prompts, r.texts, r.terminated)) / len(r.texts)
@@ -509,13 +569,17 @@ def train_in_parallel(configs: dict, *args, saved_as: str | None = None, retrain
 
 
 def build(cfg: PPOConfig, data: DataSource, tokenizer, inputs: dict, path) -> None:
-    """The "ppo" and "ppo_ptx" stages (rlhf_lite.stages): PPO from the SFT model against the
-    reward model on the data source's train prompts (PPO-ptx, `ptx_coef` > 0, with its
-    pretraining text), logging its gold score if it has a gold judge; the policy is saved to
-    `path`."""
+    """The PPO stages (rlhf_lite.stages: "ppo", "ppo_ptx", "rloo", "grpo_verifier"): PPO from
+    the SFT model against the reward model on the data source's train prompts (PPO-ptx,
+    `ptx_coef` > 0, with its pretraining text; `reward` "verifier": against the verifier, on
+    the train prompts it can check), logging its gold score if it has a gold judge; the policy
+    is saved to `path`."""
     stream = (token_stream(data.pretraining_text("train"), tokenizer)
               if cfg.ptx_coef > 0 else None)
-    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer,
-                         data.prompts("train", tokenizer), gold_judge=data.gold_judge,
-                         pretrain_stream=stream, recipe=stage_recipe(cfg, data))
+    prompts = data.prompts("train", tokenizer)
+    if cfg.reward == "verifier":
+        prompts = [p for p in prompts if verifies(p)]
+    trainer = PPOTrainer(cfg, inputs["sft"], inputs["rm"], tokenizer, prompts,
+                         gold_judge=data.gold_judge, pretrain_stream=stream,
+                         recipe=stage_recipe(cfg, data))
     trainer.train(checkpoint_path=path)  # resumes an interrupted run, checkpoints as it goes

@@ -70,6 +70,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("dpo", dpo.build, inputs=("sft", "rm"), group=3, label="DPO", threads=1,
           reads_data=False, file_inputs=dpo.file_inputs),
     Stage("rloo", ppo.build, inputs=("sft", "rm"), group=3, label="RLOO", threads=1),
+    # notebook 10: Dr. GRPO against the verifier (the rm stage's model is its input only
+    # because PPOTrainer takes one; it scores nothing)
+    Stage("grpo_verifier", ppo.build, inputs=("sft", "rm"), group=3, label="GRPO (verifier)",
+          threads=1),
 )}
 
 

@@ -80,6 +80,10 @@ BAD = [
     ("PPOConfig", "grad_clip", 0.0, "a finite number > 0"),  # clipping to 0 zeroes gradients
     ("PPOConfig", "ptx_coef", -0.1, "a finite number >= 0"),
     ("PPOConfig", "ptx_batch_size", 0, "an int >= 1"),
+    ("PPOConfig", "reward", "gold", "one of ('rm', 'verifier')"),
+    ("PPOConfig", "loss_aggregation", "mean", "one of ('token', 'sequence', 'constant')"),
+    ("PPOConfig", "whiten_advantages", 0, "a bool"),
+    ("PPOConfig", "kl_in", "both", "one of ('reward', 'loss')"),
     ("GPTConfig", "vocab_size", 0, "an int >= 1"),
     ("GPTConfig", "n_head", True, "an int >= 1"),  # a bool is no size
     ("GPTConfig", "dropout", -0.5, "a number in [0, 1)"),

@@ -178,6 +178,7 @@ def test_group_advantages_match_a_loop():
     returns, k = torch.randn(12), 4
     rloo = gae.group_advantages(returns, k, "rloo")
     grpo = gae.group_advantages(returns, k, "grpo")
+    dr_grpo = gae.group_advantages(returns, k, "dr_grpo")
     for g in range(0, 12, k):
         group = returns[g: g + k].tolist()
         mean = sum(group) / k
@@ -186,6 +187,7 @@ def test_group_advantages_match_a_loop():
             others = [x for j, x in enumerate(group) if j != i]
             assert rloo[g + i].item() == pytest.approx(r - sum(others) / (k - 1), abs=1e-6)
             assert grpo[g + i].item() == pytest.approx((r - mean) / (std + 1e-6), abs=1e-5)
+            assert dr_grpo[g + i].item() == pytest.approx(r - mean, abs=1e-6)
 
 
 def test_equal_rewards_give_zero_group_advantages():
@@ -201,3 +203,62 @@ def test_rloo_advantages_of_a_group_sum_to_zero_and_bad_input_is_refused():
         gae.group_advantages(torch.zeros(5), 2, "rloo")
     with pytest.raises(ValueError, match="unknown kind 'ppo'"):
         gae.group_advantages(torch.zeros(4), 2, "ppo")
+
+
+def test_dr_grpo_keeps_the_scale_grpo_divides_away():
+    """Dr. GRPO (Liu et al. 2025): a group whose samples nearly agree gets small advantages,
+    where GRPO's division by the std blows them up to the size of any other group's."""
+    returns = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0])
+    dr, grpo = (gae.group_advantages(returns, 4, kind) for kind in ("dr_grpo", "grpo"))
+    assert dr.tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25,
+                                         0.0075, -0.0025, -0.0025, -0.0025])
+    assert grpo[4].item() == pytest.approx(grpo[0].item(), rel=1e-3)  # both 3 / sqrt(3)
+
+
+def test_zero_advantage_groups_counts_the_groups_of_equal_returns():
+    returns = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, -2.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+    assert gae.zero_advantage_groups(returns, 3) == pytest.approx(3 / 4)
+    for kind in gae.GROUP_BASELINES:  # exactly the groups whose advantages are all 0
+        zero = (gae.group_advantages(returns, 3, kind).view(4, 3) == 0).all(1)
+        assert zero.tolist() == [True, True, False, True]
+
+
+def test_aggregate_matches_a_loop():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    rows = [[x[b, t].item() for t in range(5) if mask[b, t]] for b in range(3)]
+    tokens = [v for row in rows for v in row]
+    max_len = 7  # the cap, longer than this batch's responses
+    assert gae.aggregate(x, mask).item() == pytest.approx(sum(tokens) / len(tokens), abs=1e-6)
+    assert gae.aggregate(x, mask, "sequence").item() == pytest.approx(
+        sum(sum(row) / len(row) for row in rows) / 3, abs=1e-6)
+    assert gae.aggregate(x, mask, "constant", max_len).item() == pytest.approx(
+        sum(tokens) / (3 * max_len), abs=1e-6)
+    assert torch.equal(gae.aggregate(x, mask, "token"), gae.masked_mean(x, mask))
+
+
+def test_sequence_aggregation_weighs_a_long_response_s_tokens_less():
+    """GRPO's per-response mean: the same per-token loss of 1 costs a 1-token response 1 and
+    each token of a 4-token response 1/4 (the length bias); "token" and "constant" weigh
+    every token alike."""
+    x = torch.ones(2, 4, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])
+    for how, long_weight, short_weight in [("sequence", 1 / 8, 1 / 2), ("token", 1 / 5, 1 / 5),
+                                           ("constant", 1 / 8, 1 / 8)]:
+        (grad,) = torch.autograd.grad(gae.aggregate(x, mask, how, max_len=4), x)
+        assert grad[0, 0].item() == pytest.approx(long_weight), how
+        assert grad[1, 0].item() == pytest.approx(short_weight), how
+        assert (grad[1, 1:] == 0).all()
+
+
+def test_aggregate_refuses_bad_input():
+    x, mask = torch.ones(2, 3), torch.tensor([[1, 1, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match="a response with no valid token"):
+        gae.aggregate(x, mask, "sequence")
+    with pytest.raises(ValueError, match="give max_len"):
+        gae.aggregate(x, mask, "constant")
+    with pytest.raises(ValueError, match="unknown how 'median'"):
+        gae.aggregate(x, mask, "median")
+    with pytest.raises(ValueError, match="same"):
+        gae.aggregate(x, torch.ones(2, 4))

@@ -46,7 +46,9 @@ def micro_preset() -> presets.Preset:
         rm=RewardConfig(rounds=1, val_rounds=1, batch_size=64),
         ppo=ppo, ppo_ptx=PPOConfig(**{**ppo.as_dict(), "ptx_coef": 1.0, "ptx_batch_size": 2}),
         dpo=DPOConfig(batch_size=64, train=steps(None, "dpo")),
-        rloo=PPOConfig(**{**ppo.as_dict(), "advantage": "rloo", "group_size": 2}))
+        rloo=PPOConfig(**{**ppo.as_dict(), "advantage": "rloo", "group_size": 2}),
+        grpo_verifier=presets.grpo_verifier(iterations=2, batch_size=8, minibatch_size=4,
+                                            ppo_epochs=1, group_size=2))
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,7 @@ def test_pipeline_writes_results_and_skips_finished_stages(micro, capsys):
     assert saved["kl_to_sft"]["SFT"] == pytest.approx(0.0, abs=1e-6)  # SFT against itself
     report = (micro / "out" / "report.md").read_text()
     assert "| PPO-ptx |" in report and "| best-of-16 (RM) |" in report
+    assert "| RLOO |" in report and "| GRPO (verifier) |" in report
     assert "| wall time (s) |" in report and "Reward model accuracy" in report
     assert "## Paired differences to PPO" in report and "| SFT | " in report.split("## Paired")[1]
     for stage in artifacts.stages_of("micro"):  # every stage but gold_rm (real data only)
@@ -275,11 +278,12 @@ def test_few_shot_prefix_leaves_room_for_the_longest_prompt_and_answer():
 
 
 def test_a_preset_without_a_recipe_neither_trains_nor_evaluates_that_stage(micro, monkeypatch):
-    lean = dataclasses.replace(presets.PRESETS["micro"], name="lean", dpo=None, rloo=None)
+    lean = dataclasses.replace(presets.PRESETS["micro"], name="lean", dpo=None, rloo=None,
+                               grpo_verifier=None)
     monkeypatch.setitem(presets.PRESETS, "lean", lean)
     # micro's stages and rankings, which are lean's too: only lean's evaluation is new
     shutil.copytree(micro / "artifacts" / "micro", micro / "artifacts" / "lean",
-                    ignore=shutil.ignore_patterns("dpo.*", "rloo.*"))
+                    ignore=shutil.ignore_patterns("dpo.*", "rloo.*", "grpo_verifier.*"))
     assert artifacts.stages_of("lean") == ["base", "sft", "rm", "ppo", "ppo_ptx"]
     assert "dpo" not in pipeline.build_stages("lean") and not artifacts.checkpoint_path(
         "dpo", "lean").exists()

@@ -40,11 +40,12 @@ def tokenizer():
     return load_tokenizer()
 
 
-def make_trainer(tokenizer, cfg=None, dropout=0.0, token="five", pretrain_stream=None):
+def make_trainer(tokenizer, cfg=None, dropout=0.0, token="five", pretrain_stream=None,
+                 prompts=None):
     torch.manual_seed(0)
     policy = GPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=32,
                            dropout=dropout))
-    prompts = data.load_records("prompts_train")
+    prompts = prompts or data.load_records("prompts_train")
     prompt_len = {}
     rm = TokenCountReward(len(tokenizer), tokenizer.convert_tokens_to_ids(token),
                           lambda: prompt_len["P"])
@@ -400,3 +401,158 @@ def test_rloo_increases_a_simple_reward(tokenizer):
     scores = trainer.train(iterations=25).metrics["rm_score"]
     first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
     assert last > first + 0.2, (first, last)
+
+
+# ---------------------------------------------------------------- the variants of notebook 10
+def test_default_configs_reproduce_the_numbers_of_the_trainer_before_its_variants():
+    """Two iterations of the default PPO and of whitened GRPO, one thread, give exactly the
+    metrics and weights the trainer gave before `reward`, `loss_aggregation`,
+    `whiten_advantages` and `kl_in` existed (pinned from that code on this machine)."""
+    tokenizer, threads = load_tokenizer(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pinned = [(PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2),
+                   -0.0006112810224294662, -0.0011981725692749023, 99.08280559444839),
+                  (PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2,
+                             advantage="grpo", group_size=4, beta=0.2),
+                   -0.0006895655133121181, 0.00103682279586792, 99.09623167464119)]
+        for cfg, policy_loss, kl, weight_sum in pinned:
+            trainer, _ = make_trainer(tokenizer, cfg)
+            trainer.step()
+            metrics = trainer.step()
+            assert (metrics["policy_loss"], metrics["kl"]) == pytest.approx(
+                (policy_loss, kl), rel=1e-6, abs=1e-12)
+            assert sum(p.double().sum().item() for p in trainer.policy.parameters()
+                       ) == pytest.approx(weight_sum, rel=1e-12)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def verifier_prompts():
+    from rlhf_lite.verifier import verifies
+
+    return [p for p in data.load_records("prompts_train") if verifies(p)]
+
+
+def test_the_verifier_scores_responses_and_the_missing_eos_penalty_still_applies(tokenizer):
+    from rlhf_lite.verifier import verifier_scores
+
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=3, reward="verifier",
+                    missing_eos_penalty=5.0)
+    trainer, prompts = make_trainer(tokenizer, cfg, prompts=verifier_prompts())
+    trainer.reward_model = lambda *args: torch.full((8,), 7.0)  # not asked: 7 would show
+    r = trainer.rollout(prompts[:8])
+    assert (~r.terminated).any(), "an untrained model should rarely stop within 3 tokens"
+    expected = (verifier_scores(prompts[:8], r.texts, r.terminated)
+                - 5.0 * (~r.terminated).float())
+    assert torch.equal(r.scores, expected)
+
+
+def test_the_verifier_needs_prompts_it_can_check(tokenizer):
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, reward="verifier")
+    with pytest.raises(ValueError, match=r"PPOConfig.reward 'verifier' can check only .*"
+                                         r"'harmful'.*filter them with verifier.verifies"):
+        make_trainer(tokenizer, cfg)  # all the train prompts, harmful and tone ones too
+
+
+@pytest.mark.parametrize("kl_in", ["reward", "loss"])
+def test_kl_in_the_reward_or_in_the_loss(tokenizer, kl_in):
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, beta=0.3, kl_in=kl_in)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    trainer.policy.transformer.h[0].mlp.c_proj.weight.data += 0.05  # differ from the reference
+    r = trainer.rollout(prompts[:8])
+    kl = kl_estimate(r.logprobs, r.ref_logprobs, "k1") * r.mask
+    assert kl.abs().sum() > 0
+    expected = -0.3 * kl if kl_in == "reward" else torch.zeros_like(kl)
+    expected[torch.arange(8), r.mask.sum(1).long() - 1] += r.scores
+    assert torch.allclose(r.rewards, expected)
+    assert ("kl_loss" in trainer.update(r)) == (kl_in == "loss")
+
+
+@pytest.mark.parametrize("how", ["token", "sequence", "constant"])
+def test_kl_in_the_loss_has_the_gradient_of_beta_times_the_aggregated_k3(tokenizer, how):
+    """GRPO's KL term (Shao et al. 2024): with zero advantages the policy loss is beta * k3 of
+    the new log-probs to the reference's, aggregated as the policy loss is; its gradient
+    flows through the new log-probs only. The reference: autograd of that sum by a loop."""
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, beta=0.3, kl_in="loss",
+                    kl_estimator="k3", advantage="grpo", group_size=4, loss_aggregation=how)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    trainer.policy.transformer.h[0].mlp.c_proj.weight.data += 0.05
+    r = trainer.rollout([p for p in prompts[:2] for _ in range(4)])
+    r.advantages = torch.zeros_like(r.advantages)
+    idx = torch.arange(4)
+    with torch.enable_grad():
+        loss, _, losses = trainer.minibatch_loss(r, idx)
+        got = torch.autograd.grad(loss, list(trainer.policy.parameters()))
+        P = r.sequences.shape[1] - r.mask.shape[1]
+        new, _ = response_logprobs(trainer.policy, r.sequences[:4], r.attention_mask[:4], P,
+                                   cfg.temperature, trainer.suppressed)
+        rows = []
+        for b in range(4):
+            terms = [torch.exp(r.ref_logprobs[b, t] - new[b, t]) - 1
+                     - (r.ref_logprobs[b, t] - new[b, t])
+                     for t in range(new.shape[1]) if r.mask[b, t]]
+            rows.append(terms)
+        if how == "token":
+            k3 = sum(sum(row) for row in rows) / sum(len(row) for row in rows)
+        elif how == "sequence":
+            k3 = sum(sum(row) / len(row) for row in rows) / 4
+        else:
+            k3 = sum(sum(row) for row in rows) / (4 * cfg.max_new_tokens)
+        want = torch.autograd.grad(0.3 * k3, list(trainer.policy.parameters()))
+    assert losses["kl_loss"] == pytest.approx(k3.item(), rel=1e-5)
+    assert losses["policy_loss"] == 0.0
+    assert any(g.abs().sum() > 0 for g in want)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-7, rtol=1e-4)
+
+
+def test_the_clipped_loss_is_aggregated_as_asked():
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.0, -4.0]])
+    old = torch.tensor([[-1.2, -1.5, -0.5], [-0.3, -2.0, -4.0]])
+    adv = torch.tensor([[1.0, -2.0, 0.5], [-1.0, 3.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    rows = [[max(-a * r, -a * min(max(r, 0.8), 1.2)) for r, a, m in
+             zip(torch.exp(lp - o).tolist(), ad.tolist(), mk.tolist()) if m]
+            for lp, o, ad, mk in zip(logp, old, adv, mask)]
+    expected = {"token": sum(rows[0] + rows[1]) / 4,
+                "sequence": (sum(rows[0]) / 3 + sum(rows[1]) / 1) / 2,
+                "constant": sum(rows[0] + rows[1]) / (2 * 10)}
+    _, token_stats = clipped_policy_loss(logp, old, adv, mask, 0.2)
+    for how, value in expected.items():
+        loss, stats = clipped_policy_loss(logp, old, adv, mask, 0.2, how, max_len=10)
+        assert loss.item() == pytest.approx(value, rel=1e-6), how
+        assert stats == token_stats  # clipfrac, approx_kl: token means whatever the loss's
+
+
+def test_unwhitened_group_advantages_are_the_group_s_own(tokenizer):
+    from rlhf_lite.gae import group_advantages, zero_advantage_groups
+
+    cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, advantage="dr_grpo",
+                    group_size=4, whiten_advantages=False)
+    trainer, prompts = make_trainer(tokenizer, cfg)
+    r = trainer.rollout([p for p in prompts[:2] for _ in range(4)])
+    totals = r.rewards.sum(1)
+    assert torch.equal(r.advantages, group_advantages(totals, 4, "dr_grpo")[:, None] * r.mask)
+    gae_trainer, _ = make_trainer(tokenizer, PPOConfig(batch_size=8, minibatch_size=4,
+                                                       max_new_tokens=6, whiten_advantages=False))
+    assert "zero_advantage_groups" not in gae_trainer.step()  # GAE: no groups
+    seen, rollout = [], trainer.rollout
+    trainer.rollout = lambda batch: seen.append(rollout(batch)) or seen[-1]
+    metrics = trainer.step()
+    assert metrics["zero_advantage_groups"] == zero_advantage_groups(seen[0].rewards.sum(1), 4)
+
+
+def test_a_dr_grpo_verifier_run_steps_with_all_its_variants(tokenizer):
+    """The grpo_verifier stage's recipe: every variant at once, on checkable prompts."""
+    from rlhf_lite.presets import get_preset
+
+    cfg = get_preset("toy").grpo_verifier
+    assert (cfg.advantage, cfg.reward, cfg.loss_aggregation, cfg.whiten_advantages, cfg.kl_in,
+            cfg.kl_estimator) == ("dr_grpo", "verifier", "constant", False, "loss", "k3")
+    small = PPOConfig(**{**cfg.as_dict(), "batch_size": 8, "minibatch_size": 4,
+                         "max_new_tokens": 6, "ppo_epochs": 1})
+    trainer, _ = make_trainer(tokenizer, small, prompts=verifier_prompts())
+    metrics = trainer.step()
+    assert {"kl_loss", "zero_advantage_groups"} <= set(metrics)
+    assert 0 <= metrics["zero_advantage_groups"] <= 1 and metrics["first_ratio_max"] == 1.0
