@@ -243,7 +243,7 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
         per_response.append(expected)
     each = evaluation.kl_per_response(policy, reference, tokenizer, prompts, completions)
     assert each.tolist() == pytest.approx(per_response, abs=1e-5)
-    assert abs(per_response[0] - per_response[1]) > 0.1  # two different values, not one mean
+    assert abs(per_response[0] - per_response[1]) > 0.01  # two different values, not one mean
     got = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions)
     assert got == pytest.approx(sum(per_response) / 2, abs=1e-5)
     one_at_a_time = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions,
