@@ -122,13 +122,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 @torch.no_grad()
-def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
-                    completions: list[Completion], batch_size: int = 64) -> float:
-    """Mean KL(policy || reference) per response, in nats, estimated on the policy's own samples:
-    the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1), computed
-    as PPO logs its KL: `generation.sequence_logprobs` (the never-generated tokens suppressed,
-    as when sampling) and `kl.kl_estimate`. Scored `batch_size` responses at a time: the
-    logits of a batch take batch_size x T x vocabulary floats."""
+def kl_per_response(policy, reference, tokenizer, prompts: list[dict],
+                    completions: list[Completion], batch_size: int = 64) -> torch.Tensor:
+    """KL(policy || reference) of each response, in nats (N,), estimated on the policy's own
+    samples: the sum over response tokens (eos included) of log pi(y_t) - log pi_ref(y_t) (k1),
+    computed as PPO logs its KL: `generation.sequence_logprobs` (the never-generated tokens
+    suppressed, as when sampling) and `kl.kl_estimate`. Per response, so that two policies'
+    KLs can be compared paired over prompts (`bootstrap_interval` of the differences). Scored
+    `batch_size` responses at a time: the logits of a batch take batch_size x T x vocabulary
+    floats."""
     texts, ended = [c.text for c in completions], [c.terminated for c in completions]
     enc = encode_responses(tokenizer, [p["prompt"] for p in prompts], texts, ended)  # right-padded
     mask = enc["labels"][:, 1:] != IGNORE_INDEX  # (N, T-1) position t scores token t+1
@@ -139,7 +141,14 @@ def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
                                   suppress_token_ids=suppressed)[0]  # (b, T-1)
                 for model in (policy, reference)]
         per_response.append((kl_estimate(*logp, "k1") * mask[rows]).sum(1))  # (b,)
-    return torch.cat(per_response).mean().item()
+    return torch.cat(per_response)
+
+
+def kl_to_reference(policy, reference, tokenizer, prompts: list[dict],
+                    completions: list[Completion], batch_size: int = 64) -> float:
+    """Mean KL(policy || reference) per response, in nats: the mean of `kl_per_response`."""
+    return kl_per_response(policy, reference, tokenizer, prompts, completions,
+                           batch_size).mean().item()
 
 
 # ----------------------------------------------------------------------------- best-of-n

@@ -25,8 +25,14 @@ from .batching import prompt_response_ids
 from .data import load_records
 from .dpo import dpo_loss
 from .evaluation import wilson_interval
-from .gae import compute_gae, whiten
-from .kl import KINDS, AdaptiveKLController, kl_estimate, penalised_rewards
+from .gae import compute_gae, group_advantages, whiten
+from .kl import (
+    KINDS,
+    AdaptiveKLController,
+    estimator_gradients,
+    kl_estimate,
+    penalised_rewards,
+)
 from .labeler import ranking_to_pairs
 from .model import GPT, GPTConfig
 from .ppo import clipped_policy_loss, clipped_value_loss
@@ -480,3 +486,49 @@ def check_wilson_interval(student: Callable) -> bool | None:
                      "p = successes / n; centre = (p + z^2 / (2n)) / (1 + z^2 / n); half-width = "
                      "z * sqrt(p (1 - p) / n + z^2 / (4 n^2)) / (1 + z^2 / n); return "
                      "(centre - half, centre + half).")
+
+
+# ----------------------------------------------------------------------------- notebook 10
+def check_dr_grpo_advantages(student: Callable) -> bool | None:
+    """student(returns (B,), group_size) -> (B,) Dr. GRPO's advantages: each return minus the
+    mean of its group (`group_size` consecutive returns), no division by the group's std.
+    Against `rlhf_lite.gae.group_advantages(..., "dr_grpo")`."""
+    g = torch.Generator().manual_seed(10)
+    settings = [("worked example: one right answer of four, then a group all right",
+                 torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), 4),
+                ("groups of 2", torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]), 2),
+                ("a group whose returns nearly tie: GRPO's std would blow them up to +-1",
+                 torch.tensor([0.5, 0.5001, 0.5, 0.5001, 2.0, -1.0, 0.0, 3.0]), 4),
+                ("two groups with different means (the baseline is each group's own)",
+                 torch.tensor([10.0, 12.0, 11.0, -3.0, -1.0, -2.0]), 3),
+                ("random returns, 6 groups of 8", torch.randn(48, generator=g), 8)]
+    cases = [Case(label, (returns, k), group_advantages(returns, k, "dr_grpo"), atol=1e-6)
+             for label, returns, k in settings]
+    return run_cases("dr_grpo_advantages", student, cases,
+                     "view the returns as (number of groups, group_size), subtract each row's "
+                     "mean (keepdim), and flatten back; Dr. GRPO does not divide by the std "
+                     "(GRPO does) and the baseline includes the sample itself (RLOO's does not).")
+
+
+def check_k3_loss_gradient(student: Callable) -> bool | None:
+    """student(logits, ref_logits (..., V)) -> E_{y ~ p}[d k3(y) / d logits], the expected
+    gradient of k3 placed in the loss (the sampled y held fixed, the gradient through log p(y)
+    only, as GRPO's loss term), in closed form. Against `kl.estimator_gradients(...)["k3"]`."""
+    g = torch.Generator().manual_seed(10)
+    half, quarter = torch.zeros(2), torch.log(torch.tensor([0.25, 0.75]))
+    settings = [("policy = reference: the gradient is 0", torch.randn(3, 5, generator=g), None),
+                ("by hand: p = (1/2, 1/2), p_ref = (1/4, 3/4)", half, quarter),
+                ("random logits, a batch of 4 positions over 7 tokens",
+                 torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)),
+                ("sharply peaked distributions (logits x 8)",
+                 8 * torch.randn(2, 6, generator=g), 8 * torch.randn(2, 6, generator=g))]
+    cases = []
+    for label, logits, ref in settings:
+        ref = logits.clone() if ref is None else ref
+        cases.append(Case(label, (logits, ref), estimator_gradients(logits, ref)["k3"],
+                          atol=1e-6))
+    return run_cases("k3_loss_gradient", student, cases,
+                     "the loss term is k3(y) = r - 1 - log r with log r = log p_ref(y) - log p(y). "
+                     "With y fixed, d log p(y) / d logits = e_y - p; by the chain rule "
+                     "d k3 / d logits = -(dk3 / dlog r) (e_y - p). Average over y with weights "
+                     "p(y): the p(y) in the weight and the 1 / p(y) inside r cancel.")

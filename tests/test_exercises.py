@@ -125,6 +125,31 @@ def wilson_interval(k, n, z=1.96):
     return centre - half, centre + half
 
 
+def dr_grpo_advantages(returns, group_size):
+    out = []  # a loop over groups: independent of the package
+    for start in range(0, len(returns), group_size):
+        group = returns[start: start + group_size].tolist()
+        out += [r - sum(group) / len(group) for r in group]
+    return torch.tensor(out)
+
+
+def k3_loss_gradient(logits, ref_logits):
+    """By enumeration with autograd: sum over y of p(y) * d k3(y) / d logits, y held fixed."""
+    flat, ref_flat = logits.double().reshape(-1, logits.shape[-1]), ref_logits.double()
+    ref_flat = ref_flat.reshape(-1, logits.shape[-1])
+    rows = []
+    for x, ref in zip(flat, ref_flat):
+        p = x.softmax(-1)
+        total = torch.zeros_like(x)
+        for y in range(len(x)):
+            z = x.clone().requires_grad_(True)
+            log_r = ref.log_softmax(-1)[y] - z.log_softmax(-1)[y]
+            (torch.exp(log_r) - 1 - log_r).backward()
+            total += p[y] * z.grad
+        rows.append(total)
+    return torch.stack(rows).reshape(logits.shape).float()
+
+
 CHECKERS = {
     "check_next_token_loss": next_token_loss, "check_unigram_loss": unigram_loss,
     "check_sft_labels": sft_labels, "check_ranking_to_pairs": ranking_to_pairs,
@@ -133,7 +158,8 @@ CHECKERS = {
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
     "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
     "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
-    "check_wilson_interval": wilson_interval,
+    "check_wilson_interval": wilson_interval, "check_dr_grpo_advantages": dr_grpo_advantages,
+    "check_k3_loss_gradient": k3_loss_gradient,
 }
 
 
@@ -210,6 +236,20 @@ MISTAKES = [
     ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
                                                     k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
      "60 wins of 100"),
+    # GRPO's advantage (divided by the group's std), RLOO's (leave-one-out), one batch mean
+    ("check_dr_grpo_advantages", lambda r, k: ((r.view(-1, k) - r.view(-1, k).mean(1, True))
+                                               / r.view(-1, k).std(1, True)).flatten(),
+     "worked example"),
+    ("check_dr_grpo_advantages", lambda r, k: (
+        r.view(-1, k) - (r.view(-1, k).sum(1, True) - r.view(-1, k)) / (k - 1)).flatten(),
+     "worked example"),
+    ("check_dr_grpo_advantages", lambda r, k: r - r.mean(), "worked example"),
+    # the gradient of KL(p || p_ref), k2's; the sign flipped; 0, as k1's
+    ("check_k3_loss_gradient", lambda x, ref: x.softmax(-1) * (
+        x.log_softmax(-1) - ref.log_softmax(-1) - (x.softmax(-1) * (
+            x.log_softmax(-1) - ref.log_softmax(-1))).sum(-1, True)), "by hand"),
+    ("check_k3_loss_gradient", lambda x, ref: ref.softmax(-1) - x.softmax(-1), "by hand"),
+    ("check_k3_loss_gradient", lambda x, ref: torch.zeros_like(x), "by hand"),
 ]
 
 

@@ -227,8 +227,9 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
     prompts = [{"prompt": "what is two plus three ?"}, {"prompt": "name three fruits ."}]
     completions = [generation.Completion("five .", True),
                    generation.Completion("a plum a fig", False)]
-    expected = 0.0
+    per_response = []
     for p, (text, ended) in zip(prompts, completions):
+        expected = 0.0
         context = tokenizer(f"user : {p['prompt']} bot :")["input_ids"]
         response = tokenizer(text)["input_ids"] + ([tokenizer.eos_token_id] if ended else [])
         ids = torch.tensor([context + response])
@@ -239,8 +240,12 @@ def test_kl_to_reference_equals_a_loop_over_single_sequences():
             logp = logits.log_softmax(-1)
             expected += sign * sum(logp[len(context) + i - 1, t].item()
                                    for i, t in enumerate(response))
+        per_response.append(expected)
+    each = evaluation.kl_per_response(policy, reference, tokenizer, prompts, completions)
+    assert each.tolist() == pytest.approx(per_response, abs=1e-5)
+    assert abs(per_response[0] - per_response[1]) > 0.01  # two different values, not one mean
     got = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions)
-    assert got == pytest.approx(expected / 2, abs=1e-5)
+    assert got == pytest.approx(sum(per_response) / 2, abs=1e-5)
     one_at_a_time = evaluation.kl_to_reference(policy, reference, tokenizer, prompts, completions,
                                                batch_size=1)
     assert one_at_a_time == pytest.approx(got, abs=1e-6)
