@@ -20,7 +20,6 @@ from rlhf_lite.dpo import (
     train_dpo,
 )
 from rlhf_lite.generation import (
-    complete,
     generate,
     response_mask,
     sequence_logprobs,
@@ -258,11 +257,12 @@ def tiny_rm(seed=1):
     return rm.eval()
 
 
-class LengthScorer(torch.nn.Module):
-    """A scorer with the RM's signature: the number of real tokens (equal lengths tie)."""
+class LastTokenScorer(torch.nn.Module):
+    """A scorer with the RM's signature: the id of the last real token mod 3 (many ties)."""
 
     def forward(self, input_ids, attention_mask):
-        return attention_mask.sum(1).float()
+        return (input_ids.gather(1, reward.last_token_index(attention_mask)[:, None]) % 3
+                ).squeeze(1).float()
 
 
 def online_config(seed=0, **fields):
@@ -275,8 +275,9 @@ def online_config(seed=0, **fields):
 def sampled_pairs_by_hand(policy, rm, prompts, seed):
     """Each prompt sampled twice by `generation.generate` (left-padded, one generator), the
     log-probs of both responses summed from `sequence_logprobs` on those very sequences, the
-    RM read on them: (chosen, rejected) row pairs of the untied prompts (two identical
-    responses tie), the (2B,) log-probs and the (2B,) scores."""
+    RM read on them: (chosen, rejected) row pairs of the untied prompts (equal scores or two
+    identical responses tie), the attention mask, the sequences, the prompt width and the
+    response mask."""
     twice = [p for p in prompts for _ in range(2)]
     enc = TOKENIZER([format_prompt(p["prompt"]) for p in twice], padding=True,
                     return_tensors="pt")
@@ -291,7 +292,7 @@ def sampled_pairs_by_hand(policy, rm, prompts, seed):
     pairs = []
     for i in range(len(prompts)):
         a, b = 2 * i, 2 * i + 1
-        if not torch.equal(seq[a, P:] * mask[a], seq[b, P:] * mask[b]):
+        if scores[a] != scores[b] and not torch.equal(seq[a, P:] * mask[a], seq[b, P:] * mask[b]):
             pairs.append((a, b) if scores[a] > scores[b] else (b, a))
     return pairs, attention, seq, P, mask
 
@@ -336,18 +337,17 @@ def test_an_online_step_trains_on_the_current_policy_s_pairs_with_the_dpo_loss(t
 
 
 def test_online_ties_are_left_out_of_the_loss_and_counted():
-    prompts = ONLINE_PROMPTS[:4]
-    rankings, stats = dpo.online_pairs(tiny_gpt(), LengthScorer(), TOKENIZER, prompts, 6, 7)
-    samples = complete(tiny_gpt(), TOKENIZER, [p for p in prompts for _ in range(2)], 6, seed=7)
-    lengths = [len(TOKENIZER(" " + c.text, add_special_tokens=False)["input_ids"]) + c.terminated
-               for c in samples]
-    untied = [i for i in range(4) if lengths[2 * i] != lengths[2 * i + 1]]
-    assert 0 < len(untied) < 4  # both kinds occur with this seed
-    assert stats["tied"] == pytest.approx(1 - len(untied) / 4)
-    assert [r["prompt"] for r in rankings] == [prompts[i]["prompt"] for i in untied]
-    for r, i in zip(rankings, untied):
-        longer = 0 if lengths[2 * i] > lengths[2 * i + 1] else 1
-        assert r["responses"][r["ranking"][0]] == samples[2 * i + longer].text
+    rankings, stats = dpo.online_pairs(tiny_gpt(), LastTokenScorer(), TOKENIZER, ONLINE_PROMPTS,
+                                       6, 7)
+    pairs, _, seq, P, mask = sampled_pairs_by_hand(tiny_gpt(), LastTokenScorer(), ONLINE_PROMPTS,
+                                                   7)
+    assert 0 < len(pairs) < 8  # both kinds occur with this seed
+    assert stats["tied"] == pytest.approx(1 - len(pairs) / 8)
+    texts = [TOKENIZER.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+             for row, m in zip(seq[:, P:], mask)]
+    assert [r["prompt"] for r in rankings] == [ONLINE_PROMPTS[a // 2]["prompt"] for a, _ in pairs]
+    assert [r["responses"][r["ranking"][0]] for r in rankings] == [texts[a] for a, _ in pairs]
+    assert [r["responses"][r["ranking"][1]] for r in rankings] == [texts[b] for _, b in pairs]
     # a reward model that ties every pair: the step counts them all and leaves the policy be
     flat = reward.RewardModel(tiny_gpt(1)).eval()  # zero head: every score 0
     sft = tiny_gpt()
@@ -389,11 +389,11 @@ def test_online_dpo_is_determined_by_its_seed():
 
 
 @pytest.mark.parametrize("online, train, kwargs", [
-    (True, [], {"prompts": ONLINE_PROMPTS, "reward_model": LengthScorer()}),
-    (True, None, {"reward_model": LengthScorer()}),
+    (True, [], {"prompts": ONLINE_PROMPTS, "reward_model": LastTokenScorer()}),
+    (True, None, {"reward_model": LastTokenScorer()}),
     (True, None, {"prompts": ONLINE_PROMPTS}),
     (False, None, {}),
-    (False, [], {"reward_model": LengthScorer()})])
+    (False, [], {"reward_model": LastTokenScorer()})])
 def test_the_pair_source_needs_its_own_arguments(online, train, kwargs):
     cfg = online_config() if online else quick_config()
     with pytest.raises(ValueError, match="DPOConfig.pairs="):
