@@ -167,6 +167,24 @@ def implicit_reward_accuracy(policy, reference, tokenizer, rankings: list[dict],
 
 
 # ----------------------------------------------------------------------------- training
+def rank_two(prompts: list[dict], texts: list[str], terminated: list[bool],
+             scores: list[float]) -> tuple[list[dict], float]:
+    """Online DPO's rankings from two scored samples per prompt: `texts`, `terminated` and
+    `scores` hold 2 B entries, prompt i's two samples at rows 2i and 2i + 1. A ranking of K = 2
+    (the rm stage's record format, the higher-scored sample first) for each prompt whose two
+    scores differ; equal scores (an exact tie: two identical answers get exactly equal scores
+    from `reward.score_responses`) have no chosen answer and are left out. Returns (rankings,
+    the share of the B prompts that tied)."""
+    if not len(texts) == len(terminated) == len(scores) == 2 * len(prompts):
+        raise ValueError(f"rank_two: {len(prompts)} prompts need 2 texts, terminated flags and "
+                         f"scores each; got {len(texts)}, {len(terminated)} and {len(scores)}")
+    rankings = [{"prompt_id": p.get("id", ""), "prompt": p["prompt"],
+                 "responses": texts[2 * i: 2 * i + 2], "terminated": terminated[2 * i: 2 * i + 2],
+                 "ranking": [0, 1] if a > b else [1, 0]}
+                for i, (p, a, b) in enumerate(zip(prompts, scores[0::2], scores[1::2])) if a != b]
+    return rankings, 1 - len(rankings) / len(prompts)
+
+
 def online_pairs(policy, reward_model, tokenizer, prompts: list[dict], max_new_tokens: int,
                  seed: int, gold_judge=None) -> tuple[list[dict], dict[str, float]]:
     """Online DPO's pairs of one step: 2 responses per prompt record sampled from `policy`
@@ -185,12 +203,9 @@ def online_pairs(policy, reward_model, tokenizer, prompts: list[dict], max_new_t
     samples = complete(policy, tokenizer, twice, max_new_tokens, seed=seed)
     texts, ended = [c.text for c in samples], [c.terminated for c in samples]
     scores = score_responses(reward_model, tokenizer, [p["prompt"] for p in twice], texts,
-                             ended).view(-1, 2)  # (B, 2)
-    rankings = [{"prompt_id": p.get("id", ""), "prompt": p["prompt"],
-                 "responses": texts[2 * i: 2 * i + 2], "terminated": ended[2 * i: 2 * i + 2],
-                 "ranking": [0, 1] if a > b else [1, 0]}
-                for i, (p, (a, b)) in enumerate(zip(prompts, scores.tolist())) if a != b]
-    stats = {"rm_score": scores.mean().item(), "tied": 1 - len(rankings) / len(prompts)}
+                             ended)  # (2B,)
+    rankings, tied = rank_two(prompts, texts, ended, scores.tolist())
+    stats = {"rm_score": scores.mean().item(), "tied": tied}
     if gold_judge is not None:
         stats["gold_score"] = sum(map(gold_judge, twice, texts, ended)) / len(twice)
     return rankings, stats

@@ -23,7 +23,7 @@ import torch
 
 from .batching import prompt_response_ids
 from .data import load_records
-from .dpo import dpo_loss
+from .dpo import dpo_loss, rank_two
 from .evaluation import wilson_interval
 from .gae import compute_gae, group_advantages, whiten
 from .kl import (
@@ -37,7 +37,7 @@ from .labeler import ranking_to_pairs
 from .model import GPT, GPTConfig
 from .ppo import clipped_policy_loss, clipped_value_loss
 from .pretrain import lm_loss, unigram_loss
-from .reward import bradley_terry_loss
+from .reward import RewardEnsemble, bradley_terry_loss
 from .sft import tokenize_demonstrations
 from .tokenizer import load_tokenizer
 
@@ -74,6 +74,8 @@ def _difference(got, expected, atol: float, rtol: float) -> str | None:
         where = tuple(torch.nonzero(~close)[0].tolist())
         return (f"{int((~close).sum())} of {close.numel()} values differ; first at index {where}: "
                 f"expected {expected[where].item():.6g}, got {got[where].item():.6g}")
+    if isinstance(expected, (str, bool)):  # text, flags: equal or not
+        return None if got == expected else f"expected {expected!r}, got {got!r}"
     if isinstance(expected, (list, tuple)):
         if not isinstance(got, (list, tuple)) or len(got) != len(expected):
             return f"expected {len(expected)} items, got {got!r}"
@@ -532,3 +534,87 @@ def check_k3_loss_gradient(student: Callable) -> bool | None:
                      "With y fixed, d log p(y) / d logits = e_y - p; by the chain rule "
                      "d k3 / d logits = -(dk3 / dlog r) (e_y - p). Average over y with weights "
                      "p(y): the p(y) in the weight and the 1 / p(y) inside r cancel.")
+
+# ----------------------------------------------------------------------------- notebook 11
+class _FixedScores(torch.nn.Module):
+    """A stand-in ensemble member: the same scores (B,) whatever the input."""
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = scores
+
+    def forward(self, input_ids, attention_mask):
+        return self.scores
+
+
+def _combined(scores: torch.Tensor, combine: str, penalty: float | None) -> torch.Tensor:
+    """`reward.RewardEnsemble`'s combination of member scores (M, B): members that return them."""
+    ids = torch.zeros(scores.shape[1], 1, dtype=torch.long)
+    ensemble = RewardEnsemble([_FixedScores(row) for row in scores], combine, penalty)
+    return ensemble(ids, torch.ones_like(ids))
+
+
+def check_ensemble_combine(student: Callable) -> bool | None:
+    """student(scores (M, B), combine, penalty=None) -> the combined scores (B,): "mean",
+    "min" (the worst case) or "uwo" (mean - penalty * variance over the members). Against
+    `rlhf_lite.reward.RewardEnsemble`."""
+    g = torch.Generator().manual_seed(11)
+    worked = torch.tensor([[1.0, 1.5], [2.0, 1.5], [3.0, 1.5]])
+    settings = [
+        ("the worked example, mean", worked, "mean", None),
+        ("the worked example, min", worked, "min", None),
+        ("the worked example, uwo with penalty 1: A's variance is 2/3 (divide by M)", worked,
+         "uwo", 1.0),
+        ("one member: every combination is its own score", torch.randn(1, 5, generator=g),
+         "uwo", 2.0),
+        ("one member, min", torch.randn(1, 5, generator=g), "min", None),
+        ("uwo with penalty 0 is the mean", torch.randn(4, 6, generator=g), "uwo", 0.0),
+        ("5 members, 7 answers, min", 2 * torch.randn(5, 7, generator=g), "min", None),
+        ("5 members, 7 answers, uwo with penalty 0.5", 2 * torch.randn(5, 7, generator=g),
+         "uwo", 0.5),
+        ("2 members, 3 answers, mean", torch.randn(2, 3, generator=g), "mean", None)]
+    cases = [Case(label, (scores, combine), _combined(scores, combine, penalty),
+                  kwargs={} if penalty is None else {"penalty": penalty})
+             for label, scores, combine, penalty in settings]
+    return run_cases("ensemble_combine", student, cases,
+                     "reduce over the members, dim 0 of the (M, B) scores: scores.mean(0), "
+                     "scores.min(0).values, and for uwo the mean minus penalty times the "
+                     "population variance, ((scores - mean) ** 2).mean(0) (not torch.var's "
+                     "default, which divides by M - 1).")
+
+
+def check_online_pairs(student: Callable) -> bool | None:
+    """student(prompts (B records), texts, terminated, scores (2 B each, a prompt's two samples
+    in rows 2i, 2i + 1)) -> (rankings, tied share): online DPO's pairs. Against
+    `rlhf_lite.dpo.rank_two`; a ranking is compared by its "prompt", "responses",
+    "terminated" and "ranking"."""
+    prompts = [{"id": f"p{i}", "prompt": f"question {i} ?"} for i in range(4)]
+    texts = ["yes .", "no .", "a .", "a .", "b .", "c", "d .", "e ."]
+    ended = [True, True, True, True, True, False, True, True]
+    rng = random.Random(11)
+    settings = [
+        ("every pair differs, the first sample wins twice", prompts,
+         [2.0, 1.0, 0.5, -0.5, -1.0, 1.0, 0.0, 3.0]),
+        ("prompt 1's two samples are identical and tie exactly: left out", prompts,
+         [2.0, 1.0, 0.7, 0.7, -1.0, 1.0, 0.0, 3.0]),
+        ("every prompt ties: no rankings, tied share 1", prompts, [0.25] * 8),
+        ("scores that differ by 1e-7 are not a tie: an exact comparison", prompts,
+         [1.0, 1.0 + 1e-7, 0.0, 0.0, 2.0, 1.0, -1.0, -1.0]),
+        ("one prompt", prompts[:1], [-1.0, 1.0]),
+        ("random scores with ties", prompts, [float(rng.choice([0, 1, 2])) for _ in range(8)])]
+    cases = [Case(label, (batch, texts[: 2 * len(batch)], ended[: 2 * len(batch)], scores),
+                  rank_two(batch, texts[: 2 * len(batch)], ended[: 2 * len(batch)], scores))
+             for label, batch, scores in settings]
+
+    def comparable(answer):
+        rankings, tied = answer
+        return ([[r.get(key) for key in ("prompt", "responses", "terminated", "ranking")]
+                 if isinstance(r, dict) else r for r in rankings], tied)
+
+    return run_cases("online_pairs", student, cases,
+                     "prompt i's samples are texts[2 * i] and texts[2 * i + 1]; keep the prompt "
+                     "only if its two scores differ (a != b, no tolerance), with ranking [0, 1] "
+                     "if the first scored higher, else [1, 0]; the tied share is over the B "
+                     "prompts, not the 2 B samples.",
+                     normalize=lambda answer: comparable(answer) if isinstance(answer, tuple)
+                     and len(answer) == 2 else answer)

@@ -145,6 +145,11 @@ class RewardEnsemble(nn.Module):
             raise ValueError(f"RewardEnsemble: penalty must be >= 0, got {penalty!r}")
         self.members = nn.ModuleList(members)
         self.combine, self.penalty = combine, penalty
+        # the combination is part of what this reward is: kept in the state dict, so that a
+        # fingerprint (`checkpoints.fingerprint`, a saved run's key) tells a mean from a worst
+        # case, or one penalty from another, over the same members
+        self.register_buffer("rule", torch.tensor([float(self.combines.index(combine)),
+                                                   float(penalty or 0.0)]))
 
     @property
     def config(self):

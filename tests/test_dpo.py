@@ -359,6 +359,23 @@ def test_online_ties_are_left_out_of_the_loss_and_counted():
                                                  sft.state_dict().values()))
 
 
+def test_rank_two_against_hand_made_pairs_and_bad_lengths():
+    prompts = [{"id": "a", "prompt": "x ?"}, {"id": "b", "prompt": "y ?"},
+               {"id": "c", "prompt": "z ?"}]
+    texts, ended = ["p", "q", "r", "r", "s", "t"], [True, False, True, True, True, True]
+    rankings, tied = dpo.rank_two(prompts, texts, ended, [0.5, 1.5, 0.2, 0.2, 3.0, -3.0])
+    assert tied == pytest.approx(1 / 3)  # prompt b's two identical answers tie exactly
+    assert rankings == [
+        {"prompt_id": "a", "prompt": "x ?", "responses": ["p", "q"], "terminated": [True, False],
+         "ranking": [1, 0]},
+        {"prompt_id": "c", "prompt": "z ?", "responses": ["s", "t"], "terminated": [True, True],
+         "ranking": [0, 1]}]
+    for record in rankings:
+        comparisons.check_ranking(record, "online ranking")  # the rm stage's format
+    with pytest.raises(ValueError, match="3 prompts need 2 texts"):
+        dpo.rank_two(prompts, texts[:5], ended, [0.0] * 6)
+
+
 def test_online_dpo_is_determined_by_its_seed():
     def run(seed):
         return train_dpo(online_config(seed), tiny_gpt(), TOKENIZER, None,

@@ -150,6 +150,30 @@ def k3_loss_gradient(logits, ref_logits):
     return torch.stack(rows).reshape(logits.shape).float()
 
 
+def combine_scores(scores, combine, penalty=None):
+    combined = []  # a loop over answers and members: independent of the package
+    for b in range(scores.shape[1]):
+        column = [float(scores[m, b]) for m in range(scores.shape[0])]
+        mean = sum(column) / len(column)
+        variance = sum((r - mean) ** 2 for r in column) / len(column)
+        combined.append({"mean": mean, "min": min(column),
+                         "uwo": mean - (penalty or 0.0) * variance}[combine])
+    return torch.tensor(combined)
+
+
+def rank_two(prompts, texts, terminated, scores):
+    rankings = []
+    for i, prompt in enumerate(prompts):
+        a, b = scores[2 * i], scores[2 * i + 1]
+        if a == b:
+            continue
+        first = 0 if a > b else 1
+        rankings.append({"prompt": prompt["prompt"], "responses": texts[2 * i: 2 * i + 2],
+                         "terminated": terminated[2 * i: 2 * i + 2],
+                         "ranking": [first, 1 - first]})
+    return rankings, (len(prompts) - len(rankings)) / len(prompts)
+
+
 CHECKERS = {
     "check_next_token_loss": next_token_loss, "check_unigram_loss": unigram_loss,
     "check_sft_labels": sft_labels, "check_ranking_to_pairs": ranking_to_pairs,
@@ -159,7 +183,8 @@ CHECKERS = {
     "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
     "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
     "check_wilson_interval": wilson_interval, "check_dr_grpo_advantages": dr_grpo_advantages,
-    "check_k3_loss_gradient": k3_loss_gradient,
+    "check_k3_loss_gradient": k3_loss_gradient, "check_ensemble_combine": combine_scores,
+    "check_online_pairs": rank_two,
 }
 
 
@@ -250,6 +275,20 @@ MISTAKES = [
             x.log_softmax(-1) - ref.log_softmax(-1))).sum(-1, True)), "by hand"),
     ("check_k3_loss_gradient", lambda x, ref: ref.softmax(-1) - x.softmax(-1), "by hand"),
     ("check_k3_loss_gradient", lambda x, ref: torch.zeros_like(x), "by hand"),
+
+
+    ("check_ensemble_combine", lambda s, c, penalty=None: combine_scores(s, c, penalty)
+     if c != "uwo" else s.mean(0) - penalty * s.var(0), "divide by M"),  # torch's M - 1
+    ("check_ensemble_combine", lambda s, c, penalty=None: combine_scores(s, c, penalty)
+     if c != "uwo" else s.mean(0) - penalty * s.std(0, unbiased=False), "uwo with penalty 1"),
+    ("check_ensemble_combine", lambda s, c, penalty=None: s.mean(1) if c == "mean"
+     else combine_scores(s, c, penalty), "mean"),  # over the answers, not the members
+    ("check_online_pairs", lambda p, t, e, s: rank_two(p, t, e, [x + 1e-9 * i for i, x in
+                                                               enumerate(s)]), "identical"),
+    ("check_online_pairs", lambda p, t, e, s: (rank_two(p, t, e, s)[0],
+                                               rank_two(p, t, e, s)[1] / 2), "tie exactly"),
+    ("check_online_pairs", lambda p, t, e, s: rank_two(p, t, e, [round(x, 6) for x in s]),
+     "1e-7"),
 ]
 
 

@@ -325,6 +325,16 @@ def test_ensemble_of_varied_members_against_a_loop_over_rows():
                            [True]).item() == pytest.approx(sum(a[0] for a in alone) / 3, abs=1e-5)
 
 
+def test_ensemble_fingerprint_tells_combinations_apart():
+    members = [constant_rm(b) for b in (1.0, -2.0)]
+    prints = {checkpoints.fingerprint(reward.RewardEnsemble(members, combine, penalty))
+              for combine, penalty in [("mean", None), ("min", None), ("uwo", 0.5), ("uwo", 1.0)]}
+    assert len(prints) == 4  # a saved run against one is stale for another
+    again = reward.RewardEnsemble([constant_rm(b) for b in (1.0, -2.0)], "min")
+    assert checkpoints.fingerprint(reward.RewardEnsemble(members, "min")) == \
+        checkpoints.fingerprint(again)
+
+
 def test_ppo_takes_an_ensemble_and_its_value_model_starts_from_the_first_member():
     members = [tiny_rm(seed) for seed in (1, 2)]
     trainer = PPOTrainer(PPOConfig(iterations=1, batch_size=4, minibatch_size=4,
