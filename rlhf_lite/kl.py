@@ -90,8 +90,10 @@ def estimator_gradients(logits: torch.Tensor, ref_logits: torch.Tensor
         return -p * slope + p * (p * slope).sum(dim=-1, keepdim=True)
 
     kl = -(p * log_r).sum(dim=-1, keepdim=True)
+    # k3: expected(r - 1) = p - p_ref, written out: where p underflows to 0, r = p_ref / p
+    # overflows and expected() would multiply inf by 0
     return {"k1": expected(-torch.ones_like(log_r)), "k2": expected(log_r),
-            "k3": expected(torch.expm1(log_r)), "kl": p * (-log_r - kl)}
+            "k3": p - torch.softmax(ref_logits, dim=-1), "kl": p * (-log_r - kl)}
 
 
 def penalised_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,

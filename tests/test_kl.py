@@ -190,6 +190,16 @@ def test_k3_gradient_agrees_with_the_kl_only_to_first_order():
         assert 0.01 * eps < relative < eps, (eps, relative)  # shrinks with eps, never zero
 
 
+def test_estimator_gradients_stay_finite_where_the_policy_underflows():
+    # p(y) = 0 in float32 while p_ref(y) > 0: r = p_ref / p is inf there, k3's p - p_ref is not
+    logits = torch.tensor([0.0, -200.0, 3.0])
+    ref_logits = torch.zeros(3)
+    grads = estimator_gradients(logits, ref_logits)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    p, p_ref = torch.softmax(logits, -1), torch.softmax(ref_logits, -1)
+    torch.testing.assert_close(grads["k3"], p - p_ref)
+
+
 def test_estimator_gradients_reject_mismatched_shapes():
     with pytest.raises(ValueError, match="same shape"):
         estimator_gradients(torch.zeros(3), torch.zeros(2, 3))
