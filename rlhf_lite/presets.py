@@ -71,7 +71,9 @@ def grpo_verifier(**changes) -> PPOConfig:
     beta from four 40-iteration toy runs (lr, beta = 1e-4, 0.05; 3e-4, 0.05; 5e-5, 0.02;
     1e-4, 0.02): only 5e-5 with beta 0.02 raised both the verifier's accuracy and the gold
     score over training (one seed, the training log's first and last 5 iterations; 3e-4 lowered
-    both, and 1e-4 left gold flat at KL 1.2 to 2.5); about 45 s on one thread."""
+    both, and 1e-4 left gold flat at KL 1.2 to 2.5); about 45 s on one thread. Gold is hidden in
+    practice, but the verifier's own training score, which a practitioner sees, picks the same
+    recipe: its last 5 iterations ended highest (0.83, against 0.81, 0.74 and 0.61)."""
     return PPOConfig(**{**dict(advantage="dr_grpo", group_size=4, reward="verifier",
                                loss_aggregation="constant", whiten_advantages=False,
                                kl_in="loss", kl_estimator="k3", lr=5e-5,
