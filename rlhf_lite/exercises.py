@@ -37,7 +37,7 @@ from .labeler import ranking_to_pairs
 from .model import GPT, GPTConfig
 from .ppo import clipped_policy_loss, clipped_value_loss
 from .pretrain import lm_loss, unigram_loss
-from .reward import RewardEnsemble, bradley_terry_loss
+from .reward import bradley_terry_loss, combine_member_scores
 from .sft import tokenize_demonstrations
 from .tokenizer import load_tokenizer
 
@@ -536,28 +536,10 @@ def check_k3_loss_gradient(student: Callable) -> bool | None:
                      "p(y): the p(y) in the weight and the 1 / p(y) inside r cancel.")
 
 # ----------------------------------------------------------------------------- notebook 11
-class _FixedScores(torch.nn.Module):
-    """A stand-in ensemble member: the same scores (B,) whatever the input."""
-
-    def __init__(self, scores: torch.Tensor):
-        super().__init__()
-        self.scores = scores
-
-    def forward(self, input_ids, attention_mask):
-        return self.scores
-
-
-def _combined(scores: torch.Tensor, combine: str, penalty: float | None) -> torch.Tensor:
-    """`reward.RewardEnsemble`'s combination of member scores (M, B): members that return them."""
-    ids = torch.zeros(scores.shape[1], 1, dtype=torch.long)
-    ensemble = RewardEnsemble([_FixedScores(row) for row in scores], combine, penalty)
-    return ensemble(ids, torch.ones_like(ids))
-
-
 def check_ensemble_combine(student: Callable) -> bool | None:
     """student(scores (M, B), combine, penalty=None) -> the combined scores (B,): "mean",
     "min" (the worst case) or "uwo" (mean - penalty * variance over the members). Against
-    `rlhf_lite.reward.RewardEnsemble`."""
+    `rlhf_lite.reward.combine_member_scores`, which `RewardEnsemble` uses."""
     g = torch.Generator().manual_seed(11)
     worked = torch.tensor([[1.0, 1.5], [2.0, 1.5], [3.0, 1.5]])
     settings = [
@@ -573,7 +555,7 @@ def check_ensemble_combine(student: Callable) -> bool | None:
         ("5 members, 7 answers, uwo with penalty 0.5", 2 * torch.randn(5, 7, generator=g),
          "uwo", 0.5),
         ("2 members, 3 answers, mean", torch.randn(2, 3, generator=g), "mean", None)]
-    cases = [Case(label, (scores, combine), _combined(scores, combine, penalty),
+    cases = [Case(label, (scores, combine), combine_member_scores(scores, combine, penalty),
                   kwargs={} if penalty is None else {"penalty": penalty})
              for label, scores, combine, penalty in settings]
     return run_cases("ensemble_combine", student, cases,

@@ -173,12 +173,19 @@ class RewardEnsemble(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The combined scores (B,)."""
-        scores = self.member_scores(input_ids, attention_mask)  # (M, B)
-        if self.combine == "min":
-            return scores.min(0).values
-        if self.combine == "uwo":
-            return scores.mean(0) - self.penalty * scores.var(0, unbiased=False)
-        return scores.mean(0)
+        return combine_member_scores(self.member_scores(input_ids, attention_mask),
+                                     self.combine, self.penalty)
+
+
+def combine_member_scores(scores: torch.Tensor, combine: str, penalty: float | None = None
+                          ) -> torch.Tensor:
+    """Members' scores (M, B) -> one score (B,): "mean", "min" (the worst case) or "uwo" (the
+    mean minus penalty * the members' population variance), as `RewardEnsemble` combines."""
+    if combine == "min":
+        return scores.min(0).values
+    if combine == "uwo":
+        return scores.mean(0) - penalty * scores.var(0, unbiased=False)
+    return scores.mean(0)
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
