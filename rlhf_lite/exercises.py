@@ -545,8 +545,7 @@ def check_ensemble_combine(student: Callable) -> bool | None:
     settings = [
         ("the worked example, mean", worked, "mean", None),
         ("the worked example, min", worked, "min", None),
-        ("the worked example, uwo with penalty 1: A's variance is 2/3 (divide by M)", worked,
-         "uwo", 1.0),
+        ("the worked example, uwo with penalty 1", worked, "uwo", 1.0),
         ("one member: every combination is its own score", torch.randn(1, 5, generator=g),
          "uwo", 2.0),
         ("one member, min", torch.randn(1, 5, generator=g), "min", None),
@@ -559,10 +558,9 @@ def check_ensemble_combine(student: Callable) -> bool | None:
                   kwargs={} if penalty is None else {"penalty": penalty})
              for label, scores, combine, penalty in settings]
     return run_cases("ensemble_combine", student, cases,
-                     "reduce over the members, dim 0 of the (M, B) scores: scores.mean(0), "
-                     "scores.min(0).values, and for uwo the mean minus penalty times the "
-                     "population variance, ((scores - mean) ** 2).mean(0) (not torch.var's "
-                     "default, which divides by M - 1).")
+                     "each combination reduces over the members' dimension of the (M, B) "
+                     "scores; for uwo, which variance did Coste et al. use, and is it the "
+                     "one torch.var computes by default?")
 
 
 def check_online_pairs(student: Callable) -> bool | None:
