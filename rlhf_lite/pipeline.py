@@ -88,6 +88,8 @@ def evaluate_preset(preset: str = "toy", samples: int = 3, seed: int = 0,
     judge = LabelerJudge(sample(reference_sft, tokenizer, heldout, samples, seed + 1000), seed)
     rows, answers = {}, {}
     trained = artifacts.stages_of(preset)
+    for group in groups():  # a missing stage is trained first, its group side by side
+        artifacts.build_side_by_side([s for s in group if s in trained], preset)
     for name, stage in models().items():
         if stage.name not in trained:
             continue  # a stage this preset has no recipe for

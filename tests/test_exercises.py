@@ -278,7 +278,7 @@ MISTAKES = [
 
 
     ("check_ensemble_combine", lambda s, c, penalty=None: combine_scores(s, c, penalty)
-     if c != "uwo" else s.mean(0) - penalty * s.var(0), "divide by M"),  # torch's M - 1
+     if c != "uwo" else s.mean(0) - penalty * s.var(0), "uwo with penalty 1"),  # torch's M - 1
     ("check_ensemble_combine", lambda s, c, penalty=None: combine_scores(s, c, penalty)
      if c != "uwo" else s.mean(0) - penalty * s.std(0, unbiased=False), "uwo with penalty 1"),
     ("check_ensemble_combine", lambda s, c, penalty=None: s.mean(1) if c == "mean"

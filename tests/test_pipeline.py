@@ -159,6 +159,20 @@ def test_a_registered_stage_is_built_and_evaluated_by_the_pipeline(micro, monkey
     assert "SFT again" in results["win_rate_vs_sft"]
 
 
+def test_evaluation_builds_its_missing_stages_a_group_side_by_side(micro, monkeypatch):
+    # notebook 8 evaluates before DPO, RLOO and GRPO (verifier) exist: one wait, not three
+    for stage in ("dpo", "rloo"):
+        artifacts.checkpoint_path(stage, "micro").unlink()
+    calls = []
+    build = artifacts.build_side_by_side
+    monkeypatch.setattr(artifacts, "build_side_by_side",
+                        lambda todo, preset, **kw: calls.append(list(todo)) or build(todo, preset))
+    results = pipeline.evaluate_preset("micro", samples=1, best_of=())
+    assert ["ppo", "ppo_ptx", "dpo", "rloo", "grpo_verifier"] in calls
+    assert {"DPO", "RLOO"} <= set(results["win_rate_vs_sft"])
+    assert all(artifacts.status(s, "micro") == "done" for s in ("dpo", "rloo"))
+
+
 def test_rankings_are_sampled_again_when_a_notebook_trained_the_rm_without_saving_them(micro):
     # notebook 3 trains the RM itself; notebook 8 and the pipeline still need its validation
     # rankings
