@@ -11,6 +11,7 @@ from bench import (
     course_runtime,
     gpu,
     paired_power,
+    ppo_epochs,
     ppo_iteration,
     rm_levers,
     roofline,
@@ -193,3 +194,28 @@ def test_rm_levers_table_keeps_the_levers_of_earlier_runs(tmp_path):
     table = pd.read_csv(path, index_col=0)
     assert list(table.index) == ["oracle (ceiling)", "two labelers", first, second, third]
     assert table["all"].tolist() == [0.7, 0.7, 0.6, 0.7, 0.7]
+
+
+def test_ppo_epochs_compares_each_recipe_with_the_toy_recipe_of_its_seed():
+    from bench.common import SIZES, twins
+    from rlhf_lite import data
+    from rlhf_lite.model import GPT
+    from rlhf_lite.presets import get_preset
+    from rlhf_lite.reward import RewardModel
+    from rlhf_lite.tokenizer import load_tokenizer
+
+    policy = twins(SIZES["tiny"], seed=1)[0]  # untrained: the table's shape, not its numbers
+    reward_model = RewardModel(GPT(policy.config))
+    cfg = dataclasses.replace(get_preset("toy").ppo, iterations=1, batch_size=4,
+                              minibatch_size=2, max_new_tokens=3)
+    table = ppo_epochs.measure(policy, reward_model, load_tokenizer(), cfg,
+                               data.load_records("prompts_train")[:8],
+                               data.load_records("prompts_heldout")[:3], seeds=(0, 1),
+                               samples=1, saved_as=None)
+    assert len(table) == 8 and set(table.seed) == {0, 1}
+    assert set(table.recipe) == set(ppo_epochs.recipes(cfg))
+    baseline = table[table.recipe == ppo_epochs.BASELINE]
+    assert (baseline[["gold - toy recipe's", "95% CI low", "95% CI high"]] == 0).all().all()
+    assert (table["KL to SFT"] >= -1e-6).all() and (table["train s"] > 0).all()
+    shortest = ppo_epochs.recipes(cfg)["1 epoch, lr x4"]
+    assert (shortest.ppo_epochs, shortest.lr) == (1, 4 * cfg.lr)

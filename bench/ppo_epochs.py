@@ -1,0 +1,88 @@
+"""What fewer PPO epochs per rollout cost the toy PPO stage, and what they save.
+
+The course's PPO recipe makes 4 passes (epochs) over each rollout of 64 responses, in
+minibatches of 16: about 80% of a toy PPO run's time (`python -m bench.ppo_iteration`). The
+paper made one pass over each rollout (InstructGPT, App. C.4). This bench trains the toy PPO
+stage's recipe and shorter ones from the trained SFT model and reward model, for each seed,
+side by side (one process and one thread each), and measures every run on the held-out
+prompts against the toy recipe's run of the same seed, paired over prompts (gold, KL to SFT).
+A shorter recipe that reaches the same gold and KL in less time is a candidate for the course;
+notebooks would still have to be re-read, as every number from notebook 5 on would change.
+
+    python -m bench.ppo_epochs                    # seed 0 (about 2 minutes on 2 cores)
+    python -m bench.ppo_epochs --seeds 2          # seeds 0 and 1
+    python -m bench.ppo_epochs --out bench/results/ppo_epochs.csv
+
+Runs are saved (artifacts/toy/runs/bench_ppo_epochs/) and loaded when run again.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from rlhf_lite import artifacts, data, evaluation, labeler, ppo
+from rlhf_lite.judges import sample
+from rlhf_lite.presets import get_preset
+from rlhf_lite.tokenizer import load_tokenizer
+from rlhf_lite.utils import set_threads
+
+BASELINE = "toy recipe (4 epochs)"
+
+
+def recipes(cfg: ppo.PPOConfig) -> dict[str, ppo.PPOConfig]:
+    """The toy recipe and shorter ones: fewer epochs, learning rates raised with them (the same
+    number of gradient steps would need 4x the rollouts; a larger step is the cheaper trade)."""
+    def scaled(epochs, factor):
+        return dataclasses.replace(cfg, ppo_epochs=epochs, lr=factor * cfg.lr,
+                                   value_lr=factor * cfg.value_lr)
+    return {BASELINE: cfg, "2 epochs": scaled(2, 1), "1 epoch, lr x2": scaled(1, 2),
+            "1 epoch, lr x4": scaled(1, 4)}
+
+
+def measure(sft, reward_model, tokenizer, cfg, train_prompts, heldout, seeds=(0,), samples=3,
+            saved_as: str | None = "bench_ppo_epochs") -> pd.DataFrame:
+    """One row per (recipe, seed): training seconds, the last 5 iterations' RM score, held-out
+    gold minus the toy recipe's run of the same seed with its 95% interval over prompts, and
+    the KL to SFT per response."""
+    configs = {(name, seed): dataclasses.replace(c, seed=seed)
+               for seed in seeds for name, c in recipes(cfg).items()}
+    runs = ppo.train_in_parallel({f"{name}, seed {seed}": c for (name, seed), c in configs.items()},
+                                 sft, reward_model, tokenizer, train_prompts, saved_as=saved_as,
+                                 gold_judge=labeler.gold_score)
+    prompts = heldout * samples
+    answers = {key: sample(runs[f"{key[0]}, seed {key[1]}"].policy.eval(), tokenizer, heldout,
+                           samples, seed=0) for key in configs}
+    rows = []
+    for (name, seed), completions in answers.items():
+        trainer = runs[f"{name}, seed {seed}"]
+        paired = evaluation.paired_bootstrap(prompts, completions, prompts,
+                                             answers[(BASELINE, seed)])
+        rows.append({"recipe": name, "seed": seed, "train s": trainer.history.seconds,
+                     "RM score, last 5": sum(trainer.history.metrics["rm_score"][-5:]) / 5,
+                     "gold - toy recipe's": paired["gold_difference"],
+                     "95% CI low": paired["gold_ci"][0], "95% CI high": paired["gold_ci"][1],
+                     "KL to SFT": evaluation.kl_to_reference(trainer.policy, sft, tokenizer,
+                                                             prompts, completions)})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds 0 .. seeds - 1")
+    parser.add_argument("--out", type=Path, help="CSV to write the table to")
+    args = parser.parse_args(argv)
+    set_threads(1)
+    table = measure(artifacts.load_model("sft"), artifacts.load_model("rm"), load_tokenizer(),
+                    get_preset("toy").ppo, data.load_records("prompts_train"),
+                    data.load_records("prompts_heldout"), range(args.seeds))
+    print(table.round(3).to_string(index=False))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        table.round(4).to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
