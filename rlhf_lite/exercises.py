@@ -399,53 +399,65 @@ def check_kl_estimate(student: Callable) -> bool | None:
                      "in float32 loses every digit of a tiny log r.")
 
 
-def check_adaptive_kl_update(student: Callable) -> bool | None:
-    """student(beta, current_kl, target, horizon, n_steps) -> the new beta of Ziegler et al.'s
-    controller. Against `rlhf_lite.kl.AdaptiveKLController.update`."""
-    def updated(beta, kl, target, horizon, n):
-        controller = AdaptiveKLController(beta, target, horizon)
-        controller.update(kl, n)
+def check_kl_horizon(student: Callable) -> bool | None:
+    """student(growth, iterations, n_steps) -> the horizon H of Ziegler et al.'s controller at
+    which beta changes by the factor `growth` over `iterations` batches of n_steps responses,
+    every batch's error clipped (+0.2 if growth > 1, -0.2 if below). Against
+    `rlhf_lite.kl.AdaptiveKLController`: its beta after that many updates with the answer's H."""
+    def horizon(growth, iterations, n):
+        return 0.2 * n / abs(growth ** (1 / iterations) - 1)
+
+    def grown(growth, iterations, n, h):  # the controller's own factor with horizon h
+        controller = AdaptiveKLController(1.0, target=1.0, horizon=h)
+        for _ in range(iterations):
+            controller.update(2.0 if growth > 1 else 0.0, n)
         return controller.beta
 
-    settings = [("KL at twice the target: error clipped to +0.2", (0.1, 4.0, 2.0, 2000, 64)),
-                ("KL 10% above the target", (0.1, 2.2, 2.0, 2000, 64)),
-                ("KL 5% below the target", (0.05, 0.95, 1.0, 1000, 256)),
-                ("KL near 0: error clipped to -0.2", (0.3, 0.01, 6.0, 10000, 512)),
-                ("KL exactly at the target: beta unchanged", (0.2, 3.0, 3.0, 500, 64))]
-    cases = [Case(label, args, updated(*args), atol=1e-12, rtol=1e-9) for label, args in settings]
-    return run_cases("adaptive_kl_update", student, cases,
-                     "e = clip(current_kl / target - 1, -0.2, 0.2); "
-                     "return beta * (1 + e * n_steps / horizon).")
+    settings = [("x10 in 40 iterations of 64 responses", (10.0, 40, 64)),
+                ("x1.29 in 40 iterations of 64: about the preset's horizon", (1.29, 40, 64)),
+                ("x2 in 10 iterations of 512 responses", (2.0, 10, 512)),
+                ("one iteration of 64, x1.1: no compounding to undo", (1.1, 1, 64)),
+                ("beta halves in 20 iterations of 64: the error clipped at -0.2", (0.5, 20, 64))]
+    cases = []
+    for label, args in settings:
+        expected = horizon(*args)
+        assert math.isclose(grown(*args, expected), args[0], rel_tol=1e-9)  # the controller's
+        cases.append(Case(label, args, expected, atol=1e-9, rtol=1e-6))
+    return run_cases("kl_horizon", student, cases,
+                     "with the error clipped, every batch multiplies beta by the same factor "
+                     "(1 + e * n_steps / H), e = +0.2 or -0.2: the factors compound over the "
+                     "iterations. Set their product equal to growth and solve for H.")
 
 
 # ----------------------------------------------------------------------------- notebook 7
-def check_ptx_loss(student: Callable) -> bool | None:
-    """student(ppo_loss, policy, pretrain_batch (x, y), ptx_coef) -> PPO-ptx's mixed loss:
-    ppo_loss + ptx_coef * (the policy's next-token loss on the pretraining batch), with a
-    gradient. Against `rlhf_lite.pretrain.lm_loss`."""
+def check_ptx_coef_for(student: Callable) -> bool | None:
+    """student(ppo_loss, lm_loss, params, share) -> the gamma at which gamma * lm_loss's gradient
+    has `share` times the norm of ppo_loss's gradient, both with respect to `params`: PPO-ptx's
+    coefficient chosen by what each term does to an update, not by the losses' values."""
+    def norm(loss, params):
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        return torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+
     cases = []
-    for seed, coef in enumerate([0.0, 1.0, 27.8]):
+    for seed, (share, offset) in enumerate([(0.1, 0.0), (1.0, 0.0), (0.5, 100.0)]):
         policy = _tiny_gpt(17, seed)
+        params = list(policy.parameters())
         g = torch.Generator().manual_seed(seed)
+        x = torch.randint(17, (3, 8), generator=g)
+        # a stand-in for the PPO loss: the log-probs of sampled tokens times random advantages
+        logp = policy(x).log_softmax(-1).gather(-1, torch.randint(17, (3, 8, 1), generator=g))
+        ppo_loss = -(logp.squeeze(-1) * torch.randn(3, 8, generator=g)).mean() + offset
         batch = (torch.randint(17, (3, 8), generator=g), torch.randint(17, (3, 8), generator=g))
-        ppo_loss = torch.randn((), generator=g)
-        cases.append(Case(f"ptx_coef {coef}" + (" (plain PPO)" if coef == 0 else ""),
-                          (ppo_loss, policy, batch, coef),
-                          ppo_loss + coef * lm_loss(policy, batch)))
-
-    def differentiable(student_fn):
-        def wrapped(*args):
-            loss = student_fn(*args)
-            if isinstance(loss, torch.Tensor) and args[3] > 0 and not loss.requires_grad:
-                raise ValueError("the loss has no gradient: compute the pretraining loss with the "
-                                 "policy itself, not under torch.no_grad() or with .item()")
-            return loss
-        return wrapped
-
-    return run_cases("ptx_loss", differentiable(student), cases,
-                     "the policy's next-token loss on the pretraining batch is "
-                     "F.cross_entropy(policy(x).flatten(0, 1), y.flatten()) (or "
-                     "rlhf_lite.pretrain.lm_loss); return ppo_loss + ptx_coef * that loss.")
+        lm = lm_loss(policy, batch)
+        label = f"share {share:g}" + (f", the PPO loss shifted by {offset:g} (same gradient)"
+                                      if offset else "")
+        cases.append(Case(label, (ppo_loss, lm, params, share),
+                          share * norm(ppo_loss, params) / norm(lm, params), rtol=1e-4))
+    return run_cases("ptx_coef_for", student, cases,
+                     "what moves the weights is each term's gradient, not its value. Take each "
+                     "loss's gradient with respect to params on its own (torch.autograd.grad "
+                     "with retain_graph=True, or .grad cleared between two backward calls) and "
+                     "its norm over all the parameters together.")
 
 
 # ----------------------------------------------------------------------------- notebook 8

@@ -107,14 +107,35 @@ def kl_estimate(logp, ref_logp, kind):
     return {"k1": -log_r, "k2": log_r**2 / 2, "k3": log_r.exp() - 1 - log_r}[kind].float()
 
 
-def adaptive_kl_update(beta, kl, target, horizon, n_steps):
-    error = max(-0.2, min(0.2, kl / target - 1))
-    return beta * (1 + error * n_steps / horizon)
+def kl_horizon(growth, iterations, n_steps):
+    """By bisection on the controller's loop written out: the H whose compounded factor is
+    growth (the factor moves monotonically with H above 0.2 * n_steps, where a shrinking beta's
+    factor would reach 0)."""
+    error = 0.2 if growth > 1 else -0.2
+    low, high = 0.2 * n_steps, 1e9
+    for _ in range(200):
+        h = math.sqrt(low * high)
+        beta = 1.0
+        for _ in range(iterations):
+            beta *= 1 + error * n_steps / h
+        if (beta > growth) == (growth > 1):  # moved too far: a longer horizon
+            low = h
+        else:
+            high = h
+    return math.sqrt(low * high)
 
 
-def ptx_loss(ppo_loss, policy, batch, coef):
-    x, y = batch
-    return ppo_loss + coef * F.cross_entropy(policy(x).flatten(0, 1), y.flatten())
+def gradient_norm(loss, params, clear=True):
+    """Through .backward and the .grad fields (the checker uses torch.autograd.grad)."""
+    if clear:
+        for p in params:
+            p.grad = None
+    loss.backward(retain_graph=True)
+    return math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in params))
+
+
+def ptx_coef_for(ppo_loss, lm_loss, params, share):
+    return share * gradient_norm(ppo_loss, params) / gradient_norm(lm_loss, params)
 
 
 def wilson_interval(k, n, z=1.96):
@@ -181,7 +202,7 @@ CHECKERS = {
     "check_whiten": whiten, "check_clipped_policy_loss": clipped_policy_loss,
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
     "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
-    "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
+    "check_kl_horizon": kl_horizon, "check_ptx_coef_for": ptx_coef_for,
     "check_wilson_interval": wilson_interval, "check_dr_grpo_advantages": dr_grpo_advantages,
     "check_k3_loss_gradient": k3_loss_gradient, "check_ensemble_combine": combine_scores,
     "check_online_pairs": rank_two,
@@ -251,13 +272,18 @@ MISTAKES = [
                                                  "k3": torch.exp(ref - lp) - 1 - (ref - lp)}[kind],
      "tiny log-ratios"),
     ("check_kl_estimate", lambda lp, ref, kind: ref - lp, "k1, random"),
-    ("check_adaptive_kl_update", lambda b, kl, t, h, n: b * (1 + (kl / t - 1) * n / h),
-     "clipped to +0.2"),
-    ("check_ptx_loss",
-     lambda loss, policy, batch, c: loss + c * ptx_loss(0.0, policy, batch, 1.0).item(),
-     "no gradient"),
-    ("check_ptx_loss", lambda loss, policy, batch, c: loss + ptx_loss(0.0, policy, batch, 1.0),
-     "ptx_coef 0.0"),
+    # no compounding (growth spread evenly); the 0.2 clip forgotten; the sign of a shrinking beta
+    ("check_kl_horizon", lambda g, it, n: 0.2 * n * it / abs(g - 1), "x10 in 40"),
+    ("check_kl_horizon", lambda g, it, n: n / abs(g ** (1 / it) - 1), "x10 in 40"),
+    ("check_kl_horizon", lambda g, it, n: 0.2 * n / (g ** (1 / it) - 1), "beta halves"),
+    # the losses' values instead of their gradients; the ratio upside down; .grad not cleared
+    ("check_ptx_coef_for", lambda pl, lm, params, share: share * pl.item() / lm.item(),
+     "share 0.1"),
+    ("check_ptx_coef_for",
+     lambda pl, lm, params, share: share * gradient_norm(lm, params) / gradient_norm(pl, params),
+     "share 0.1"),
+    ("check_ptx_coef_for", lambda pl, lm, params, share: share * gradient_norm(pl, params) /
+     gradient_norm(lm, params, clear=False), "share 0.1"),
     ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
                                                     k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
      "60 wins of 100"),
@@ -323,7 +349,7 @@ def test_messages_say_what_differs():
     with pytest.raises(ExerciseError, match="expected a number, got 'a'"):
         exercises.check_wilson_interval(lambda k, n, z=1.96: ("a", "b"))
     with pytest.raises(ExerciseError, match="raised ZeroDivisionError") as info:
-        exercises.check_adaptive_kl_update(lambda *args: 1 / 0)
+        exercises.check_kl_horizon(lambda *args: 1 / 0)
     assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
