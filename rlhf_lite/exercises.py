@@ -503,25 +503,26 @@ def check_wilson_interval(student: Callable) -> bool | None:
 
 
 # ----------------------------------------------------------------------------- notebook 10
-def check_dr_grpo_advantages(student: Callable) -> bool | None:
-    """student(returns (B,), group_size) -> (B,) Dr. GRPO's advantages: each return minus the
-    mean of its group (`group_size` consecutive returns), no division by the group's std.
-    Against `rlhf_lite.gae.group_advantages(..., "dr_grpo")`."""
+def check_rloo_advantages(student: Callable) -> bool | None:
+    """student(returns (B,), group_size) -> (B,) RLOO's advantages: each return minus the mean
+    of the other returns of its group (`group_size` consecutive returns), the sample itself left
+    out (Ahmadian et al. 2024). Against `rlhf_lite.gae.group_advantages(..., "rloo")`."""
     g = torch.Generator().manual_seed(10)
     settings = [("worked example: one right answer of four, then a group all right",
                  torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), 4),
-                ("groups of 2", torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]), 2),
-                ("a group whose returns nearly tie: GRPO's std would blow them up to +-1",
+                ("groups of 2: each sample's baseline is the other one",
+                 torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]), 2),
+                ("a group whose returns nearly tie: GRPO's std would blow them up",
                  torch.tensor([0.5, 0.5001, 0.5, 0.5001, 2.0, -1.0, 0.0, 3.0]), 4),
                 ("two groups with different means (the baseline is each group's own)",
                  torch.tensor([10.0, 12.0, 11.0, -3.0, -1.0, -2.0]), 3),
                 ("random returns, 6 groups of 8", torch.randn(48, generator=g), 8)]
-    cases = [Case(label, (returns, k), group_advantages(returns, k, "dr_grpo"), atol=1e-6)
+    cases = [Case(label, (returns, k), group_advantages(returns, k, "rloo"), atol=1e-6)
              for label, returns, k in settings]
-    return run_cases("dr_grpo_advantages", student, cases,
-                     "view the returns as (number of groups, group_size), subtract each row's "
-                     "mean (keepdim), and flatten back; Dr. GRPO does not divide by the std "
-                     "(GRPO does) and the baseline includes the sample itself (RLOO's does not).")
+    return run_cases("rloo_advantages", student, cases,
+                     "view the returns as (number of groups, group_size); a sample's baseline is "
+                     "the mean of the other group_size - 1 returns of its row, so the sample "
+                     "itself is not in it (Dr. GRPO's mean includes it); no division by the std.")
 
 
 def check_k3_loss_gradient(student: Callable) -> bool | None:

@@ -146,11 +146,11 @@ def wilson_interval(k, n, z=1.96):
     return centre - half, centre + half
 
 
-def dr_grpo_advantages(returns, group_size):
-    out = []  # a loop over groups: independent of the package
+def rloo_advantages(returns, group_size):
+    out = []  # a loop over groups and samples: independent of the package
     for start in range(0, len(returns), group_size):
         group = returns[start: start + group_size].tolist()
-        out += [r - sum(group) / len(group) for r in group]
+        out += [r - (sum(group) - r) / (len(group) - 1) for r in group]
     return torch.tensor(out)
 
 
@@ -203,7 +203,7 @@ CHECKERS = {
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
     "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
     "check_kl_horizon": kl_horizon, "check_ptx_coef_for": ptx_coef_for,
-    "check_wilson_interval": wilson_interval, "check_dr_grpo_advantages": dr_grpo_advantages,
+    "check_wilson_interval": wilson_interval, "check_rloo_advantages": rloo_advantages,
     "check_k3_loss_gradient": k3_loss_gradient, "check_ensemble_combine": combine_scores,
     "check_online_pairs": rank_two,
 }
@@ -287,14 +287,17 @@ MISTAKES = [
     ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
                                                     k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
      "60 wins of 100"),
-    # GRPO's advantage (divided by the group's std), RLOO's (leave-one-out), one batch mean
-    ("check_dr_grpo_advantages", lambda r, k: ((r.view(-1, k) - r.view(-1, k).mean(1, True))
-                                               / r.view(-1, k).std(1, True)).flatten(),
+    # Dr. GRPO's advantage (the sample in its own baseline), GRPO's (divided by the std), the
+    # other returns' sum divided by group_size instead of group_size - 1, one batch-wide baseline
+    ("check_rloo_advantages", lambda r, k: (r.view(-1, k) - r.view(-1, k).mean(1, True)).flatten(),
      "worked example"),
-    ("check_dr_grpo_advantages", lambda r, k: (
-        r.view(-1, k) - (r.view(-1, k).sum(1, True) - r.view(-1, k)) / (k - 1)).flatten(),
+    ("check_rloo_advantages", lambda r, k: ((r.view(-1, k) - r.view(-1, k).mean(1, True))
+                                            / r.view(-1, k).std(1, True)).flatten(),
      "worked example"),
-    ("check_dr_grpo_advantages", lambda r, k: r - r.mean(), "worked example"),
+    ("check_rloo_advantages", lambda r, k: (
+        r.view(-1, k) - (r.view(-1, k).sum(1, True) - r.view(-1, k)) / k).flatten(),
+     "worked example"),
+    ("check_rloo_advantages", lambda r, k: r - (r.sum() - r) / (len(r) - 1), "worked example"),
     # the gradient of KL(p || p_ref), k2's; the sign flipped; 0, as k1's
     ("check_k3_loss_gradient", lambda x, ref: x.softmax(-1) * (
         x.log_softmax(-1) - ref.log_softmax(-1) - (x.softmax(-1) * (
