@@ -3,6 +3,7 @@ with a message naming the case and a hint. Correct answers here are written inde
 package (loops, textbook formulas)."""
 import itertools
 import math
+import random
 
 import pytest
 import torch
@@ -117,12 +118,26 @@ def ptx_loss(ppo_loss, policy, batch, coef):
     return ppo_loss + coef * F.cross_entropy(policy(x).flatten(0, 1), y.flatten())
 
 
-def wilson_interval(k, n, z=1.96):
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
+def bootstrap_interval(outcomes, groups, seed=0, resamples=2000, prompt_means=False):
+    """A plain loop with the random module; prompt_means: the usual mistake of averaging each
+    drawn prompt's mean instead of pooling the drawn prompts' outcomes."""
+    rng, members = random.Random(seed), {}
+    for value, group in zip(outcomes, groups):
+        members.setdefault(group, []).append(value)
+    members = list(members.values())
+    means = []
+    for _ in range(resamples):
+        drawn = [rng.choice(members) for _ in members]
+        means.append(sum(sum(m) / len(m) for m in drawn) / len(drawn) if prompt_means
+                     else sum(map(sum, drawn)) / sum(map(len, drawn)))
+    means.sort()
+
+    def quantile(q):  # linear interpolation between order statistics
+        position = q * (len(means) - 1)
+        below = math.floor(position)
+        above = min(below + 1, len(means) - 1)
+        return means[below] + (position - below) * (means[above] - means[below])
+    return quantile(0.025), quantile(0.975)
 
 
 def dr_grpo_advantages(returns, group_size):
@@ -182,7 +197,7 @@ CHECKERS = {
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
     "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
     "check_adaptive_kl_update": adaptive_kl_update, "check_ptx_loss": ptx_loss,
-    "check_wilson_interval": wilson_interval, "check_dr_grpo_advantages": dr_grpo_advantages,
+    "check_bootstrap_interval": bootstrap_interval, "check_dr_grpo_advantages": dr_grpo_advantages,
     "check_k3_loss_gradient": k3_loss_gradient, "check_ensemble_combine": combine_scores,
     "check_online_pairs": rank_two,
 }
@@ -258,9 +273,13 @@ MISTAKES = [
      "no gradient"),
     ("check_ptx_loss", lambda loss, policy, batch, c: loss + ptx_loss(0.0, policy, batch, 1.0),
      "ptx_coef 0.0"),
-    ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
-                                                    k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
-     "60 wins of 100"),
+    # resampling samples, not prompts; grouping by position (blocks of 3); prompt means
+    ("check_bootstrap_interval", lambda o, g, seed=0, resamples=2000: bootstrap_interval(
+        o, list(range(len(o))), seed, resamples), "30 prompts x 3 samples"),
+    ("check_bootstrap_interval", lambda o, g, seed=0, resamples=2000: bootstrap_interval(
+        o, [i // 3 for i in range(len(o))], seed, resamples), "30 prompts x 3 samples"),
+    ("check_bootstrap_interval", lambda o, g, seed=0, resamples=2000: bootstrap_interval(
+        o, g, seed, resamples, prompt_means=True), "unequal size"),
     # GRPO's advantage (divided by the group's std), RLOO's (leave-one-out), one batch mean
     ("check_dr_grpo_advantages", lambda r, k: ((r.view(-1, k) - r.view(-1, k).mean(1, True))
                                                / r.view(-1, k).std(1, True)).flatten(),
@@ -321,7 +340,7 @@ def test_messages_say_what_differs():
     with pytest.raises(ExerciseError, match=r"expected shape \(1, 4\), got \(4,\)"):
         exercises.check_td_errors(lambda r, v, m, g: td_errors(r, v, m, g)[0])
     with pytest.raises(ExerciseError, match="expected a number, got 'a'"):
-        exercises.check_wilson_interval(lambda k, n, z=1.96: ("a", "b"))
+        exercises.check_bootstrap_interval(lambda o, g, seed=0, resamples=2000: ("a", "b"))
     with pytest.raises(ExerciseError, match="raised ZeroDivisionError") as info:
         exercises.check_adaptive_kl_update(lambda *args: 1 / 0)
     assert isinstance(info.value.__cause__, ZeroDivisionError)
