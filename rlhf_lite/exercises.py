@@ -24,7 +24,7 @@ import torch
 from .batching import prompt_response_ids
 from .data import load_records
 from .dpo import dpo_loss, rank_two
-from .evaluation import wilson_interval
+from .evaluation import bootstrap_interval
 from .gae import compute_gae, group_advantages, whiten
 from .kl import (
     KINDS,
@@ -485,21 +485,33 @@ def check_dpo_loss(student: Callable) -> bool | None:
                      "(log(sigmoid(x)) is -inf for x = -400).")
 
 
-def check_wilson_interval(student: Callable) -> bool | None:
-    """student(successes, n, z=1.96) -> (low, high), the Wilson score interval.
-    Against `rlhf_lite.evaluation.wilson_interval`."""
-    settings = [("60 wins of 100", (60, 100)),
-                ("0 wins of 10: low must be 0, not negative", (0, 10)),
-                ("10 wins of 10", (10, 10)),
-                ("184 of 306 (a notebook's comparison count)", (184, 306)),
-                ("1 of 3", (1, 3))]
-    cases = [Case(label, args, wilson_interval(*args)) for label, args in settings]
-    cases.append(Case("60 of 100 with z = 2.576 (99%)", (60, 100),
-                      wilson_interval(60, 100, z=2.576), kwargs={"z": 2.576}))
-    return run_cases("wilson_interval", student, cases,
-                     "p = successes / n; centre = (p + z^2 / (2n)) / (1 + z^2 / n); half-width = "
-                     "z * sqrt(p (1 - p) / n + z^2 / (4 n^2)) / (1 + z^2 / n); return "
-                     "(centre - half, centre + half).")
+def check_bootstrap_interval(student: Callable) -> bool | None:
+    """student(outcomes, groups, seed=0, resamples=2000) -> (low, high): the 95% percentile
+    interval of the mean of `outcomes`, resampling whole groups (prompts) with replacement.
+    Against `rlhf_lite.evaluation.bootstrap_interval`, both with 20000 resamples: their own
+    random draws differ, so the bounds are compared to 0.01 (the Monte Carlo noise of a bound
+    is a few thousandths here; resampling samples instead of prompts moves them by 0.05-0.1)."""
+    g = random.Random(0)
+    agree = [float(g.random() < 0.5) for _ in range(30)]  # a prompt's 3 samples agree
+    # the notebook's order: sample s of prompt j at s * 30 + j, so a prompt's samples are apart
+    interleaved = ([agree[j] for _ in range(3) for j in range(30)],
+                   [f"prompt-{j}" for _ in range(3) for j in range(30)])
+    sizes = [1] * 12 + [8] * 4  # small prompts all lost, large ones all won
+    unequal = ([float(size == 8) for size in sizes for _ in range(size)],
+               [i for i, size in enumerate(sizes) for _ in range(size)])
+    settings = [("30 prompts x 3 samples that agree within a prompt, listed as the notebook's "
+                 "tables list them (sample s of prompt j at s * 30 + j)", interleaved),
+                ("16 prompts of unequal size: the mean is over the outcomes of the drawn prompts, "
+                 "not over prompt means", unequal),
+                ("one prompt: every resample is the same, so low = high = the mean",
+                 ([1.0, 0.0, 1.0], ["only"] * 3))]
+    cases = [Case(label, args, bootstrap_interval(*args, resamples=20000), atol=0.01, rtol=0,
+                  kwargs={"resamples": 20000}) for label, args in settings]
+    return run_cases("bootstrap_interval", student, cases,
+                     "draw as many prompts as there are, with replacement (a prompt drawn twice "
+                     "counts twice), pool the outcomes of the drawn prompts and take their mean; "
+                     "repeat `resamples` times; the 2.5% and 97.5% quantiles of those means are "
+                     "the interval. Group by the `groups` labels, not by position.")
 
 
 # ----------------------------------------------------------------------------- notebook 10

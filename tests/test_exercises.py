@@ -3,6 +3,7 @@ with a message naming the case and a hint. Correct answers here are written inde
 package (loops, textbook formulas)."""
 import itertools
 import math
+import random
 
 import pytest
 import torch
@@ -138,12 +139,26 @@ def ptx_coef_for(ppo_loss, lm_loss, params, share):
     return share * gradient_norm(ppo_loss, params) / gradient_norm(lm_loss, params)
 
 
-def wilson_interval(k, n, z=1.96):
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
+def bootstrap_interval(outcomes, groups, seed=0, resamples=2000, prompt_means=False):
+    """A plain loop with the random module; prompt_means: the usual mistake of averaging each
+    drawn prompt's mean instead of pooling the drawn prompts' outcomes."""
+    rng, members = random.Random(seed), {}
+    for value, group in zip(outcomes, groups):
+        members.setdefault(group, []).append(value)
+    members = list(members.values())
+    means = []
+    for _ in range(resamples):
+        drawn = [rng.choice(members) for _ in members]
+        means.append(sum(sum(m) / len(m) for m in drawn) / len(drawn) if prompt_means
+                     else sum(map(sum, drawn)) / sum(map(len, drawn)))
+    means.sort()
+
+    def quantile(q):  # linear interpolation between order statistics
+        position = q * (len(means) - 1)
+        below = math.floor(position)
+        above = min(below + 1, len(means) - 1)
+        return means[below] + (position - below) * (means[above] - means[below])
+    return quantile(0.025), quantile(0.975)
 
 
 def rloo_advantages(returns, group_size):
@@ -203,7 +218,7 @@ CHECKERS = {
     "check_clipped_value_loss": clipped_value_loss, "check_kl_estimate": kl_estimate,
     "check_penalised_rewards": penalised_rewards, "check_dpo_loss": dpo_loss,
     "check_kl_horizon": kl_horizon, "check_ptx_coef_for": ptx_coef_for,
-    "check_wilson_interval": wilson_interval, "check_rloo_advantages": rloo_advantages,
+    "check_bootstrap_interval": bootstrap_interval, "check_rloo_advantages": rloo_advantages,
     "check_k3_loss_gradient": k3_loss_gradient, "check_ensemble_combine": combine_scores,
     "check_online_pairs": rank_two,
 }
@@ -284,9 +299,13 @@ MISTAKES = [
      "share 0.1"),
     ("check_ptx_coef_for", lambda pl, lm, params, share: share * gradient_norm(pl, params) /
      gradient_norm(lm, params, clear=False), "share 0.1"),
-    ("check_wilson_interval", lambda k, n, z=1.96: (k / n - z * math.sqrt(k / n * (1 - k / n) / n),
-                                                    k / n + z * math.sqrt(k / n * (1 - k / n) / n)),
-     "60 wins of 100"),
+    # resampling samples, not prompts; grouping by position (blocks of 3); prompt means
+    ("check_bootstrap_interval", lambda o, g, seed=0, resamples=2000: bootstrap_interval(
+        o, list(range(len(o))), seed, resamples), "30 prompts x 3 samples"),
+    ("check_bootstrap_interval", lambda o, g, seed=0, resamples=2000: bootstrap_interval(
+        o, [i // 3 for i in range(len(o))], seed, resamples), "30 prompts x 3 samples"),
+    ("check_bootstrap_interval", lambda o, g, seed=0, resamples=2000: bootstrap_interval(
+        o, g, seed, resamples, prompt_means=True), "unequal size"),
     # Dr. GRPO's advantage (the sample in its own baseline), GRPO's (divided by the std), the
     # other returns' sum divided by group_size instead of group_size - 1, one batch-wide baseline
     ("check_rloo_advantages", lambda r, k: (r.view(-1, k) - r.view(-1, k).mean(1, True)).flatten(),
@@ -350,7 +369,7 @@ def test_messages_say_what_differs():
     with pytest.raises(ExerciseError, match=r"expected shape \(1, 4\), got \(4,\)"):
         exercises.check_td_errors(lambda r, v, m, g: td_errors(r, v, m, g)[0])
     with pytest.raises(ExerciseError, match="expected a number, got 'a'"):
-        exercises.check_wilson_interval(lambda k, n, z=1.96: ("a", "b"))
+        exercises.check_bootstrap_interval(lambda o, g, seed=0, resamples=2000: ("a", "b"))
     with pytest.raises(ExerciseError, match="raised ZeroDivisionError") as info:
         exercises.check_kl_horizon(lambda *args: 1 / 0)
     assert isinstance(info.value.__cause__, ZeroDivisionError)
