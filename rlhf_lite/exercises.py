@@ -277,8 +277,8 @@ def check_td_errors(student: Callable) -> bool | None:
                            gamma), expected))
     return run_cases("td_errors", student, cases,
                      "delta_t = r_t + gamma * V_{t+1} - V_t, where V_{t+1} = 0 after a row's last "
-                     "valid token. Shift the values left by one column, then zero the padding "
-                     "with torch.where(mask.bool(), x, 0): x * mask keeps nan (nan * 0 = nan).")
+                     "valid token, and delta_t = 0 on padding. Whatever sits in the padding "
+                     "must not reach a valid token: what is nan * 0?")
 
 
 def check_whiten(student: Callable) -> bool | None:
@@ -317,14 +317,16 @@ def check_clipped_policy_loss(student: Callable) -> bool | None:
     for eps, spread, (B, T) in [(0.2, 0.05, (4, 5)), (0.2, 0.5, (8, 12)), (0.1, 1.0, (6, 9))]:
         new, old, mask = _ppo_batch(g, B, T, spread)
         adv = torch.randn(B, T, generator=g)  # both signs
-        cases.append(Case(f"{B}x{T} ragged, eps {eps}, log-ratios ~ {spread} * N(0, 1)",
-                          (new, old, adv, mask, eps),
+        cases.append(Case(f"{B}x{T} ragged, eps {eps}, log-ratios ~ {spread} * N(0, 1), "
+                          "nan in the padding",
+                          (_garbage_padding(new, mask), _garbage_padding(old, mask),
+                           _garbage_padding(adv, mask), mask, eps),
                           clipped_policy_loss(new, old, adv, mask, eps)[0]))
     done = run_cases("clipped_policy_loss", student, cases,
                      "ratio = exp(logprobs - old_logprobs); per token take the max of "
                      "-A * ratio and -A * clamp(ratio, 1 - eps, 1 + eps) (the negated min of the "
-                     "paper's objective), then average over valid tokens only: "
-                     "(x * mask).sum() / mask.sum().")
+                     "paper's objective), then average over valid tokens only; the padding "
+                     "holds nan, and nan * 0 is nan.")
     if not done:
         return done
     new, old, mask = _ppo_batch(g, 6, 9, 0.5)  # log-ratios wide enough to clip some tokens
@@ -339,7 +341,7 @@ def check_penalised_rewards(student: Callable) -> bool | None:
     """student(logprobs, ref_logprobs, mask (B, N), scores (B,), beta) -> PPO's per-token
     rewards (B, N): -beta * (logprobs - ref_logprobs) on every response token, plus the RM
     score on each row's last real token. Against the rewards of `rlhf_lite.kl.penalised_rewards`
-    (k1); the padding holds finite garbage log-probs, which must earn nothing."""
+    (k1); the padding holds nan log-probs, which must earn nothing."""
     g = torch.Generator().manual_seed(4)
     cases = [Case("one response of 3 tokens, beta 0.5, score 2",
                   (torch.tensor([[-1.0, -0.2, -0.1]]), torch.tensor([[-1.5, -0.2, -0.3]]),
@@ -347,16 +349,18 @@ def check_penalised_rewards(student: Callable) -> bool | None:
                   torch.tensor([[-0.25, 0.0, -0.1 + 2.0]]))]
     for beta, (B, N) in [(0.1, (4, 6)), (0.0, (5, 7)), (0.05, (8, 1)), (0.3, (16, 12))]:
         mask = _ragged_mask(B, N, g)
-        logp = -torch.rand(B, N, generator=g) * 3  # garbage in the padding too: finite, nonzero
+        logp = -torch.rand(B, N, generator=g) * 3  # log-probs are <= 0
         ref = logp + 0.3 * torch.randn(B, N, generator=g)
         scores = torch.randn(B, generator=g)
-        label = f"ragged batch {B}x{N}, beta {beta}" + (" (only the scores)" if beta == 0 else "")
-        cases.append(Case(label, (logp, ref, mask, scores, beta),
+        label = (f"ragged batch {B}x{N}, beta {beta}, nan in the padding"
+                 + (" (only the scores)" if beta == 0 else ""))
+        cases.append(Case(label, (_garbage_padding(logp, mask), _garbage_padding(ref, mask), mask,
+                                  scores, beta),
                           penalised_rewards(logp, ref, mask, scores, beta)[0]))
     return run_cases("penalised_rewards", student, cases,
-                     "KL_t = logprobs - ref_logprobs (k1), times the mask so padding pays "
-                     "nothing; rewards = -beta * KL_t; then add each row's score at its LAST "
-                     "real token, index mask.sum(1) - 1, not at column -1 (rows are ragged).")
+                     "KL_t = logprobs - ref_logprobs (k1), and 0 on padding, which holds nan "
+                     "(nan * 0 is nan); rewards = -beta * KL_t; then add each row's score at its "
+                     "LAST real token, index mask.sum(1) - 1, not at column -1 (rows are ragged).")
 
 
 def check_clipped_value_loss(student: Callable) -> bool | None:

@@ -28,6 +28,7 @@ import random
 from pathlib import Path
 
 import ipywidgets as widgets
+import matplotlib
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -43,7 +44,9 @@ from .ppo import clipped_policy_loss
 from .utils import derive_seed, eval_mode
 from .world import parses
 
-DPI = 80  # small PNGs: every redraw travels to the browser, and the first one into the notebook
+DPI = 100  # small PNGs: every redraw travels to the browser, and the first one into the notebook
+# points, for every text of a figure (titles, labels, ticks, legends): readable on a projector
+FONT_SIZE = 12
 
 
 class Explorer:
@@ -53,7 +56,7 @@ class Explorer:
     value of every control. `set(name=value)` moves controls from code (tests, solutions).
     """
 
-    figsize = (7.5, 3.2)
+    figsize = (9, 3.8)
 
     def __init__(self, controls: dict[str, widgets.ValueWidget], below: list | None = None):
         self.controls = controls
@@ -81,9 +84,11 @@ class Explorer:
 
     def redraw(self) -> None:
         self.fig.clear()
-        self.draw(self.fig, **self.settings)
         buffer = io.BytesIO()
-        self.fig.savefig(buffer, format="png", dpi=DPI)
+        with matplotlib.rc_context({"font.size": FONT_SIZE, "legend.fontsize": FONT_SIZE,
+                                    "xtick.labelsize": FONT_SIZE, "ytick.labelsize": FONT_SIZE}):
+            self.draw(self.fig, **self.settings)
+            self.fig.savefig(buffer, format="png", dpi=DPI)
         self.image.value = buffer.getvalue()
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
@@ -121,7 +126,7 @@ class TemperatureExplorer(Explorer):
     and the first token's entropy. Below: the samples.
     """
 
-    figsize = (7.5, 3.8)
+    figsize = (12, 4.6)
 
     def __init__(self, model, tokenizer, prompt: str, temperature: float = 1.0,
                  n_samples: int = 16, max_new_tokens: int = 12,
@@ -161,11 +166,11 @@ class TemperatureExplorer(Explorer):
         ax1.bar(range(self.top), top.values.numpy(), color="tab:blue",
                 label=f"top {self.top} first tokens")
         ax1.set_xticks(range(self.top), self.tokenizer.convert_ids_to_tokens(top.indices.tolist()),
-                       rotation=60, fontsize=8)
+                       rotation=60)
         ax1.set(ylim=(0, 1), ylabel="probability",
                 title=f"first token at T = {temperature:.2f} "
                       f"(entropy {self.entropy(temperature):.2f})")
-        ax1.legend(loc="upper right", fontsize=8)
+        ax1.legend(loc="upper right")
         lines = ax2.plot(self.grid, self.grid_distinct, "o-", color="tab:orange",
                          label="distinct (variety)")
         lines += ax2.plot(self.grid, self.grid_readable, "s-", color="tab:purple",
@@ -181,8 +186,7 @@ class TemperatureExplorer(Explorer):
         twin.set_ylabel("first-token entropy (nats)", color="tab:green")
         ax2.axvline(temperature, color="gray", lw=0.8)
         # both axes' lines in one legend, under the panel where it hides none of them
-        ax2.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
-                   fontsize=8)
+        ax2.legend(handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         ax2.set_title("variety and reliability against temperature")
         counts = {text: samples.count(text) for text in dict.fromkeys(samples)}
         rows = "".join(f"<li>{n} x <code>{html.escape(text) or '(empty)'}</code></li>"
@@ -224,9 +228,9 @@ class GAEExplorer(Explorer):
         ax.plot(range(n), self.values[0].numpy(), "k.--", label="value $V_t$")
         ax.plot(range(n), self.rewards[0].numpy(), "x", color="tab:blue", label="reward $r_t$")
         ax.axhline(0, color="gray", lw=0.5)
-        ax.set(xlabel="response token t", ylabel="advantage $A_t$", ylim=self.ylim,
+        ax.set(xlabel="response token t", ylabel="value / reward / advantage", ylim=self.ylim,
                title=f"GAE advantages, $\\lambda$ = {lam:.2f}, $\\gamma$ = {gamma:.2f}")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left")
 
 
 # ----------------------------------------------------------------------------- notebook 5
@@ -266,7 +270,7 @@ class ClippedSurrogateExplorer(Explorer):
         bound = 2.0 * self.ratios.max().item()
         ax.set(xlabel=r"ratio $\rho = \pi_\theta / \pi_{old}$", ylabel="objective (maximised)",
                ylim=(-bound, bound), title=f"A = {advantage:+.1f}, $\\epsilon$ = {clip_eps:.2f}")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left")
 
 
 # ----------------------------------------------------------------------------- notebook 6
@@ -280,7 +284,7 @@ class KLPenaltyExplorer(Explorer):
     `tokens` (optional): the response tokens of each row, to label the left plot.
     """
 
-    figsize = (10, 3.4)
+    figsize = (12, 4.2)
 
     def __init__(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
                  scores: torch.Tensor, beta: float = 0.1, tokens: list[list[str]] | None = None,
@@ -314,9 +318,9 @@ class KLPenaltyExplorer(Explorer):
                 label=r"$-\beta\,$KL$_t$")
         ax1.bar([n - 1], [score], bottom=[penalty[-1].item()], color="tab:blue", alpha=0.6,
                 label="RM score")
-        ax1.legend(loc="lower left", fontsize=8)
+        ax1.legend(loc="lower left")
         if self.tokens is not None:
-            ax1.set_xticks(range(n), self.tokens[response][:n], rotation=60, fontsize=8)
+            ax1.set_xticks(range(n), self.tokens[response][:n], rotation=60)
         ax1.axhline(0, color="gray", lw=0.5)
         ax1.set(ylabel="reward $r_t$", title=f"response {response}: RM score {score:.2f}, "
                 f"KL {kl[response].item():.2f}")
@@ -329,7 +333,7 @@ class KLPenaltyExplorer(Explorer):
                 ylabel=r"total reward (score $- \beta$ KL)",
                 title=f"$\\beta$ = {beta:.2f}: mean RM score {self.scores.mean().item():.2f}, "
                       f"mean KL {kl.mean().item():.2f}")
-        ax2.legend(loc="lower left", fontsize=8)
+        ax2.legend(loc="lower left")
 
 
 # ----------------------------------------------------------------------------- notebook 3

@@ -273,6 +273,10 @@ MISTAKES = [
     ("check_clipped_policy_loss",
      lambda lp, o, a, m, e: -(torch.exp(lp - o).clamp(1 - e, 1 + e) * a)[m.bool()].mean(),
      "log-ratios ~ 0.5"),
+    # padding zeroed by multiplying with the mask: nan * 0 = nan
+    ("check_clipped_policy_loss",
+     lambda lp, o, a, m, e: (torch.max(-a * torch.exp(lp - o), -a * torch.exp(lp - o).clamp(
+         1 - e, 1 + e)) * m).sum() / m.sum(), "nan in the padding"),
     ("check_clipped_value_loss", lambda v, o, r, m, e: 0.5 * ((v - r) ** 2)[m.bool()].mean(),
      "beyond the clip"),
     ("check_penalised_rewards", score_at_last_column, "ragged batch"),
@@ -283,6 +287,10 @@ MISTAKES = [
     # the penalty not masked: the padding's garbage log-probs earn rewards
     ("check_penalised_rewards", lambda lp, ref, m, s, beta: -beta * (lp - ref)
      + penalised_rewards(lp, ref, m, s, 0.0), "ragged batch"),
+    # the penalty masked by multiplying: nan * 0 = nan
+    ("check_penalised_rewards", lambda lp, ref, m, s, beta: -beta * (lp - ref) * m
+     + penalised_rewards(torch.zeros_like(lp), torch.zeros_like(ref), m, s, 0.0),
+     "nan in the padding"),
     ("check_kl_estimate", lambda lp, ref, kind: {"k1": lp - ref, "k2": (ref - lp) ** 2 / 2,
                                                  "k3": torch.exp(ref - lp) - 1 - (ref - lp)}[kind],
      "tiny log-ratios"),
