@@ -328,7 +328,7 @@ class KLPenaltyExplorer(Explorer):
         ax2.scatter(kl.numpy(), total.numpy(), s=10, alpha=0.5)
         ax2.scatter([kl[response].item()], [total[response].item()], s=60, color="black")
         ax2.axhline(total.mean().item(), color="tab:orange", lw=1,
-                    label=f"mean {total.mean().item():.2f}")
+                    label=f"mean total reward {total.mean().item():.2f}")
         ax2.set(xlabel=f"KL to the reference per response ({estimator}, nats)",
                 ylabel=r"total reward (score $- \beta$ KL)",
                 title=f"$\\beta$ = {beta:.2f}: mean RM score {self.scores.mean().item():.2f}, "
