@@ -345,16 +345,24 @@ def rankings_agreement(rankings: list[dict], prompts_by_id: dict, labeler_seed: 
     This is the human yardstick of the paper (labelers agree on 72.6% of pairs), not the
     ceiling of a reward model: see `oracle_accuracy`.
     """
+    agree = pair_agreements(rankings, prompts_by_id, labeler_seed, noise)
+    return sum(agree) / len(agree), len(agree)
+
+
+def pair_agreements(rankings: list[dict], prompts_by_id: dict, labeler_seed: int,
+                    noise: float = LABELER_NOISE) -> list[bool]:
+    """Whether the independent labeler of `rankings_agreement` agrees on each pair, in
+    `ranking_to_pairs` order record by record (the order of `comparisons.flatten_rankings`), so
+    that its agreement can be compared pair by pair with a reward model's on the same pairs."""
     labeler = GoldLabeler(noise, labeler_seed)
-    agree = total = 0
+    agree = []
     for record in rankings:
         order = labeler.rank(prompts_by_id[record["prompt_id"]], record["responses"],
                              record["terminated"])
         position = {idx: pos for pos, idx in enumerate(order)}
-        for chosen, rejected in ranking_to_pairs(record["ranking"]):
-            agree += position[chosen] < position[rejected]
-            total += 1
-    return agree / total, total
+        agree += [position[chosen] < position[rejected]
+                  for chosen, rejected in ranking_to_pairs(record["ranking"])]
+    return agree
 
 
 def oracle_accuracy(rankings: list[dict], prompts_by_id: dict) -> tuple[float, int]:

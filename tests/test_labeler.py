@@ -400,3 +400,18 @@ def test_oracle_beats_two_labelers_agreement():
     assert n == m == 6 * len(prompts)
     # 6,948 pairs: the standard error of either share is about 0.005
     assert oracle > agreement + 0.03, (oracle, agreement)
+
+
+def test_pair_agreements_per_pair_in_ranking_order():
+    """A nearly noiseless second labeler orders pairs by gold: it agrees on exactly the pairs
+    the record ranks in gold order (counted by hand below), in `ranking_to_pairs` order."""
+    # gold: "five ." 10, "two plus three is six ." 6, "what is one plus one ?" 7
+    record = {"prompt_id": "a", "responses": ["five .", "two plus three is six .",
+                                              "what is one plus one ?"],
+              "terminated": [True] * 3, "ranking": [1, 0, 2]}
+    # pairs (1, 0): against gold; (1, 2): against gold; (0, 2): in gold order
+    agree = labeler.pair_agreements([record, dict(record, ranking=[0, 2, 1])], {"a": ARITH},
+                                    labeler_seed=0, noise=1e-6)
+    assert agree == [False, False, True, True, True, True]
+    share, n = labeler.rankings_agreement([record], {"a": ARITH}, labeler_seed=0, noise=1e-6)
+    assert (share, n) == (1 / 3, 3)
