@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from rlhf_lite import exercises
 from rlhf_lite.exercises import ExerciseError
+from rlhf_lite.kl import AdaptiveKLController
 
 
 def stub(*args, **kwargs):
@@ -222,6 +223,18 @@ CHECKERS = {
     "check_k3_loss_gradient": k3_loss_gradient, "check_ensemble_combine": combine_scores,
     "check_online_pairs": rank_two,
 }
+
+
+@pytest.mark.parametrize("growth, iterations, n_steps", [(10.0, 40, 64), (0.5, 20, 64),
+                                                        (2.0, 10, 512)])
+def test_kl_horizon_is_the_horizon_at_which_the_controller_grows_beta_so(growth, iterations,
+                                                                        n_steps):
+    controller = AdaptiveKLController(1.0, target=1.0,
+                                      horizon=kl_horizon(growth, iterations, n_steps))
+    for _ in range(iterations):  # the KL at twice the target, or at 0: the error clipped
+        controller.update(2.0 if growth > 1 else 0.0, n_steps)
+    assert controller.beta == pytest.approx(growth, rel=1e-6)
+    exercises.check_kl_horizon(kl_horizon)
 
 
 def test_every_checker_is_covered():
