@@ -1,19 +1,18 @@
-"""What fewer PPO epochs per rollout cost the toy PPO stage, and what they save.
+"""What fewer PPO epochs per rollout cost the toy RL stages, and what they save.
 
-The course's PPO recipe makes 4 passes (epochs) over each rollout of 64 responses, in
+The course's RL recipes made 4 passes (epochs) over each rollout of 64 responses, in
 minibatches of 16: about 80% of a toy PPO run's time (`python -m bench.ppo_iteration`). The
-paper made one pass over each rollout (InstructGPT, App. C.4). This bench trains the toy PPO
-stage's recipe and shorter ones from the trained SFT model and reward model, for each seed,
-side by side (one process and one thread each), and measures every run on the held-out
-prompts against the toy recipe's run of the same seed, paired over prompts (gold, KL to SFT).
-A shorter recipe that reaches the same gold and KL in less time is a candidate for the course;
-notebooks would still have to be re-read, as every number from notebook 5 on would change.
+paper made one pass over each rollout (InstructGPT, App. C.4). This bench trains a toy RL
+stage's recipe ("ppo", "rloo" or "grpo_verifier", given with its epochs and learning rates)
+and its variants with 4, 2 and 1 epochs from the trained SFT model and reward model, for each
+seed, side by side (one process and one thread each), and measures every run on the held-out
+prompts against the 4-epoch run of the same seed, paired over prompts (gold, KL to SFT).
 
-    python -m bench.ppo_epochs                    # seed 0 (about 2 minutes on 2 cores)
+    python -m bench.ppo_epochs                    # PPO, seed 0 (about 2 minutes on 2 cores)
     python -m bench.ppo_epochs --seeds 2          # seeds 0 and 1
-    python -m bench.ppo_epochs --out bench/results/ppo_epochs.csv
+    python -m bench.ppo_epochs --stage rloo --out bench/results/ppo_epochs_rloo.csv
 
-Runs are saved (artifacts/toy/runs/bench_ppo_epochs/) and loaded when run again.
+Runs are saved (artifacts/toy/runs/bench_ppo_epochs_<stage>/) and loaded when run again.
 """
 from __future__ import annotations
 
@@ -23,22 +22,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlhf_lite import artifacts, data, evaluation, labeler, ppo
+from rlhf_lite import artifacts, data, evaluation, labeler, ppo, verifier
 from rlhf_lite.judges import sample
 from rlhf_lite.presets import get_preset
 from rlhf_lite.tokenizer import load_tokenizer
 from rlhf_lite.utils import set_threads
 
-BASELINE = "toy recipe (4 epochs)"
+BASELINE = "4 epochs"
 
 
 def recipes(cfg: ppo.PPOConfig) -> dict[str, ppo.PPOConfig]:
-    """The toy recipe and shorter ones: fewer epochs, learning rates raised with them (the same
-    number of gradient steps would need 4x the rollouts; a larger step is the cheaper trade)."""
+    """The recipe `cfg` as 4 epochs per rollout at its learning rates / (4 / its epochs), and
+    shorter ones: fewer epochs, learning rates raised with them (the same number of gradient
+    steps would need 4x the rollouts; a larger step is the cheaper trade)."""
     def scaled(epochs, factor):
-        return dataclasses.replace(cfg, ppo_epochs=epochs, lr=factor * cfg.lr,
-                                   value_lr=factor * cfg.value_lr)
-    return {BASELINE: cfg, "2 epochs": scaled(2, 1), "1 epoch, lr x2": scaled(1, 2),
+        base = 4 / cfg.ppo_epochs  # the learning rates' factor from cfg to the 4-epoch recipe
+        return dataclasses.replace(cfg, ppo_epochs=epochs, lr=factor * cfg.lr / base,
+                                   value_lr=factor * cfg.value_lr / base)
+    return {BASELINE: scaled(4, 1), "2 epochs": scaled(2, 1), "1 epoch, lr x2": scaled(1, 2),
             "1 epoch, lr x4": scaled(1, 4)}
 
 
@@ -46,7 +47,8 @@ def measure(sft, reward_model, tokenizer, cfg, train_prompts, heldout, seeds=(0,
             saved_as: str | None = "bench_ppo_epochs") -> pd.DataFrame:
     """One row per (recipe, seed): training seconds, the last 5 iterations' RM score, held-out
     gold minus the toy recipe's run of the same seed with its 95% interval over prompts, and
-    the KL to SFT per response."""
+    the KL to SFT per response; for a verifier recipe also the verifier's accuracy on the
+    checkable held-out answers."""
     configs = {(name, seed): dataclasses.replace(c, seed=seed)
                for seed in seeds for name, c in recipes(cfg).items()}
     runs = ppo.train_in_parallel({f"{name}, seed {seed}": c for (name, seed), c in configs.items()},
@@ -62,22 +64,40 @@ def measure(sft, reward_model, tokenizer, cfg, train_prompts, heldout, seeds=(0,
                                              answers[(BASELINE, seed)])
         rows.append({"recipe": name, "seed": seed, "train s": trainer.history.seconds,
                      "RM score, last 5": sum(trainer.history.metrics["rm_score"][-5:]) / 5,
-                     "gold - toy recipe's": paired["gold_difference"],
+                     "gold - 4 epochs'": paired["gold_difference"],
                      "95% CI low": paired["gold_ci"][0], "95% CI high": paired["gold_ci"][1],
                      "KL to SFT": evaluation.kl_to_reference(trainer.policy, sft, tokenizer,
-                                                             prompts, completions)})
+                                                             prompts, completions),
+                     **verified(prompts, completions, cfg)})
     return pd.DataFrame(rows)
+
+
+def verified(prompts: list[dict], completions, cfg: ppo.PPOConfig) -> dict:
+    """{"verifier accuracy": mean verifier score of the checkable answers} for a verifier
+    recipe, else {}."""
+    if cfg.reward != "verifier":
+        return {}
+    kept = [(p, c) for p, c in zip(prompts, completions) if verifier.verifies(p)]
+    scores = verifier.verifier_scores([p for p, _ in kept], [c.text for _, c in kept],
+                                      [c.terminated for _, c in kept])
+    return {"verifier accuracy": scores.mean().item()}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1, help="training seeds 0 .. seeds - 1")
+    parser.add_argument("--stage", default="ppo", choices=("ppo", "rloo", "grpo_verifier"),
+                        help="the toy preset's RL stage whose recipe is varied")
     parser.add_argument("--out", type=Path, help="CSV to write the table to")
     args = parser.parse_args(argv)
     set_threads(1)
+    cfg = get_preset("toy").recipe(args.stage)
+    train_prompts = data.load_records("prompts_train")
+    if cfg.reward == "verifier":  # as the stage trains: on the prompts the verifier can check
+        train_prompts = [p for p in train_prompts if verifier.verifies(p)]
     table = measure(artifacts.load_model("sft"), artifacts.load_model("rm"), load_tokenizer(),
-                    get_preset("toy").ppo, data.load_records("prompts_train"),
-                    data.load_records("prompts_heldout"), range(args.seeds))
+                    cfg, train_prompts, data.load_records("prompts_heldout"), range(args.seeds),
+                    saved_as=f"bench_ppo_epochs_{args.stage}")
     print(table.round(3).to_string(index=False))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

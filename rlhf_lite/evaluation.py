@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
@@ -79,6 +80,55 @@ def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
     return low.item(), high.item()
 
 
+@dataclass(frozen=True)
+class Difference:
+    """The mean of paired differences (ours - theirs, item by item) and its 95% interval: one
+    way for every notebook to state a comparison and the verdict it earns."""
+    mean: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        """ "no difference measured" when the interval contains 0, else "higher" or "lower"."""
+        if self.low <= 0 <= self.high:
+            return "no difference measured"
+        return "higher" if self.low > 0 else "lower"
+
+    @property
+    def resolved(self) -> bool:
+        return not self.low <= 0 <= self.high
+
+    def text(self, digits: int = 2, unit: str = "") -> str:
+        """'+0.12 (95% CI -0.05 to +0.30): no difference measured'; `unit` follows each number."""
+        def number(x):
+            return f"{x:+.{digits}f}{unit}"
+        return f"{number(self.mean)} (95% CI {number(self.low)} to {number(self.high)}): " \
+               f"{self.verdict}"
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def paired_difference(ours, theirs, groups: list, seed: int = 0) -> Difference:
+    """`Difference` of two sequences of per-item values measured on the same items (lists,
+    tensors or Series, in the same order), its interval resampling whole `groups` (the prompt
+    of each answer, or each held-out window), as `bootstrap_interval`."""
+    ours, theirs = [float(x) for x in ours], [float(x) for x in theirs]
+    if len(ours) != len(theirs):
+        raise ValueError(f"paired_difference: {len(ours)} values vs {len(theirs)}: a paired "
+                         "comparison needs one value of each side per item")
+    differences = [a - b for a, b in zip(ours, theirs)]
+    low, high = bootstrap_interval(differences, groups, seed)
+    return Difference(sum(differences) / len(differences), low, high)
+
+
+def gold_difference(paired: dict) -> Difference:
+    """The gold comparison of a `paired_bootstrap` result as a `Difference` (its verdict and
+    its sentence)."""
+    return Difference(paired["gold_difference"], *paired["gold_ci"])
+
+
 def paired_bootstrap(prompts: list[dict], ours: list[Completion], their_prompts: list[dict],
                      theirs: list[Completion], seed: int = 0, resamples: int = 2000) -> dict:
     """Two models compared on the same comparisons: `ours[i]` and `theirs[i]` answer the same
@@ -91,7 +141,7 @@ def paired_bootstrap(prompts: list[dict], ours: list[Completion], their_prompts:
     bootstrap (`bootstrap_interval`, the same resampled prompts for both models):
 
     - "gold_difference": the mean of gold(ours) - gold(theirs), resolved when its interval
-      "gold_ci" excludes 0;
+      "gold_ci" excludes 0 (`gold_difference` makes the two a `Difference`);
     - "win_rate": how often a noisy gold labeler prefers ours to theirs, head to head
       (`preferences`), resolved when "win_rate_ci" excludes 1/2.
     """

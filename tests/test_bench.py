@@ -196,7 +196,7 @@ def test_rm_levers_table_keeps_the_levers_of_earlier_runs(tmp_path):
     assert table["all"].tolist() == [0.7, 0.7, 0.6, 0.7, 0.7]
 
 
-def test_ppo_epochs_compares_each_recipe_with_the_toy_recipe_of_its_seed():
+def test_ppo_epochs_compares_each_recipe_with_the_4_epoch_recipe_of_its_seed():
     from bench.common import SIZES, twins
     from rlhf_lite import data
     from rlhf_lite.model import GPT
@@ -215,7 +215,8 @@ def test_ppo_epochs_compares_each_recipe_with_the_toy_recipe_of_its_seed():
     assert len(table) == 8 and set(table.seed) == {0, 1}
     assert set(table.recipe) == set(ppo_epochs.recipes(cfg))
     baseline = table[table.recipe == ppo_epochs.BASELINE]
-    assert (baseline[["gold - toy recipe's", "95% CI low", "95% CI high"]] == 0).all().all()
+    assert (baseline[["gold - 4 epochs'", "95% CI low", "95% CI high"]] == 0).all().all()
     assert (table["KL to SFT"] >= -1e-6).all() and (table["train s"] > 0).all()
-    shortest = ppo_epochs.recipes(cfg)["1 epoch, lr x4"]
-    assert (shortest.ppo_epochs, shortest.lr) == (1, 4 * cfg.lr)
+    four, shortest = (ppo_epochs.recipes(cfg)[k] for k in (ppo_epochs.BASELINE, "1 epoch, lr x4"))
+    assert (four.ppo_epochs, four.lr, four.value_lr) == (4, cfg.lr / 4, cfg.value_lr / 4)
+    assert shortest == cfg  # the toy preset's recipe: one epoch at 4x the 4-epoch rates

@@ -77,6 +77,29 @@ def test_paired_bootstrap_hand_computed_cases():
     assert (hand["gold_difference"], hand["gold_ci"], hand["gold_resolved"]) == (2.5, [0.0, 5.0],
                                                                                False)
 
+    assert evaluation.gold_difference(hand) == evaluation.Difference(2.5, 0.0, 5.0)
+    assert str(evaluation.gold_difference(same)) == "+5.00 (95% CI +5.00 to +5.00): higher"
+
+
+def test_difference_verdict_text_and_paired_difference_by_hand():
+    assert evaluation.Difference(0.3, -0.1, 0.7).verdict == "no difference measured"
+    assert evaluation.Difference(0.3, 0.0, 0.7).verdict == "no difference measured"  # 0 inside
+    assert evaluation.Difference(0.3, 0.1, 0.7).verdict == "higher"
+    assert evaluation.Difference(-0.3, -0.7, -0.1).verdict == "lower"
+    assert not evaluation.Difference(0.3, -0.1, 0.7).resolved
+    assert evaluation.Difference(-0.3, -0.7, -0.1).resolved
+    assert (evaluation.Difference(-1.234, -2.5, -0.25).text(1, " points")
+            == "-1.2 points (95% CI -2.5 points to -0.2 points): lower")
+    # two prompts, differences 5 and 0 (the second item of each prompt equal on both sides):
+    # resampled means 5, 2.5 or 0 with probability 1/4, 1/2, 1/4, so the interval is [0, 5]
+    d = evaluation.paired_difference(torch.tensor([6.0, 1.0, 2.0, 2.0]), [1, 1, 2, 2],
+                                     ["a", "a", "b", "b"])
+    assert d == evaluation.Difference(1.25, 0.0, 2.5)
+    with pytest.raises(ValueError, match="3 values vs 2"):
+        evaluation.paired_difference([1, 2, 3], [1, 2], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="one group per outcome"):
+        evaluation.paired_difference([1, 2], [1, 2], ["a"])
+
 
 def test_paired_interval_is_narrower_than_unpaired_when_outcomes_correlate():
     """Both models answer the even prompts well and the odd ones badly (a shared difficulty);

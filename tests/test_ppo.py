@@ -411,10 +411,11 @@ def test_default_configs_reproduce_the_numbers_of_the_trainer_before_its_variant
     tokenizer, threads = load_tokenizer(), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pinned = [(PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2),
+        old = dict(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2, lr=2e-5,
+                   value_lr=1e-4)  # the defaults of that time: 4 epochs then, 2 here
+        pinned = [(PPOConfig(**old),
                    -0.0006112810224294662, -0.0011981725692749023, 99.08280559444839),
-                  (PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, ppo_epochs=2,
-                             advantage="grpo", group_size=4, beta=0.2),
+                  (PPOConfig(**old, advantage="grpo", group_size=4, beta=0.2),
                    -0.0006895655133121181, 0.00103682279586792, 99.09623167464119)]
         for cfg, policy_loss, kl, weight_sum in pinned:
             trainer, _ = make_trainer(tokenizer, cfg)
