@@ -418,9 +418,8 @@ def check_kl_horizon(student: Callable) -> bool | None:
                 ("beta halves in 20 iterations of 64: the error clipped at -0.2", (0.5, 20, 64))]
     cases = [Case(label, args, horizon(*args), atol=1e-9, rtol=1e-6) for label, args in settings]
     return run_cases("kl_horizon", student, cases,
-                     "with the error clipped, every batch multiplies beta by the same factor "
-                     "(1 + e * n_steps / H), e = +0.2 or -0.2: the factors compound over the "
-                     "iterations. Set their product equal to growth and solve for H.")
+                     "with the error clipped, what does one update multiply beta by (e = +0.2 "
+                     "or -0.2)? and `iterations` updates in a row?")
 
 
 # ----------------------------------------------------------------------------- notebook 7

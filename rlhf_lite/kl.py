@@ -19,7 +19,7 @@ KL(p || p_ref) = E_p[-log r]:
 
     k1 = -log r                 unbiased, high variance, negative on some samples
     k2 = (log r)^2 / 2          biased (good when p and p_ref are close), low variance
-    k3 = (r - 1) - log r        unbiased, low variance, always >= 0
+    k3 = (r - 1) - log r        unbiased, low variance near p_ref, always >= 0
 
 k3 is computed as expm1(log r) - log r, which is accurate for small log r. It is finite for
 |log r| up to about 88 in float32 (exp overflows to inf beyond log r ~ 88.7) and up to about

@@ -32,6 +32,7 @@ import matplotlib
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from .chat import format_prompt
 from .comparisons import check_ranking, read_rankings
@@ -314,13 +315,16 @@ class KLPenaltyExplorer(Explorer):
         penalty = rewards[response, :n].clone()
         penalty[-1] -= score  # the KL part of each token's reward; the score is drawn on top
         ax1.bar(range(n), penalty.numpy(),
-                color=["tab:green" if r > 0 else "tab:red" for r in penalty],
-                label=r"$-\beta\,$KL$_t$")
-        ax1.bar([n - 1], [score], bottom=[penalty[-1].item()], color="tab:blue", alpha=0.6,
-                label="RM score")
-        ax1.legend(loc="lower left")
+                color=["tab:green" if r > 0 else "tab:red" for r in penalty])
+        ax1.bar([n - 1], [score], bottom=[penalty[-1].item()], color="tab:blue", alpha=0.6)
+        # one swatch per colour: a penalty (k1 < 0 makes a bonus), and the score on top
+        ax1.legend(handles=[Patch(color="tab:red", label=r"$-\beta\,$KL$_t$ < 0 (penalty)"),
+                            Patch(color="tab:green", label=r"$-\beta\,$KL$_t$ > 0 (bonus)"),
+                            Patch(color="tab:blue", alpha=0.6, label="RM score")], loc="best")
         if self.tokens is not None:
             ax1.set_xticks(range(n), self.tokens[response][:n], rotation=60)
+        else:
+            ax1.set_xlabel("response token")
         ax1.axhline(0, color="gray", lw=0.5)
         ax1.set(ylabel="reward $r_t$", title=f"response {response}: RM score {score:.2f}, "
                 f"KL {kl[response].item():.2f}")
@@ -333,7 +337,7 @@ class KLPenaltyExplorer(Explorer):
                 ylabel=r"total reward (score $- \beta$ KL)",
                 title=f"$\\beta$ = {beta:.2f}: mean RM score {self.scores.mean().item():.2f}, "
                       f"mean KL {kl.mean().item():.2f}")
-        ax2.legend(loc="lower left")
+        ax2.legend(loc="best")
 
 
 # ----------------------------------------------------------------------------- notebook 3
