@@ -244,6 +244,23 @@ def test_eval_called_in_eval_mode():
     assert model.training
 
 
+
+def test_evaluations_leave_the_trained_weights_unchanged():
+    """eval_interval is run control (checkpoints.py): how often a run is evaluated must not
+    change its weights. TinyLM has dropout: an evaluation in train mode would draw masks from
+    the generator the training's dropout draws from, and shift every later step."""
+    def evaluate(model):
+        return {"loss": loss_fn(model, get_batch(0))[0].item()}
+
+    weights = []
+    for interval in (0, 1, 3):
+        torch.manual_seed(0)
+        model = TinyLM()
+        train(model, loss_fn, get_batch, TrainConfig(max_steps=8, eval_interval=interval),
+              eval_fn=evaluate)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+
 @pytest.mark.parametrize("grad_clip", [1.0, 0.0])
 def test_grad_clip_bounds_norm(grad_clip):
     seen = []
