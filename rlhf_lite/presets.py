@@ -73,8 +73,9 @@ def grpo_verifier(**changes) -> PPOConfig:
     the gold score over training (one seed, the training log's first and last 5 iterations);
     the verifier's own training score, which a practitioner sees, picked the same recipe. At one
     epoch per rollout (PPOConfig's default) its lr doubles to 1e-4: the factor whose KL to SFT
-    stayed near the 4-epoch recipe's on 2 seeds (4x, as PPO's, drifted 1.7x further; python -m
-    bench.ppo_epochs --stage grpo_verifier, bench/results/ppo_epochs_grpo_verifier.csv)."""
+    stayed near the 4-epoch recipe's on 2 seeds (4x, as PPO's, drifted 1.7 and 2.3x further on
+    the two seeds; python -m bench.ppo_epochs --stage grpo_verifier,
+    bench/results/ppo_epochs_grpo_verifier.csv)."""
     return PPOConfig(**{**dict(advantage="dr_grpo", group_size=4, reward="verifier",
                                loss_aggregation="constant", whiten_advantages=False,
                                kl_in="loss", kl_estimator="k3", lr=1e-4,
