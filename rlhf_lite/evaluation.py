@@ -110,7 +110,8 @@ class Difference:
         return self.text()
 
 
-def paired_difference(ours, theirs, groups: list, seed: int = 0) -> Difference:
+def paired_difference(ours, theirs, groups: list, seed: int = 0,
+                      resamples: int = 2000) -> Difference:
     """`Difference` of two sequences of per-item values measured on the same items (lists,
     tensors or Series, in the same order), its interval resampling whole `groups` (the prompt
     of each answer, or each held-out window), as `bootstrap_interval`."""
@@ -119,7 +120,7 @@ def paired_difference(ours, theirs, groups: list, seed: int = 0) -> Difference:
         raise ValueError(f"paired_difference: {len(ours)} values vs {len(theirs)}: a paired "
                          "comparison needs one value of each side per item")
     differences = [a - b for a, b in zip(ours, theirs)]
-    low, high = bootstrap_interval(differences, groups, seed)
+    low, high = bootstrap_interval(differences, groups, seed, resamples)
     return Difference(sum(differences) / len(differences), low, high)
 
 
@@ -152,13 +153,13 @@ def paired_bootstrap(prompts: list[dict], ours: list[Completion], their_prompts:
     if ids != [p["id"] for p in their_prompts]:
         raise ValueError("paired_bootstrap: the two models answered different prompts (or in "
                          "another order): comparison i of both must share its prompt")
-    differences = [gold_score(p, a.text, a.terminated) - gold_score(p, b.text, b.terminated)
-                   for p, a, b in zip(prompts, ours, theirs)]
+    gold = paired_difference([gold_score(p, a.text, a.terminated) for p, a in zip(prompts, ours)],
+                             [gold_score(p, b.text, b.terminated) for p, b in zip(prompts, theirs)],
+                             ids, seed, resamples)
     wins = preferences(prompts, ours, theirs, seed)
-    gold_ci = bootstrap_interval(differences, ids, seed, resamples)
     win_ci = bootstrap_interval(wins, ids, seed, resamples)
-    return {"gold_difference": sum(differences) / len(differences), "gold_ci": list(gold_ci),
-            "gold_resolved": not gold_ci[0] <= 0 <= gold_ci[1],
+    return {"gold_difference": gold.mean, "gold_ci": [gold.low, gold.high],
+            "gold_resolved": gold.resolved,
             "win_rate": sum(wins) / len(wins), "win_rate_ci": list(win_ci),
             "win_rate_resolved": not win_ci[0] <= 0.5 <= win_ci[1], "n": len(wins)}
 
