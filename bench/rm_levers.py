@@ -8,7 +8,7 @@ and the two-labeler yardstick, overall and per category. Prints a table of accur
 the ceiling and training seconds; the rm stage's own time is sampling + training of its recipe.
 
     python -m bench.rm_levers --seeds 3       # the levers below, from the trained SFT model
-    python -m bench.rm_levers --only "1 epoch (the paper's)"
+    python -m bench.rm_levers --only "2 epochs"
     python -m bench.rm_levers --seeds 3 --out bench/results/rm_levers.csv   # notebook 3 loads it
 
 With --out the table is also written as CSV; rows of levers measured by an earlier run into the
@@ -42,14 +42,14 @@ def rankings_from_pool(prompts, pool, k, rounds, labeler_seed=0):
 
 
 LEVERS = {  # name -> (K, rounds, changes to the toy preset's RewardConfig, to its TrainConfig)
-    "toy preset (K = 4, 16 rounds, 2 epochs)": (4, 16, {}, {}),
-    "1 epoch (the paper's)": (4, 16, {"epochs": 1}, {}),
+    "toy preset (K = 4, 16 rounds, 1 epoch, the paper's)": (4, 16, {}, {}),
+    "2 epochs": (4, 16, {"epochs": 2}, {}),
     "3 epochs": (4, 16, {"epochs": 3}, {}),
-    "lr 6e-4": (4, 16, {}, {"lr": 6e-4}),
-    "lr 1e-3, 1 epoch": (4, 16, {"epochs": 1}, {"lr": 1e-3}),
-    "batch 8, 1 epoch": (4, 16, {"batch_size": 8, "epochs": 1}, {}),
-    "K = 8, 8 rounds (the same samples), 1 epoch": (8, 8, {"k": 8, "epochs": 1}, {}),
-    "32 rounds (twice the samples), 1 epoch": (4, 32, {"rounds": 32, "epochs": 1}, {}),
+    "lr 6e-4, 2 epochs": (4, 16, {"epochs": 2}, {"lr": 6e-4}),
+    "lr 1e-3": (4, 16, {}, {"lr": 1e-3}),
+    "batch 8": (4, 16, {"batch_size": 8}, {}),
+    "K = 8, 8 rounds (the same samples)": (8, 8, {"k": 8}, {}),
+    "32 rounds (twice the samples)": (4, 32, {"rounds": 32}, {}),
 }
 
 

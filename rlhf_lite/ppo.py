@@ -162,9 +162,15 @@ class PPOConfig:
     # where beta * KL goes: "reward", k1..k3 per token in the reward (InstructGPT); "loss",
     # beta * aggregate(kl_estimator of the new log-probs) added to the policy loss (GRPO)
     kl_in: str = rule("reward", one_of(("reward", "loss")))
+    # an iteration after which the run keeps a copy of its policy (`PPOTrainer.snapshot_policy`):
+    # a long run compared with shorter ones at their length, without a stopped copy of it
+    snapshot_at: int | None = rule(None, optional(integer(1)))
 
     def __post_init__(self):
         check_config(self)
+        if self.snapshot_at is not None and self.snapshot_at > self.iterations:
+            raise ValueError(f"PPOConfig.snapshot_at must be at most iterations "
+                             f"({self.iterations}), got {self.snapshot_at}")
         if self.advantage != "gae" and (self.group_size < 2 or self.batch_size % self.group_size):
             raise ValueError(f"PPOConfig.group_size must be >= 2 and divide batch_size "
                              f"({self.batch_size}) for advantage {self.advantage!r}, got "
@@ -320,6 +326,7 @@ class PPOTrainer:
         self.generator = torch.Generator().manual_seed(distributed.seed_for_rank(cfg.seed))
         self.iteration = 0
         self.ptx_batches = 0  # pretraining batches drawn so far (PPO-ptx)
+        self.snapshot: dict = {}  # the policy's weights after iteration cfg.snapshot_at
         self.history = History()  # one step per iteration; seconds summed over resumed runs
 
     # ------------------------------------------------------------------ rollout
@@ -476,7 +483,19 @@ class PPOTrainer:
         self.kl_ctl.update(metrics["kl"], cfg.batch_size)
         self.history.record(self.iteration, metrics)
         self.iteration += 1
+        if self.iteration == cfg.snapshot_at:
+            self.snapshot = {name: weight.detach().clone()
+                             for name, weight in self.policy.state_dict().items()}
         return metrics
+
+    def snapshot_policy(self):
+        """A copy of the policy as it was after iteration cfg.snapshot_at, in eval mode."""
+        if not self.snapshot:
+            raise ValueError(f"no snapshot: PPOConfig.snapshot_at is {self.cfg.snapshot_at} and "
+                             f"the run is at iteration {self.iteration}")
+        policy = copy.deepcopy(self.policy)
+        policy.load_state_dict(self.snapshot)
+        return policy.eval()
 
     def train(self, iterations: int | None = None, checkpoint_path=None) -> History:
         """Run `iterations` more iterations (default: until cfg.iterations are done); returns
@@ -505,10 +524,12 @@ class PPOTrainer:
 
     def state(self) -> dict:
         """What continuing this run exactly needs besides the policy weights: the value model,
-        the optimizer moments, beta, the sampling generator, the PPO-ptx batch counter."""
+        the optimizer moments, beta, the sampling generator, the PPO-ptx batch counter, the
+        policy snapshot."""
         return {"value_model": self.value_model.state_dict() if self.value_model else {},
                 "optimizer": self.optimizer.state_dict(), "beta": self.kl_ctl.beta,
-                "generator": self.generator.get_state(), "ptx_batches": self.ptx_batches}
+                "generator": self.generator.get_state(), "ptx_batches": self.ptx_batches,
+                "snapshot": self.snapshot}
 
     def resume(self, ckpt: Checkpoint) -> None:
         """Continue the run saved in `ckpt` (by `save_policy`; `training.resumable` checks
@@ -521,6 +542,7 @@ class PPOTrainer:
         self.kl_ctl.beta = ckpt.resume["beta"]
         self.generator.set_state(ckpt.resume["generator"])
         self.ptx_batches, self.iteration = ckpt.resume["ptx_batches"], ckpt.step
+        self.snapshot = ckpt.resume["snapshot"]
         self.history = History.from_dict(ckpt.history)
 
 

@@ -64,7 +64,8 @@ class RewardConfig:
     ceiling_labeler_seed: int = rule(2, integer(0))
     # rankings per step; all C(K, 2) pairs of a ranking share its step
     batch_size: int = rule(16, integer(1))
-    # passes over the rankings (the paper: one, more overfit its 6B RM; the toy preset: two)
+    # passes over the rankings (the paper: one, more overfit its 6B RM; bench.rm_levers: a
+    # second adds nothing measurable here)
     epochs: int = rule(1, integer(1))
     train: TrainConfig = nested(lambda: TrainConfig(
         max_steps=None,  # train_reward_model counts them: epochs * ceil(rankings / batch_size)

@@ -164,7 +164,7 @@ def test_rm_levers_measures_every_lever_against_the_ceiling():
 
     sft = twins(SIZES["tiny"], seed=1)[0]  # untrained: the table's shape, not its numbers
     cfg = get_preset("toy").rm
-    levers = ["1 epoch (the paper's)", "K = 8, 8 rounds (the same samples), 1 epoch"]
+    levers = ["2 epochs", "K = 8, 8 rounds (the same samples)"]
     table = rm_levers.measure(sft, load_tokenizer(), dataclasses.replace(cfg, max_new_tokens=4),
                               data.load_records("prompts_train")[:6],
                               data.load_records("prompts_validation")[:4], 64, levers, seeds=2)
@@ -176,7 +176,7 @@ def test_rm_levers_measures_every_lever_against_the_ceiling():
     with pytest.raises(SystemExit, match="needs 128 completions per prompt, pool 8"):
         rm_levers.measure(sft, load_tokenizer(), cfg, data.load_records("prompts_train")[:2],
                           data.load_records("prompts_validation")[:2], 8,
-                          ["32 rounds (twice the samples), 1 epoch"])
+                          ["32 rounds (twice the samples)"])
 
 
 def test_rm_levers_table_keeps_the_levers_of_earlier_runs(tmp_path):

@@ -1,5 +1,6 @@
 """PPO pieces against hand computations and loops, plus the checklist's invariants."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from rlhf_lite.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
     response_logprobs,
+    save_policy,
 )
 from rlhf_lite.tokenizer import load_tokenizer
 
@@ -337,6 +339,35 @@ def test_an_interrupted_run_resumed_from_its_checkpoint_equals_an_uninterrupted_
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
                                                      b.state_dict().values()))
     assert checkpoints.read(path).done
+
+
+def test_a_snapshot_is_the_policy_of_the_same_run_stopped_there(tokenizer, tmp_path):
+    """snapshot_at keeps the policy of iteration 2 of a 3-iteration run: the weights of the
+    same run stopped at 2, saved and loaded with the run."""
+    short = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=6, iterations=2)
+    long = dataclasses.replace(short, iterations=3, snapshot_at=2)
+    stopped, _ = make_trainer(tokenizer, short)
+    stopped.train()
+    longer, _ = make_trainer(tokenizer, long)
+    longer.train()
+    assert {k: v[:2] for k, v in longer.history.metrics.items()} == stopped.history.metrics
+    final = longer.policy.state_dict()
+    kept = longer.snapshot_policy()
+    assert not kept.training
+    assert all(torch.equal(kept.state_dict()[name], weight)
+               for name, weight in stopped.policy.state_dict().items())
+    assert not all(torch.equal(final[name], weight)
+                   for name, weight in stopped.policy.state_dict().items())  # it went on
+    path = tmp_path / "run.pt"
+    save_policy(longer, path)
+    loaded, _ = make_trainer(tokenizer, long)
+    loaded.resume(checkpoints.read(path))
+    assert all(torch.equal(loaded.snapshot_policy().state_dict()[name], weight)
+               for name, weight in stopped.policy.state_dict().items())
+    with pytest.raises(ValueError, match="no snapshot"):
+        stopped.snapshot_policy()
+    with pytest.raises(ValueError, match="snapshot_at must be at most iterations"):
+        dataclasses.replace(short, snapshot_at=3)
 
 
 def test_a_checkpoint_of_other_input_models_is_not_resumed(tokenizer, tmp_path, capsys):
