@@ -16,6 +16,7 @@ from bench import (
     rm_levers,
     roofline,
     sampling,
+    seeds,
     train_step,
 )
 
@@ -220,3 +221,47 @@ def test_ppo_epochs_compares_each_recipe_with_the_4_epoch_recipe_of_its_seed():
     four, shortest = (ppo_epochs.recipes(cfg)[k] for k in (ppo_epochs.BASELINE, "1 epoch, lr x4"))
     assert (four.ppo_epochs, four.lr, four.value_lr) == (4, cfg.lr / 4, cfg.value_lr / 4)
     assert shortest == cfg  # the toy preset's recipe: one epoch at 4x the 4-epoch rates
+
+
+def test_seeds_compares_each_method_with_ppo_of_its_own_seed_and_states_it_over_seeds():
+    from bench.common import SIZES, twins
+    from rlhf_lite import data, evaluation, ppo, stages
+    from rlhf_lite.presets import get_preset
+    from rlhf_lite.reward import RewardModel
+    from rlhf_lite.tokenizer import load_tokenizer
+    from rlhf_lite.verifier import verifies
+
+    # untrained tiny policies, one per (method, seed): the table's shape, not its numbers
+    sft = twins(SIZES["tiny"], seed=0)[0]
+    models = {(m, s): twins(SIZES["tiny"], seed=10 * i + s)[0]
+              for i, m in enumerate(("PPO", "DPO")) for s in range(3)}
+    heldout = data.load_records("prompts_heldout")[:4]
+    table = seeds.measure(models, sft, load_tokenizer(), heldout, samples=2)
+    assert len(table) == 6 * 4 and list(table.method) == ["DPO"] * 12 + ["PPO"] * 12
+    assert list(table.prompt[:4]) == [q["id"] for q in heldout]  # one row per prompt, in order
+    assert (table[table.method == "PPO"]["gold - PPO"] == 0).all()
+    # every column a mean over the prompt's 2 samples: the differences are those of the means
+    same = table.set_index(["method", "seed", "prompt"])
+    for key, row in same.loc["DPO"].iterrows():
+        assert row["gold - PPO"] == pytest.approx(row["gold"] - same.loc[("PPO", *key), "gold"])
+    assert table["gold"].between(0, 10).all() and table["KL to SFT"].notna().all()
+    summary = seeds.over_seeds_and_prompts(table)
+    dpo_rows = table[table.method == "DPO"].pivot(index="seed", columns="prompt",
+                                                  values="gold - PPO")
+    assert summary["DPO"] == evaluation.seeds_and_prompts_difference(dpo_rows.to_numpy())
+    assert (summary["PPO"].mean, summary["PPO"].low, summary["PPO"].high) == (0, 0, 0)
+
+    # each stage's recipe with another training seed, trained as the stage's build trains it
+    toy = get_preset("toy")
+    assert seeds.with_seed(toy.ppo, 3).seed == 3 and seeds.with_seed(toy.dpo, 3).train.seed == 3
+    assert seeds.with_seed(toy.dpo, 3).beta == toy.dpo.beta
+    rm = RewardModel(twins(SIZES["tiny"], seed=1)[0])
+    fn, args, kwargs = seeds.run_of("grpo_verifier", toy.grpo_verifier, toy, sft, rm,
+                                    load_tokenizer())
+    assert fn is ppo.train_run and kwargs["pretrain_stream"] is None
+    assert args[-1] and all(verifies(q) for q in args[-1])  # only the checkable prompts
+    fn, args, kwargs = seeds.run_of("ppo_ptx", toy.ppo_ptx, toy, sft, rm, load_tokenizer())
+    assert kwargs["pretrain_stream"] is not None and args[-1] == data.load_records("prompts_train")
+    # every method notebook 8 ranks against PPO (the registry's policies but the two baselines)
+    labels = {stages.get_stage(s).label for s in seeds.STAGES}
+    assert labels == set(stages.models()) - {"base (prompted)", "SFT"}

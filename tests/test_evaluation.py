@@ -101,6 +101,46 @@ def test_difference_verdict_text_and_paired_difference_by_hand():
         evaluation.paired_difference([1, 2], [1, 2], ["a"])
 
 
+def test_student_t_quantiles_match_the_printed_table_and_a_simulation():
+    # two-sided 95% values of any statistics table (df 1, 2, 4, 10, 30)
+    for df, table in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
+        assert evaluation.student_t_quantile(0.975, df) == pytest.approx(table, abs=1e-3)
+    assert evaluation.student_t_quantile(0.95, 4) == pytest.approx(2.132, abs=1e-3)
+    # independent of the integral: t = z / sqrt(chi2 / df), sampled
+    g = torch.Generator().manual_seed(0)
+    z, chi2 = torch.randn(400_000, generator=g), torch.randn(400_000, 4, generator=g).pow(2).sum(1)
+    simulated = torch.quantile((z / (chi2 / 4).sqrt())[:100_000], 0.975).item()
+    assert simulated == pytest.approx(evaluation.student_t_quantile(0.975, 4), abs=0.05)
+    with pytest.raises(ValueError, match="1/2 < q < 1"):
+        evaluation.student_t_quantile(0.3, 4)
+
+
+def test_seeds_and_prompts_difference_by_hand_and_by_simulation():
+    # seed means 2, 3 (s2 0.5), prompt means 1.5, 3.5 (s2 2): var 0.5/2 + 2/2 = 1.25, degrees of
+    # freedom 1.25^2 / (0.25^2 + 1^2) = 1.47, rounded down to 1 (t 12.706)
+    d = evaluation.seeds_and_prompts_difference([[1.0, 3.0], [2.0, 4.0]])
+    assert d.mean == 2.5 and d.high - 2.5 == pytest.approx(12.706 * math.sqrt(1.25), abs=1e-2)
+    # every prompt alike: the t interval over the seeds' means, mean +- t(0.975, 2) sd / sqrt(3)
+    d = evaluation.seeds_and_prompts_difference([[0.1] * 4, [0.2] * 4, [0.3] * 4])
+    assert d.low == pytest.approx(0.2 - 4.303 * 0.1 / math.sqrt(3), abs=1e-3)
+    assert evaluation.seeds_and_prompts_difference([[0.5, 0.5]] * 2) == evaluation.Difference(
+        0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match=r"two seeds and two prompts or more, got shape \(1, 3\)"):
+        evaluation.seeds_and_prompts_difference([[0.1, 0.2, 0.3]])
+    # d = 0.2 + seed + prompt + noise, 5 seeds x 100 prompts: the interval covers 0.2 in about 95%
+    # of data sets or more, whichever spread dominates; without the prompts' term (a t interval
+    # over the seed means alone) it would not where the prompts' spread dominates
+    g = torch.Generator().manual_seed(0)
+    for seed_sd, prompt_sd in ((0.3, 0.0), (0.2, 0.2), (0.0, 1.0)):
+        covered = 0
+        for _ in range(400):
+            d = (0.2 + seed_sd * torch.randn(5, 1, generator=g)
+                 + prompt_sd * torch.randn(1, 100, generator=g) + torch.randn(5, 100, generator=g))
+            r = evaluation.seeds_and_prompts_difference(d)
+            covered += r.low <= 0.2 <= r.high
+        assert covered / 400 >= 0.93, (seed_sd, prompt_sd, covered)
+
+
 def test_paired_interval_is_narrower_than_unpaired_when_outcomes_correlate():
     """Both models answer the even prompts well and the odd ones badly (a shared difficulty);
     theirs is also bad on every 8th prompt. Each model's mean varies with which prompts a
