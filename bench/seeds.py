@@ -1,20 +1,27 @@
-"""Another training seed: how far it moves each RL method's comparison with PPO.
+"""Another training seed: how far it moves the course's comparisons between training runs.
 
-Notebooks 7 and 8 compare PPO-ptx, RLOO, GRPO (verifier) and DPO with PPO on one training run
-each, paired over the held-out prompts: their intervals cover the evaluation's noise (which
-prompts, which samples), not the training run's (which rollouts, in which order). This bench
-trains each of those toy stages' recipes, and PPO's, again with training seeds 1 .. seeds - 1
-(seed 0 is the course's stage itself, the run notebook 8 evaluates), side by side (one process
-and one thread each, as the stages train), samples every policy on the held-out prompts as
-notebook 8 does (3 samples a prompt, sampling seeds 0, 1, 2) and writes one row per method,
-training seed and held-out prompt (the means of its samples): gold, KL to SFT, and gold minus
-SFT's and minus the PPO run's of the same seed, answer by answer.
-`evaluation.seeds_and_prompts_difference` then states a comparison over both the seeds and the
-prompts (each a draw: another seed, other prompts): notebooks 7 and 8 load the table.
+The notebooks compare their runs on one training seed each, paired over the held-out prompts:
+those intervals cover the evaluation's noise (which prompts, which samples), not the training
+run's (which rollouts, in which order). This bench trains a notebook's runs again with training
+seeds 1 .. seeds - 1, side by side (one process and one thread each, as the course trains them),
+samples every policy on the held-out prompts as notebook 8 does (3 samples a prompt, sampling
+seeds 0, 1, 2) and writes one row per run, training seed and held-out prompt (the means of its
+samples): gold, KL to SFT, and gold minus SFT's. Any two runs of a seed are then compared answer
+by answer, and `evaluation.over_seeds` states the comparison over both the seeds and the
+prompts (`evaluation.seeds_and_prompts_difference`). Two studies:
 
-    python -m bench.seeds --seeds 5 --out bench/results/seeds.csv   # about 8 minutes on 2 cores
+- "methods" (notebooks 7, 8): the stages ppo, ppo_ptx, rloo, grpo_verifier and dpo; seed 0 is
+  the stages themselves, the runs notebook 8 evaluates.
+- "ensembles" (notebook 11): RLOO at beta = 0 against the rm stage's reward model alone and
+  against the three-member ensemble read as its mean, worst case and UWO, online DPO ranked by
+  the reward model, and the dpo stage's recipe (offline DPO, the runs of "methods"); the
+  members stay notebook 11's, the policies' seeds change; seed 0 is notebook 11's runs.
 
-Runs are saved (artifacts/toy/runs/bench_seeds/) and loaded when run again.
+    python -m bench.seeds --seeds 5 --out bench/results/seeds.csv     # about 8 minutes
+    python -m bench.seeds --study ensembles --seeds 5 --out bench/results/seeds_ensembles.csv
+
+Runs are saved (artifacts/toy/runs/bench_seeds/; seed 0 where its notebook saves it) and loaded
+when run again.
 """
 from __future__ import annotations
 
@@ -24,7 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlhf_lite import artifacts, dpo, evaluation, labeler, ppo
+from rlhf_lite import artifacts, dpo, evaluation, labeler, ppo, reward
+from rlhf_lite.data import load_records
 from rlhf_lite.judges import sample
 from rlhf_lite.presets import Preset, get_preset
 from rlhf_lite.pretrain import token_stream
@@ -35,7 +43,8 @@ from rlhf_lite.verifier import verifies
 
 # the stages notebook 8 ranks against PPO, longest to train first (they then share the cores)
 STAGES = ("ppo_ptx", "dpo", "ppo", "grpo_verifier", "rloo")
-REFERENCE = "PPO"
+NOTEBOOK_11 = "11_ensembles_and_online_dpo"  # where notebook 11 saves its runs
+SAVED_AS = "bench_seeds"
 
 
 def with_seed(cfg, seed: int):
@@ -59,28 +68,76 @@ def run_of(stage: str, cfg, p: Preset, sft, reward_model, tokenizer) -> tuple:
     return ppo.train_run, (cfg, sft, reward_model, tokenizer, prompts), {"pretrain_stream": stream}
 
 
-def policies(seeds: int, preset: str = "toy", saved_as: str | None = "bench_seeds") -> dict:
-    """{(label, seed): policy} for every stage of STAGES and seed 0 .. seeds - 1: seed 0 the
-    stage's checkpoint, the others trained here (or loaded, when saved and current)."""
-    p = get_preset(preset)
-    sft, reward_model = artifacts.load_model("sft", p), artifacts.load_model("rm", p)
-    tokenizer = p.load_tokenizer()
-    out = {(get_stage(s).label, 0): artifacts.load_model(s, p) for s in STAGES}
-    runs = {f"{get_stage(s).label}, seed {seed}":
-            run_of(s, with_seed(p.recipe(s), seed), p, sft, reward_model, tokenizer)
-            for seed in range(1, seeds) for s in STAGES}
-    for name, result in train_side_by_side(runs, saved_as, preset=preset).items():
+def policy_of(result):
+    """The trained policy of a run's result: a PPO trainer's, or DPO's (policy, history)."""
+    return (result.policy if hasattr(result, "policy") else result[0]).eval()
+
+
+def trained(runs: dict, saved_as: str = SAVED_AS) -> dict:
+    """{(label, seed): policy} of `runs` ({seed: {label: (fn, args, kwargs)}}), trained side
+    by side, or loaded."""
+    named = {f"{label}, seed {seed}": run for seed, by_label in runs.items()
+             for label, run in by_label.items()}
+    out = {}
+    for name, result in train_side_by_side(named, saved_as).items():
         label, seed = name.rsplit(", seed ", 1)
-        out[(label, int(seed))] = result.policy if hasattr(result, "policy") else result[0]
+        out[(label, int(seed))] = policy_of(result)
     return out
 
 
+def methods(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
+    """{(label, seed): policy} for every stage of STAGES: seed 0 the stage's checkpoint."""
+    out = {(get_stage(s).label, 0): artifacts.load_model(s, p).eval() for s in STAGES}
+    return out | trained({seed: {get_stage(s).label: run_of(s, with_seed(p.recipe(s), seed), p,
+                                                             sft, reward_model, tokenizer)
+                                 for s in STAGES} for seed in range(1, seeds)})
+
+
+def ensembles(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
+    """{(label, seed): policy} for notebook 11's runs (its module docstring) and offline DPO."""
+    rankings = {s: artifacts.load_rankings(s, p) for s in ("train", "validation")}
+    demonstrations = load_records("demonstrations")
+    members = train_side_by_side({f"RM seed {s}": (
+        reward.train_reward_model, (reward.member_config(p.rm, s), sft, tokenizer,
+                                    rankings["train"], rankings["validation"], demonstrations),
+        {}) for s in (1, 2)}, NOTEBOOK_11)
+    members = [reward_model] + [model for model, _ in members.values()]
+    penalty = reward.uwo_penalty(members, tokenizer, rankings["validation"])[0]
+    rewards = {"one RM": reward_model, "mean": reward.RewardEnsemble(members, "mean"),
+               "worst case": reward.RewardEnsemble(members, "min"),
+               "UWO": reward.RewardEnsemble(members, "uwo", penalty=penalty)}
+    prompts = p.data.prompts("train", tokenizer)
+
+    def runs(seed: int) -> dict:
+        rl_cfg = with_seed(dataclasses.replace(p.rloo, beta=0.0), seed)
+        online_cfg = with_seed(dataclasses.replace(p.dpo, pairs="online", epochs=15), seed)
+        return {**{name: (ppo.train_run, (rl_cfg, sft, r, tokenizer, prompts),
+                          {"gold_judge": labeler.gold_score}) for name, r in rewards.items()},
+                "online DPO": (dpo.train_dpo, (online_cfg, sft, tokenizer, None,
+                                               rankings["validation"]),
+                               {"prompts": prompts, "reward_model": reward_model,
+                                "gold_judge": labeler.gold_score})}
+
+    out = {(name, 0): policy_of(result)  # notebook 11's own runs, loaded (or trained) as it does
+           for name, result in train_side_by_side(runs(0), NOTEBOOK_11).items()}
+    out |= trained({seed: runs(seed) for seed in range(1, seeds)})
+    # offline DPO: the dpo stage and its other seeds, the runs of the "methods" study
+    out[("offline DPO", 0)] = artifacts.load_model("dpo", p).eval()
+    label = get_stage("dpo").label
+    dpo_seeds = trained({seed: {label: run_of("dpo", with_seed(p.dpo, seed), p, sft,
+                                              reward_model, tokenizer)}
+                         for seed in range(1, seeds)})
+    return out | {("offline DPO", seed): policy for (_, seed), policy in dpo_seeds.items()}
+
+
+STUDIES = {"methods": methods, "ensembles": ensembles}
+
+
 def measure(models: dict, sft, tokenizer, heldout: list[dict], samples: int = 3) -> pd.DataFrame:
-    """One row per (method, seed, held-out prompt) of `models` ({(label, seed): policy},
-    REFERENCE among the labels for every seed), each a mean over the prompt's samples: gold,
-    KL to SFT, and gold minus SFT's and minus the REFERENCE run's of the same seed, answer by
-    answer (the same prompt and sample index). Every policy answers with the same sampling
-    seeds (`judges.sample`, seed 0), as in notebook 8."""
+    """One row per (run, seed, held-out prompt) of `models` ({(label, seed): policy}), each a
+    mean over the prompt's samples: gold, KL to SFT and gold minus SFT's (answer by answer: the
+    same prompt and sample index). Every policy answers with the same sampling seeds
+    (`judges.sample`, seed 0), as in notebook 8, so two runs compare answer by answer too."""
     prompts = heldout * samples
     ids = [q["id"] for q in prompts]
 
@@ -89,50 +146,42 @@ def measure(models: dict, sft, tokenizer, heldout: list[dict], samples: int = 3)
                           for q, c in zip(prompts, completions)])
 
     sft_gold = golds(sample(sft.eval(), tokenizer, heldout, samples, seed=0))
-    answers = {key: sample(m.eval(), tokenizer, heldout, samples, seed=0)
-               for key, m in models.items()}
-    gold = {key: golds(completions) for key, completions in answers.items()}
     tables = []
-    for (label, seed), completions in answers.items():
-        kl = evaluation.kl_per_response(models[(label, seed)], sft, tokenizer, prompts,
-                                        completions)
-        per_answer = pd.DataFrame({
-            "prompt": ids, "gold": gold[(label, seed)], "KL to SFT": kl.numpy(),
-            "gold - SFT": gold[(label, seed)] - sft_gold,
-            f"gold - {REFERENCE}": gold[(label, seed)] - gold[(REFERENCE, seed)]})
+    for (label, seed), model in models.items():
+        completions = sample(model.eval(), tokenizer, heldout, samples, seed=0)
+        gold = golds(completions)
+        kl = evaluation.kl_per_response(model, sft, tokenizer, prompts, completions)
+        per_answer = pd.DataFrame({"prompt": ids, "gold": gold, "KL to SFT": kl.numpy(),
+                                   "gold - SFT": gold - sft_gold})
         per_prompt = per_answer.groupby("prompt", sort=False).mean().reset_index()
-        tables.append(per_prompt.assign(method=label, seed=seed))
-    columns = ["method", "seed", "prompt", "gold", "KL to SFT", "gold - SFT",
-               f"gold - {REFERENCE}"]
-    return pd.concat(tables)[columns].sort_values(["method", "seed"], kind="stable",
+        tables.append(per_prompt.assign(run=label, seed=seed))
+    columns = ["run", "seed", "prompt", "gold", "KL to SFT", "gold - SFT"]
+    return pd.concat(tables)[columns].sort_values(["run", "seed"], kind="stable",
                                                   ignore_index=True)
-
-
-def over_seeds_and_prompts(table: pd.DataFrame, column: str = f"gold - {REFERENCE}") -> dict:
-    """{method: `evaluation.seeds_and_prompts_difference` of `column`} over the table's seeds
-    and prompts."""
-    return {method: evaluation.seeds_and_prompts_difference(
-                rows.pivot(index="seed", columns="prompt", values=column).to_numpy())
-            for method, rows in table.groupby("method", sort=False)}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="methods", choices=sorted(STUDIES),
+                        help="whose runs: notebooks 7 and 8 (methods) or notebook 11 (ensembles)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. seeds - 1")
     parser.add_argument("--out", type=Path, help="CSV to write the table to")
     args = parser.parse_args(argv)
     if args.seeds < 2:
-        parser.error("--seeds must be at least 2: one seed is the course's own run")
+        parser.error("--seeds must be at least 2: seed 0 is the course's own run")
     set_threads(1)
     p = get_preset("toy")
-    table = measure(policies(args.seeds), artifacts.load_model("sft", p), p.load_tokenizer(),
-                    p.data.prompts("heldout", p.load_tokenizer()))
-    print("means over the held-out prompts, per method and training seed:")
-    print(table.drop(columns="prompt").groupby(["method", "seed"]).mean().round(3).to_string())
-    for column in (f"gold - {REFERENCE}", "gold - SFT"):
-        print(f"\n{column}, over {args.seeds} training seeds and the prompts:")
-        for method, d in over_seeds_and_prompts(table, column).items():
-            print(f"  {method}: {d}")
+    sft, tokenizer = artifacts.load_model("sft", p), p.load_tokenizer()
+    models = STUDIES[args.study](args.seeds, p, sft, artifacts.load_model("rm", p), tokenizer)
+    table = measure(models, sft, tokenizer, p.data.prompts("heldout", tokenizer))
+    print("means over the held-out prompts, per run and training seed:")
+    print(table.drop(columns="prompt").groupby(["run", "seed"]).mean().round(3).to_string())
+    reference = "PPO" if args.study == "methods" else "one RM"
+    for column in ("gold", "KL to SFT"):
+        print(f"\n{column} minus {reference}'s, over {args.seeds} training seeds and the prompts:")
+        for run in table.run.unique():
+            if run != reference:
+                print(f"  {run}: {evaluation.over_seeds(table, run, reference, column)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table.round(4).to_csv(args.out, index=False)

@@ -109,6 +109,10 @@ class Difference:
     def __str__(self) -> str:
         return self.text()
 
+    def __neg__(self) -> "Difference":
+        """theirs - ours: the same comparison the other way round."""
+        return Difference(-self.mean, -self.high, -self.low)
+
 
 def paired_difference(ours, theirs, groups: list, seed: int = 0,
                       resamples: int = 2000) -> Difference:
@@ -174,6 +178,17 @@ def seeds_and_prompts_difference(differences) -> Difference:
     df = (by_seed + by_prompt) ** 2 / (by_seed ** 2 / (S - 1) + by_prompt ** 2 / (P - 1))
     half = student_t_quantile(0.975, max(1, math.floor(df))) * math.sqrt(by_seed + by_prompt)
     return Difference(d.mean().item(), d.mean().item() - half, d.mean().item() + half)
+
+
+def over_seeds(table, ours: str, theirs: str | None = None, column: str = "gold") -> Difference:
+    """`seeds_and_prompts_difference` of run `ours` minus run `theirs` in `column`, from a
+    table of several training seeds of each run (a pandas DataFrame with one row per run, seed
+    and prompt: columns "run", "seed", "prompt" and `column`, as `python -m bench.seeds`
+    writes it): each seed's two runs paired prompt by prompt. `theirs` None: `column` itself is
+    the difference (e.g. "gold - SFT")."""
+    values = table.set_index(["run", "seed", "prompt"])[column]
+    gap = values.loc[ours] if theirs is None else values.loc[ours] - values.loc[theirs]
+    return seeds_and_prompts_difference(gap.unstack("prompt").to_numpy())  # (seeds, prompts)
 
 
 def gold_difference(paired: dict) -> Difference:

@@ -189,6 +189,29 @@ def combine_member_scores(scores: torch.Tensor, combine: str, penalty: float | N
     return scores.mean(0)
 
 
+def member_config(cfg: RewardConfig, seed: int) -> RewardConfig:
+    """A member of an ensemble (notebook 11): the rm stage's recipe `cfg` with training seed
+    `seed`, evaluated at the end only (its curves are not drawn)."""
+    return replace(cfg, train=replace(cfg.train, seed=seed, eval_interval=0))
+
+
+def uwo_penalty(members: list[RewardModel], tokenizer, rankings: list[dict]
+                ) -> tuple[int, float, float]:
+    """UWO's lambda from SFT's answers (the responses of `rankings`), no gold judge: the value
+    at which its penalty, lambda * the members' variance, equals the worst case's, mean - min,
+    on average, rounded (at least 1). Returns (lambda, the worst case's mean penalty, the mean
+    variance)."""
+    texts = flatten_rankings(rankings)[:3]  # prompts, responses, terminated
+    scores = torch.stack([score_responses(m, tokenizer, *texts) for m in members])  # (M, N)
+    mean = scores.mean(0)
+    worst = (mean - scores.min(0).values).mean().item()
+    variance = ((scores - mean) ** 2).mean(0).mean().item()
+    if variance == 0:
+        raise ValueError("uwo_penalty: the members agree on every answer, so UWO is their mean "
+                         "whatever its lambda: give members that differ (other seeds)")
+    return max(1, round(worst / variance)), worst, variance
+
+
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """Mean of -log sigmoid(r_chosen - r_rejected) over pairs.
 

@@ -221,9 +221,15 @@ def test_ppo_epochs_compares_each_recipe_with_the_4_epoch_recipe_of_its_seed():
     four, shortest = (ppo_epochs.recipes(cfg)[k] for k in (ppo_epochs.BASELINE, "1 epoch, lr x4"))
     assert (four.ppo_epochs, four.lr, four.value_lr) == (4, cfg.lr / 4, cfg.value_lr / 4)
     assert shortest == cfg  # the toy preset's recipe: one epoch at 4x the 4-epoch rates
+    # GRPO's stage raised its rates 2x: its 4-epoch recipe at half the stage's, "lr x2" the stage
+    grpo = get_preset("toy").grpo_verifier
+    by_name = ppo_epochs.recipes(grpo, ppo_epochs.LR_FACTOR["grpo_verifier"])
+    assert by_name["1 epoch, lr x2"] == grpo and by_name[ppo_epochs.BASELINE].lr == grpo.lr / 2
 
 
-def test_seeds_compares_each_method_with_ppo_of_its_own_seed_and_states_it_over_seeds():
+def test_seeds_measures_every_run_per_prompt_and_compares_two_over_seeds_and_prompts():
+    import pandas as pd
+
     from bench.common import SIZES, twins
     from rlhf_lite import data, evaluation, ppo, stages
     from rlhf_lite.presets import get_preset
@@ -237,19 +243,25 @@ def test_seeds_compares_each_method_with_ppo_of_its_own_seed_and_states_it_over_
               for i, m in enumerate(("PPO", "DPO")) for s in range(3)}
     heldout = data.load_records("prompts_heldout")[:4]
     table = seeds.measure(models, sft, load_tokenizer(), heldout, samples=2)
-    assert len(table) == 6 * 4 and list(table.method) == ["DPO"] * 12 + ["PPO"] * 12
+    assert len(table) == 6 * 4 and list(table.run) == ["DPO"] * 12 + ["PPO"] * 12
     assert list(table.prompt[:4]) == [q["id"] for q in heldout]  # one row per prompt, in order
-    assert (table[table.method == "PPO"]["gold - PPO"] == 0).all()
-    # every column a mean over the prompt's 2 samples: the differences are those of the means
-    same = table.set_index(["method", "seed", "prompt"])
-    for key, row in same.loc["DPO"].iterrows():
-        assert row["gold - PPO"] == pytest.approx(row["gold"] - same.loc[("PPO", *key), "gold"])
     assert table["gold"].between(0, 10).all() and table["KL to SFT"].notna().all()
-    summary = seeds.over_seeds_and_prompts(table)
-    dpo_rows = table[table.method == "DPO"].pivot(index="seed", columns="prompt",
-                                                  values="gold - PPO")
-    assert summary["DPO"] == evaluation.seeds_and_prompts_difference(dpo_rows.to_numpy())
-    assert (summary["PPO"].mean, summary["PPO"].low, summary["PPO"].high) == (0, 0, 0)
+    # gold minus SFT's, answer by answer: SFT's gold is the same under every run and seed
+    sft_gold = (table["gold"] - table["gold - SFT"]).round(6)
+    assert sft_gold.groupby(table.prompt).nunique().eq(1).all()
+    # one run minus another over seeds and prompts: their gold, paired within each seed
+    same = table.set_index(["run", "seed", "prompt"])["gold"]
+    gap = (same.loc["DPO"] - same.loc["PPO"]).unstack("prompt")
+    assert gap.shape == (3, 4)
+    assert evaluation.over_seeds(table, "DPO", "PPO") == \
+        evaluation.seeds_and_prompts_difference(gap.to_numpy())
+    d = evaluation.over_seeds(table, "PPO", "PPO", "KL to SFT")
+    assert (d.mean, d.low, d.high) == (0, 0, 0)
+    sft_by_prompt = pd.Series(sft_gold.values, index=table.prompt).groupby(level=0).first()
+    by_hand = (same.loc["DPO"] - sft_by_prompt.reindex(same.loc["DPO"].index, level="prompt"))
+    d = evaluation.over_seeds(table, "DPO", column="gold - SFT")
+    expected = evaluation.seeds_and_prompts_difference(by_hand.unstack("prompt").to_numpy())
+    assert d.mean == pytest.approx(expected.mean) and d.low == pytest.approx(expected.low)
 
     # each stage's recipe with another training seed, trained as the stage's build trains it
     toy = get_preset("toy")

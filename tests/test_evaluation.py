@@ -90,6 +90,7 @@ def test_difference_verdict_text_and_paired_difference_by_hand():
     assert evaluation.Difference(-0.3, -0.7, -0.1).resolved
     assert (evaluation.Difference(-1.234, -2.5, -0.25).text(1, " points")
             == "-1.2 points (95% CI -2.5 points to -0.2 points): lower")
+    assert -evaluation.Difference(-0.3, -0.7, -0.1) == evaluation.Difference(0.3, 0.1, 0.7)
     # two prompts, differences 5 and 0 (the second item of each prompt equal on both sides):
     # resampled means 5, 2.5 or 0 with probability 1/4, 1/2, 1/4, so the interval is [0, 5]
     d = evaluation.paired_difference(torch.tensor([6.0, 1.0, 2.0, 2.0]), [1, 1, 2, 2],

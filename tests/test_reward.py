@@ -1,3 +1,4 @@
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -290,6 +291,22 @@ def constant_rm(bias: float) -> RewardModel:
     with torch.no_grad():
         rm.head.bias.fill_(bias)
     return rm
+
+
+def test_uwo_penalty_by_hand_and_member_config():
+    # constant members 0, 1, 1, 1, 1 on every answer: mean 0.8, the worst case subtracts 0.8, the
+    # variance is (0.8^2 + 4 x 0.2^2) / 5 = 0.16, so lambda = 0.8 / 0.16 = 5
+    members = [constant_rm(b) for b in (0.0, 1.0, 1.0, 1.0, 1.0)]
+    rankings = [ranking(["two .", "four .", "five ."], [1, 0, 2]),
+                ranking(["no .", "yes ."], [0, 1])]
+    penalty, worst, variance = reward.uwo_penalty(members, TOKENIZER, rankings)
+    assert (penalty, worst) == (5, pytest.approx(0.8)) and variance == pytest.approx(0.16)
+    with pytest.raises(ValueError, match="agree on every answer"):
+        reward.uwo_penalty([constant_rm(1.0)] * 2, TOKENIZER, rankings)
+    cfg = reward.RewardConfig()
+    member = reward.member_config(cfg, 7)
+    assert member.train.seed == 7 and member.train.eval_interval == 0
+    assert dataclasses.replace(member, train=cfg.train) == cfg  # nothing else changed
 
 
 @pytest.mark.parametrize("combine, penalty, expected", [
