@@ -6,19 +6,24 @@ run's (which rollouts, in which order). This bench trains a notebook's runs agai
 seeds 1 .. seeds - 1, side by side (one process and one thread each, as the course trains them),
 samples every policy on the held-out prompts as notebook 8 does (3 samples a prompt, sampling
 seeds 0, 1, 2) and writes one row per run, training seed and held-out prompt (the means of its
-samples): gold, KL to SFT, and gold minus SFT's. Any two runs of a seed are then compared answer
+samples): gold, KL to SFT, gold minus SFT's, the reward model's score, and the run's held-out
+pretraining loss. Any two runs of a seed are then compared answer
 by answer, and `evaluation.over_seeds` states the comparison over both the seeds and the
-prompts (`evaluation.seeds_and_prompts_difference`). Two studies:
+prompts (`evaluation.seeds_and_prompts_difference`). Three studies:
 
 - "methods" (notebooks 7, 8): the stages ppo, ppo_ptx, rloo, grpo_verifier and dpo; seed 0 is
-  the stages themselves, the runs notebook 8 evaluates.
+  the stages themselves, the runs notebook 8 evaluates; and DPO at beta 0.5 (all seeds here).
 - "ensembles" (notebook 11): RLOO at beta = 0 against the rm stage's reward model alone and
   against the three-member ensemble read as its mean, worst case and UWO, online DPO ranked by
   the reward model, and the dpo stage's recipe (offline DPO, the runs of "methods"); the
   members stay notebook 11's, the policies' seeds change; seed 0 is notebook 11's runs.
+- "rlvr" (notebook 10): the grpo_verifier stage (Dr. GRPO against the verifier; its runs of
+  "methods") and notebook 10's three variants of it: the learned reward model's score as the
+  reward, GRPO's normalisations, k1 in the reward; seed 0 is notebook 10's runs.
 
-    python -m bench.seeds --seeds 5 --out bench/results/seeds.csv     # about 8 minutes
-    python -m bench.seeds --study ensembles --seeds 5 --out bench/results/seeds_ensembles.csv
+    python -m bench.seeds --out bench/results/seeds.csv                # 5 seeds, ~10 minutes
+    python -m bench.seeds --study ensembles --out bench/results/seeds_ensembles.csv
+    python -m bench.seeds --study rlvr --out bench/results/seeds_rlvr.csv
 
 Runs are saved (artifacts/toy/runs/bench_seeds/; seed 0 where its notebook saves it) and loaded
 when run again.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +41,7 @@ from rlhf_lite import artifacts, dpo, evaluation, labeler, ppo, reward
 from rlhf_lite.data import load_records
 from rlhf_lite.judges import sample
 from rlhf_lite.presets import Preset, get_preset
-from rlhf_lite.pretrain import token_stream
+from rlhf_lite.pretrain import stream_loss, token_stream
 from rlhf_lite.runs import train_side_by_side
 from rlhf_lite.stages import get_stage
 from rlhf_lite.utils import set_threads
@@ -43,7 +49,9 @@ from rlhf_lite.verifier import verifies
 
 # the stages notebook 8 ranks against PPO, longest to train first (they then share the cores)
 STAGES = ("ppo_ptx", "dpo", "ppo", "grpo_verifier", "rloo")
-NOTEBOOK_11 = "11_ensembles_and_online_dpo"  # where notebook 11 saves its runs
+NOTEBOOK_10, NOTEBOOK_11 = "10_rlvr", "11_ensembles_and_online_dpo"  # where they save their runs
+DR_GRPO = "Dr. GRPO (verifier)"  # notebook 10's name for the grpo_verifier stage
+DPO_BETA = "DPO, beta 0.5"
 SAVED_AS = "bench_seeds"
 
 
@@ -86,8 +94,13 @@ def trained(runs: dict, saved_as: str = SAVED_AS) -> dict:
 
 
 def methods(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
-    """{(label, seed): policy} for every stage of STAGES: seed 0 the stage's checkpoint."""
+    """{(label, seed): policy} for every stage of STAGES (seed 0 the stage's checkpoint), and
+    DPO at beta 0.5 on every seed (solutions 8's exercise 5: the beta notebook 9's validation
+    rule could not tell from the stage's)."""
     out = {(get_stage(s).label, 0): artifacts.load_model(s, p).eval() for s in STAGES}
+    beta = dataclasses.replace(p.dpo, beta=0.5)
+    out |= trained({seed: {DPO_BETA: run_of("dpo", with_seed(beta, seed), p, sft, reward_model,
+                                            tokenizer)} for seed in range(seeds)})
     return out | trained({seed: {get_stage(s).label: run_of(s, with_seed(p.recipe(s), seed), p,
                                                              sft, reward_model, tokenizer)
                                  for s in STAGES} for seed in range(1, seeds)})
@@ -130,32 +143,70 @@ def ensembles(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
     return out | {("offline DPO", seed): policy for (_, seed), policy in dpo_seeds.items()}
 
 
-STUDIES = {"methods": methods, "ensembles": ensembles}
+def rlvr(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
+    """{(label, seed): policy} for notebook 10's runs: the grpo_verifier stage's recipe (the
+    "methods" study's runs) and its three variants, each changing one thing."""
+    stage = p.grpo_verifier
+    variants = {"RM reward": dataclasses.replace(stage, reward="rm"),
+                "GRPO": dataclasses.replace(stage, advantage="grpo", loss_aggregation="sequence"),
+                "k1 in the reward": dataclasses.replace(stage, kl_in="reward",
+                                                        kl_estimator="k1")}
+    checkable = [q for q in p.data.prompts("train", tokenizer) if verifies(q)]
+
+    def runs(seed: int) -> dict:
+        return {name: (ppo.train_run, (with_seed(cfg, seed), sft, reward_model, tokenizer,
+                                       checkable), {"gold_judge": labeler.gold_score})
+                for name, cfg in variants.items()}
+
+    label = get_stage("grpo_verifier").label  # its runs' name in "methods"
+    out = {(DR_GRPO, 0): artifacts.load_model("grpo_verifier", p).eval()}
+    out |= {(name, 0): policy_of(result)  # notebook 10's own runs
+            for name, result in train_side_by_side(runs(0), NOTEBOOK_10).items()}
+    out |= trained({seed: runs(seed) for seed in range(1, seeds)})
+    stage_seeds = trained({seed: {label: run_of("grpo_verifier", with_seed(stage, seed), p, sft,
+                                                reward_model, tokenizer)}
+                           for seed in range(1, seeds)})
+    return out | {(DR_GRPO, seed): policy for (_, seed), policy in stage_seeds.items()}
 
 
-def measure(models: dict, sft, tokenizer, heldout: list[dict], samples: int = 3) -> pd.DataFrame:
+STUDIES = {"methods": methods, "ensembles": ensembles, "rlvr": rlvr}
+
+
+def measure(models: dict, sft, reward_model, tokenizer, heldout: list[dict], samples: int = 3
+            ) -> pd.DataFrame:
     """One row per (run, seed, held-out prompt) of `models` ({(label, seed): policy}), each a
-    mean over the prompt's samples: gold, KL to SFT and gold minus SFT's (answer by answer: the
-    same prompt and sample index). Every policy answers with the same sampling seeds
-    (`judges.sample`, seed 0), as in notebook 8, so two runs compare answer by answer too."""
+    mean over the prompt's samples: gold, KL to SFT, gold minus SFT's (answer by answer: the
+    same prompt and sample index) and `reward_model`'s score; and the run's held-out
+    pretraining loss and that minus SFT's (one number per run, on every row of it: notebook 7's
+    alignment tax).
+    Every policy answers with the same sampling seeds (`judges.sample`, seed 0), as in
+    notebook 8, so two runs compare answer by answer too."""
     prompts = heldout * samples
     ids = [q["id"] for q in prompts]
+    web_text = token_stream([r["text"] for r in load_records("pretrain_val")], tokenizer)
 
     def golds(completions) -> pd.Series:
         return pd.Series([labeler.gold_score(q, c.text, c.terminated)
                           for q, c in zip(prompts, completions)])
 
     sft_gold = golds(sample(sft.eval(), tokenizer, heldout, samples, seed=0))
+    sft_loss = stream_loss(sft, web_text, sft.config.block_size)
     tables = []
     for (label, seed), model in models.items():
         completions = sample(model.eval(), tokenizer, heldout, samples, seed=0)
         gold = golds(completions)
         kl = evaluation.kl_per_response(model, sft, tokenizer, prompts, completions)
+        scores = reward.score_responses(reward_model, tokenizer, [q["prompt"] for q in prompts],
+                                        [c.text for c in completions],
+                                        [c.terminated for c in completions])
         per_answer = pd.DataFrame({"prompt": ids, "gold": gold, "KL to SFT": kl.numpy(),
-                                   "gold - SFT": gold - sft_gold})
+                                   "gold - SFT": gold - sft_gold, "RM score": scores.numpy()})
         per_prompt = per_answer.groupby("prompt", sort=False).mean().reset_index()
-        tables.append(per_prompt.assign(run=label, seed=seed))
-    columns = ["run", "seed", "prompt", "gold", "KL to SFT", "gold - SFT"]
+        loss = stream_loss(model, web_text, model.config.block_size)
+        tables.append(per_prompt.assign(run=label, seed=seed, **{
+            "pretraining loss": loss, "pretraining loss - SFT": loss - sft_loss}))
+    columns = ["run", "seed", "prompt", "gold", "KL to SFT", "gold - SFT", "RM score",
+               "pretraining loss", "pretraining loss - SFT"]
     return pd.concat(tables)[columns].sort_values(["run", "seed"], kind="stable",
                                                   ignore_index=True)
 
@@ -163,20 +214,21 @@ def measure(models: dict, sft, tokenizer, heldout: list[dict], samples: int = 3)
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="methods", choices=sorted(STUDIES),
-                        help="whose runs: notebooks 7 and 8 (methods) or notebook 11 (ensembles)")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. seeds - 1")
+                        help="whose runs: notebooks 7 and 8 (methods), 10 (rlvr) or 11 (ensembles)")
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds 0 .. seeds - 1")
     parser.add_argument("--out", type=Path, help="CSV to write the table to")
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error("--seeds must be at least 2: seed 0 is the course's own run")
     set_threads(1)
-    p = get_preset("toy")
-    sft, tokenizer = artifacts.load_model("sft", p), p.load_tokenizer()
-    models = STUDIES[args.study](args.seeds, p, sft, artifacts.load_model("rm", p), tokenizer)
-    table = measure(models, sft, tokenizer, p.data.prompts("heldout", tokenizer))
+    start, p = time.perf_counter(), get_preset("toy")
+    sft, reward_model, tokenizer = (artifacts.load_model("sft", p), artifacts.load_model("rm", p),
+                                    p.load_tokenizer())
+    models = STUDIES[args.study](args.seeds, p, sft, reward_model, tokenizer)
+    table = measure(models, sft, reward_model, tokenizer, p.data.prompts("heldout", tokenizer))
     print("means over the held-out prompts, per run and training seed:")
     print(table.drop(columns="prompt").groupby(["run", "seed"]).mean().round(3).to_string())
-    reference = "PPO" if args.study == "methods" else "one RM"
+    reference = {"methods": "PPO", "ensembles": "one RM", "rlvr": DR_GRPO}[args.study]
     for column in ("gold", "KL to SFT"):
         print(f"\n{column} minus {reference}'s, over {args.seeds} training seeds and the prompts:")
         for run in table.run.unique():
@@ -185,6 +237,7 @@ def main(argv=None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table.round(4).to_csv(args.out, index=False)
+    print(f"\n{time.perf_counter() - start:.0f} s (runs trained, or loaded when saved)")
 
 
 if __name__ == "__main__":

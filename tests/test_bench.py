@@ -242,10 +242,17 @@ def test_seeds_measures_every_run_per_prompt_and_compares_two_over_seeds_and_pro
     models = {(m, s): twins(SIZES["tiny"], seed=10 * i + s)[0]
               for i, m in enumerate(("PPO", "DPO")) for s in range(3)}
     heldout = data.load_records("prompts_heldout")[:4]
-    table = seeds.measure(models, sft, load_tokenizer(), heldout, samples=2)
+    rm = RewardModel(twins(SIZES["tiny"], seed=1)[0])
+    table = seeds.measure(models, sft, rm, load_tokenizer(), heldout, samples=2)
     assert len(table) == 6 * 4 and list(table.run) == ["DPO"] * 12 + ["PPO"] * 12
     assert list(table.prompt[:4]) == [q["id"] for q in heldout]  # one row per prompt, in order
     assert table["gold"].between(0, 10).all() and table["KL to SFT"].notna().all()
+    assert (table["RM score"] == 0).all()  # the untrained head scores 0
+    # one pretraining loss per run, on each of its rows, near ln(vocabulary) for a random model
+    assert table.groupby(["run", "seed"])["pretraining loss"].nunique().eq(1).all()
+    assert table["pretraining loss"].between(3, 8).all()
+    sft_loss = table["pretraining loss"] - table["pretraining loss - SFT"]
+    assert sft_loss.round(6).nunique() == 1 and 3 < sft_loss.iloc[0] < 8  # SFT's, on every row
     # gold minus SFT's, answer by answer: SFT's gold is the same under every run and seed
     sft_gold = (table["gold"] - table["gold - SFT"]).round(6)
     assert sft_gold.groupby(table.prompt).nunique().eq(1).all()
@@ -267,7 +274,6 @@ def test_seeds_measures_every_run_per_prompt_and_compares_two_over_seeds_and_pro
     toy = get_preset("toy")
     assert seeds.with_seed(toy.ppo, 3).seed == 3 and seeds.with_seed(toy.dpo, 3).train.seed == 3
     assert seeds.with_seed(toy.dpo, 3).beta == toy.dpo.beta
-    rm = RewardModel(twins(SIZES["tiny"], seed=1)[0])
     fn, args, kwargs = seeds.run_of("grpo_verifier", toy.grpo_verifier, toy, sft, rm,
                                     load_tokenizer())
     assert fn is ppo.train_run and kwargs["pretrain_stream"] is None
