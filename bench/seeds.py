@@ -93,17 +93,28 @@ def trained(runs: dict, saved_as: str = SAVED_AS) -> dict:
     return out
 
 
+def stage_seeds(stage: str, seeds: int, p: Preset, sft, reward_model, tokenizer,
+                label: str | None = None) -> dict:
+    """{(label, seed): policy} of `stage`'s recipe on seeds 0 .. seeds - 1: seed 0 the stage's
+    checkpoint, the others trained (or loaded) under the stage's label, the names every study
+    shares; `label` (default the stage's) names them in the table."""
+    name = get_stage(stage).label
+    out = {(name, 0): artifacts.load_model(stage, p).eval()}
+    out |= trained({seed: {name: run_of(stage, with_seed(p.recipe(stage), seed), p, sft,
+                                        reward_model, tokenizer)} for seed in range(1, seeds)})
+    return {(label or name, seed): policy for (_, seed), policy in out.items()}
+
+
 def methods(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
     """{(label, seed): policy} for every stage of STAGES (seed 0 the stage's checkpoint), and
     DPO at beta 0.5 on every seed (solutions 8's exercise 5: the beta notebook 9's validation
     rule could not tell from the stage's)."""
-    out = {(get_stage(s).label, 0): artifacts.load_model(s, p).eval() for s in STAGES}
     beta = dataclasses.replace(p.dpo, beta=0.5)
-    out |= trained({seed: {DPO_BETA: run_of("dpo", with_seed(beta, seed), p, sft, reward_model,
-                                            tokenizer)} for seed in range(seeds)})
-    return out | trained({seed: {get_stage(s).label: run_of(s, with_seed(p.recipe(s), seed), p,
-                                                             sft, reward_model, tokenizer)
-                                 for s in STAGES} for seed in range(1, seeds)})
+    out = trained({seed: {DPO_BETA: run_of("dpo", with_seed(beta, seed), p, sft, reward_model,
+                                           tokenizer)} for seed in range(seeds)})
+    for stage in STAGES:
+        out |= stage_seeds(stage, seeds, p, sft, reward_model, tokenizer)
+    return out
 
 
 def ensembles(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
@@ -135,12 +146,7 @@ def ensembles(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
            for name, result in train_side_by_side(runs(0), NOTEBOOK_11).items()}
     out |= trained({seed: runs(seed) for seed in range(1, seeds)})
     # offline DPO: the dpo stage and its other seeds, the runs of the "methods" study
-    out[("offline DPO", 0)] = artifacts.load_model("dpo", p).eval()
-    label = get_stage("dpo").label
-    dpo_seeds = trained({seed: {label: run_of("dpo", with_seed(p.dpo, seed), p, sft,
-                                              reward_model, tokenizer)}
-                         for seed in range(1, seeds)})
-    return out | {("offline DPO", seed): policy for (_, seed), policy in dpo_seeds.items()}
+    return out | stage_seeds("dpo", seeds, p, sft, reward_model, tokenizer, "offline DPO")
 
 
 def rlvr(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
@@ -158,15 +164,11 @@ def rlvr(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
                                        checkable), {"gold_judge": labeler.gold_score})
                 for name, cfg in variants.items()}
 
-    label = get_stage("grpo_verifier").label  # its runs' name in "methods"
-    out = {(DR_GRPO, 0): artifacts.load_model("grpo_verifier", p).eval()}
-    out |= {(name, 0): policy_of(result)  # notebook 10's own runs
-            for name, result in train_side_by_side(runs(0), NOTEBOOK_10).items()}
+    out = {(name, 0): policy_of(result)  # notebook 10's own runs
+           for name, result in train_side_by_side(runs(0), NOTEBOOK_10).items()}
     out |= trained({seed: runs(seed) for seed in range(1, seeds)})
-    stage_seeds = trained({seed: {label: run_of("grpo_verifier", with_seed(stage, seed), p, sft,
-                                                reward_model, tokenizer)}
-                           for seed in range(1, seeds)})
-    return out | {(DR_GRPO, seed): policy for (_, seed), policy in stage_seeds.items()}
+    # the stage itself: the runs of the "methods" study, under notebook 10's name
+    return out | stage_seeds("grpo_verifier", seeds, p, sft, reward_model, tokenizer, DR_GRPO)
 
 
 STUDIES = {"methods": methods, "ensembles": ensembles, "rlvr": rlvr}
