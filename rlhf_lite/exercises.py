@@ -237,8 +237,8 @@ def check_ranking_to_pairs(student: Callable) -> bool | None:
     rankings = [[0, 1], [1, 0], [2, 0, 1]] + [rng.sample(range(k), k) for k in (4, 4, 6, 9)]
     cases = [Case(f"K = {len(r)}, ranking {r}", (r,), ranking_to_pairs(r)) for r in rankings]
     return run_cases("ranking_to_pairs", student, cases,
-                     "every response beats every response ranked after it: for positions i < j, "
-                     "the pair is (ranking[i], ranking[j]); K responses give K (K - 1) / 2 pairs.",
+                     "which responses does the first-ranked one beat? and the second? Count "
+                     "your pairs: K responses should give K (K - 1) / 2.",
                      normalize=lambda pairs: sorted(tuple(p) for p in pairs))
 
 
@@ -255,8 +255,8 @@ def check_bradley_terry_loss(student: Callable) -> bool | None:
     cases = [Case(label, (c, r), bradley_terry_loss(c, r)) for label, c, r in pairs]
     return run_cases("bradley_terry_loss", student, cases,
                      "-log sigmoid(d) with d = r_chosen - r_rejected, averaged over pairs. "
-                     "Compute it as -F.logsigmoid(d): torch.log(torch.sigmoid(d)) rounds "
-                     "sigmoid(-200) to 0 and returns inf.")
+                     "If a case with d = -200 fails: what is sigmoid(-200) in float32, and its "
+                     "log? Look for a torch function that never forms sigmoid(d) itself.")
 
 
 # ----------------------------------------------------------------------------- notebook 4

@@ -68,7 +68,7 @@ def estimator_gradients(logits: torch.Tensor, ref_logits: torch.Tensor
     k1 = -log r,          k' = -1:     E[grad k1] = p - p = 0: in the loss k1 adds only noise.
     k2 = (log r)^2 / 2,   k' = log r:  E[grad k2] = p * (log p/p_ref - KL): the KL's gradient.
     k3 = r - 1 - log r,   k' = r - 1:  E[grad k3] = -(p_ref - p) + p * 0 = p - p_ref, which is
-                                       the gradient of the REVERSE KL(p_ref || p)
+                                       the gradient of the FORWARD KL(p_ref || p)
                                        (= -sum_y p_ref(y) (e_y - p)), not of KL(p || p_ref);
                                        the two agree only to first order as p -> p_ref.
     "kl": grad KL(p || p_ref) = sum_y grad p(y) (log p/p_ref + 1) = p * (log p/p_ref - KL).

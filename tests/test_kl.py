@@ -133,11 +133,11 @@ def autograd_expected_gradient(logits, ref_logits, kind):
     return total
 
 
-def autograd_kl_gradient(logits, ref_logits, reverse=False):
-    """d KL(p || p_ref) / d logits by autograd, or of KL(p_ref || p) if `reverse`."""
+def autograd_kl_gradient(logits, ref_logits, forward=False):
+    """d KL(p || p_ref) / d logits by autograd, or of KL(p_ref || p) if `forward`."""
     x = logits.clone().requires_grad_()
     logp, ref_logp = torch.log_softmax(x, dim=-1), torch.log_softmax(ref_logits, dim=-1)
-    kl = (ref_logp.exp() * (ref_logp - logp)).sum() if reverse else (
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum() if forward else (
         logp.exp() * (logp - ref_logp)).sum()
     kl.backward()
     return x.grad
@@ -154,12 +154,12 @@ def test_estimator_gradients_match_autograd_on_a_small_categorical(seed):
     kl_grad = autograd_kl_gradient(logits, ref_logits)
     torch.testing.assert_close(grads["kl"], kl_grad, rtol=0, atol=1e-12)
     # the known results: k1 in the loss does nothing, k2 follows the KL's gradient, k3 follows
-    # the reverse KL's, which differs from the KL's here by more than a fifth of its size
+    # the forward KL's, KL(p_ref || p), which differs from the KL's here by more than a fifth
     torch.testing.assert_close(grads["k1"], torch.zeros(5, dtype=torch.float64), rtol=0,
                                atol=1e-12)
     torch.testing.assert_close(grads["k2"], kl_grad, rtol=0, atol=1e-12)
-    reverse = autograd_kl_gradient(logits, ref_logits, reverse=True)
-    torch.testing.assert_close(grads["k3"], reverse, rtol=0, atol=1e-12)
+    forward = autograd_kl_gradient(logits, ref_logits, forward=True)
+    torch.testing.assert_close(grads["k3"], forward, rtol=0, atol=1e-12)
     assert (grads["k3"] - kl_grad).norm() > 0.2 * kl_grad.norm()
 
 

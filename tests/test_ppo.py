@@ -436,9 +436,13 @@ def test_rloo_increases_a_simple_reward(tokenizer):
 
 # ---------------------------------------------------------------- the variants of notebook 10
 def test_default_configs_reproduce_the_numbers_of_the_trainer_before_its_variants():
-    """Two iterations of the default PPO and of whitened GRPO, one thread, give exactly the
+    """Two iterations of the default PPO and of whitened GRPO, one thread, give the
     metrics and weights the trainer gave before `reward`, `loss_aggregation`,
-    `whiten_advantages` and `kl_in` existed (pinned from that code on this machine)."""
+    `whiten_advantages` and `kl_in` existed (pinned from that code on an AVX-512 CPU). Another
+    CPU's float kernels move them a little (an AVX2 AMD EPYC: GRPO's policy loss by 1.4e-3 of
+    itself, its KL by 1.6e-4, the weight sum by 1.2e-7): the tolerances are about 10x the
+    largest; a change of what a step computes (a scale, a sign, a missing term) moves them far
+    more."""
     tokenizer, threads = load_tokenizer(), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -453,9 +457,9 @@ def test_default_configs_reproduce_the_numbers_of_the_trainer_before_its_variant
             trainer.step()
             metrics = trainer.step()
             assert (metrics["policy_loss"], metrics["kl"]) == pytest.approx(
-                (policy_loss, kl), rel=1e-6, abs=1e-12)
+                (policy_loss, kl), rel=1.5e-2, abs=1e-12)
             assert sum(p.double().sum().item() for p in trainer.policy.parameters()
-                       ) == pytest.approx(weight_sum, rel=1e-12)
+                       ) == pytest.approx(weight_sum, rel=1.5e-6)
     finally:
         torch.set_num_threads(threads)
 
