@@ -134,7 +134,7 @@ def ensembles(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
 
     def runs(seed: int) -> dict:
         rl_cfg = with_seed(dataclasses.replace(p.rloo, beta=0.0), seed)
-        online_cfg = with_seed(dataclasses.replace(p.dpo, pairs="online", epochs=15), seed)
+        online_cfg = with_seed(dpo.online_recipe(p.dpo), seed)
         return {**{name: (ppo.train_run, (rl_cfg, sft, r, tokenizer, prompts),
                           {"gold_judge": labeler.gold_score}) for name, r in rewards.items()},
                 "online DPO": (dpo.train_dpo, (online_cfg, sft, tokenizer, None,

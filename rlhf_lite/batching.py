@@ -74,14 +74,24 @@ def score_distinct(model, score, tokenizer, prompts: list[str], responses: list[
     return torch.tensor([score_of[key] for key in keys])
 
 
-def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimizer steps in one pass over `n` examples: ceil(n / batch_size), or with `drop_last`
+    only the full batches, floor(n / batch_size)."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int, drop_last: bool = False
+                ) -> torch.Tensor:
     """Indices of the examples of optimizer step `step`: shuffled epochs, a function of the step.
 
-    Epoch e is a permutation of range(n) seeded by (seed, e), cut into ceil(n / batch_size)
-    batches (the last one smaller), so every example is seen once per epoch.
+    Epoch e is a permutation of range(n) seeded by (seed, e), cut into batches of `batch_size`:
+    all of them (the last one smaller), so every example is seen once per epoch, or with
+    `drop_last` the full ones only, so every step has `batch_size` examples and each epoch leaves
+    out its permutation's last n mod batch_size (other examples every epoch).
     """
-    steps_per_epoch = -(-n // batch_size)
-    epoch, i = divmod(step, steps_per_epoch)
+    if drop_last and n < batch_size:
+        raise ValueError(f"drop_last with {n} examples and batch_size {batch_size}: no full batch")
+    epoch, i = divmod(step, steps_per_epoch(n, batch_size, drop_last))
     # on the CPU generator also inside a GPU device context (Preset.runtime): same data anywhere
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)),
                           device="cpu")

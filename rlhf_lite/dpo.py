@@ -48,14 +48,13 @@ so this is the offline loss on PPO's data source.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .batching import IGNORE_INDEX, encode_responses, epoch_batch, score_distinct
+from .batching import IGNORE_INDEX, encode_responses, epoch_batch, score_distinct, steps_per_epoch
 from .checkpoints import Checkpoint, fingerprint
 from .comparisons import (
     accuracy_from_scores,
@@ -79,7 +78,8 @@ class DPOConfig:
     # the KL coefficient of the objective DPO solves (paper: 0.1); > 0: at 0 every implicit
     # reward is 0 and the loss is log 2 whatever the policy
     beta: float = rule(0.1, number(0, low_open=True))
-    # rankings per step, all C(K, 2) pairs of a ranking in its step (online: prompts per step)
+    # rankings per step, all C(K, 2) pairs of a ranking in its step (online: prompts per step,
+    # full batches only: `train_steps`)
     batch_size: int = rule(16, integer(1))
     # passes over the rankings (as the RM: one; online: over the prompts)
     epochs: int = rule(1, integer(1))
@@ -89,7 +89,7 @@ class DPOConfig:
     # online: response length cap of the policy's samples
     max_new_tokens: int = rule(24, integer(1))
     train: TrainConfig = nested(lambda: TrainConfig(
-        max_steps=None,  # train_dpo counts them: epochs * ceil(rankings / batch_size)
+        max_steps=None,  # train_dpo counts them: `train_steps`
         # a starting point, not tuned on the full toy run; no weight decay: it would pull the
         # weights towards 0, not towards the reference (PPO's policy has none either)
         lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50, desc="dpo"),
@@ -255,6 +255,23 @@ def check_pair_source(online: bool, train_rankings, prompts, reward_model, gold_
                          "prompts, reward_model and gold_judge are for pairs='online'")
 
 
+def train_steps(cfg: DPOConfig, n: int) -> int:
+    """Optimizer steps of `train_dpo` over `n` rankings (offline) or prompts (online): cfg.epochs
+    passes. Online, full batches only: a prompt's pair can tie and drop out of a step, and a
+    short remainder batch (162 prompts in 16s: 2) would make some steps' mean rest on one or two
+    pairs at the full learning rate; each pass leaves out other prompts instead."""
+    online = cfg.pairs == "online"
+    return cfg.epochs * steps_per_epoch(n, cfg.batch_size, drop_last=online)
+
+
+def online_recipe(cfg: DPOConfig) -> DPOConfig:
+    """Notebook 11's online DPO from the offline recipe `cfg` (the dpo stage's): the same beta,
+    batch size and learning rate, and 16 passes over the toy preset's 162 training prompts, 160
+    steps of 16 prompts: about the offline stage's 162 steps (its one pass over 2592 rankings).
+    Shared by notebook 11, its solutions and `bench.seeds`."""
+    return replace(cfg, pairs="online", epochs=16)
+
+
 @saved_with(model_checkpoint, loaded_run)
 def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[dict] | None,
               val_rankings: list[dict], checkpoint_path=None, stop_after: int | None = None,
@@ -288,7 +305,7 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
     ref_val = rankings_logprobs(reference, tokenizer, val_rankings)  # (M_val,)
     *_, val_chosen, val_rejected = flatten_rankings(val_rankings)
     n = len(prompts) if online else len(train_rankings)
-    train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
+    train_cfg = replace(cfg.train, max_steps=train_steps(cfg, n))
     if online:
         extra_inputs = {"rm": fingerprint(reward_model), **(extra_inputs or {})}
     else:  # the reference's log-probs are constants of the loss: computed once, per ranking
@@ -297,7 +314,7 @@ def train_dpo(cfg: DPOConfig, sft_model: GPT, tokenizer, train_rankings: list[di
 
     def get_batch(step: int) -> list[int] | tuple[list[int], int]:
         """The indices of the step's rankings; online, of its prompts and the samples' seed."""
-        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed).tolist()
+        idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed, drop_last=online).tolist()
         return (idx, derive_seed(cfg.train.seed, step, "samples")) if online else idx
 
     def loss_fn(model, idx: list[int]) -> tuple[torch.Tensor, int]:

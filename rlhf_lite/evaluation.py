@@ -57,14 +57,17 @@ def win_rate(prompts: list[dict], ours: list[Completion], theirs: list[Completio
 
 
 def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
-                       resamples: int = 2000) -> tuple[float, float]:
-    """95% percentile interval of the mean of `outcomes`, resampling whole groups.
+                       resamples: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval (95% by default: `level`) of the mean of `outcomes`, resampling whole
+    groups.
 
     The 3 samples of one prompt share its difficulty, so they are not 3 independent
     comparisons; treating them as such (a binomial interval over all of them) makes the
     interval too narrow. Resampling prompts with replacement keeps each prompt's samples
     together. Seeded: the same call gives the same interval.
     """
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_interval: level must lie in (0, 1), got {level}")
     if len(outcomes) != len(groups) or not outcomes:
         raise ValueError(f"need one group per outcome: {len(outcomes)} outcomes, "
                          f"{len(groups)} groups")
@@ -76,17 +79,21 @@ def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
     draw = torch.randint(len(index), (resamples, len(index)),
                          generator=torch.Generator().manual_seed(seed))  # (resamples, groups)
     means = sums[draw].sum(1) / counts[draw].sum(1).double()  # (resamples,)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
     return low.item(), high.item()
 
 
 @dataclass(frozen=True)
 class Difference:
-    """The mean of paired differences (ours - theirs, item by item) and its 95% interval: one
-    way for every notebook to state a comparison and the verdict it earns."""
+    """The mean of paired differences (ours - theirs, item by item) and its interval (95%, or
+    `level`): one way for every notebook to state a comparison and the verdict it earns. Where a
+    notebook reads several comparisons at once, a wider `level` per comparison (Bonferroni: 1 -
+    0.05 / m for m of them) keeps the chance that any interval excludes 0 by luck at 5%."""
     mean: float
     low: float
     high: float
+    level: float = 0.95
 
     @property
     def verdict(self) -> str:
@@ -103,19 +110,19 @@ class Difference:
         """'+0.12 (95% CI -0.05 to +0.30): no difference measured'; `unit` follows each number."""
         def number(x):
             return f"{x:+.{digits}f}{unit}"
-        return f"{number(self.mean)} (95% CI {number(self.low)} to {number(self.high)}): " \
-               f"{self.verdict}"
+        return (f"{number(self.mean)} ({self.level * 100:.3g}% CI {number(self.low)} to "
+                f"{number(self.high)}): {self.verdict}")
 
     def __str__(self) -> str:
         return self.text()
 
     def __neg__(self) -> "Difference":
         """theirs - ours: the same comparison the other way round."""
-        return Difference(-self.mean, -self.high, -self.low)
+        return Difference(-self.mean, -self.high, -self.low, self.level)
 
 
 def paired_difference(ours, theirs, groups: list, seed: int = 0,
-                      resamples: int = 2000) -> Difference:
+                      resamples: int = 2000, level: float = 0.95) -> Difference:
     """`Difference` of two sequences of per-item values measured on the same items (lists,
     tensors or Series, in the same order), its interval resampling whole `groups` (the prompt
     of each answer, or each held-out window), as `bootstrap_interval`."""
@@ -124,8 +131,8 @@ def paired_difference(ours, theirs, groups: list, seed: int = 0,
         raise ValueError(f"paired_difference: {len(ours)} values vs {len(theirs)}: a paired "
                          "comparison needs one value of each side per item")
     differences = [a - b for a, b in zip(ours, theirs)]
-    low, high = bootstrap_interval(differences, groups, seed, resamples)
-    return Difference(sum(differences) / len(differences), low, high)
+    low, high = bootstrap_interval(differences, groups, seed, resamples, level)
+    return Difference(sum(differences) / len(differences), low, high, level)
 
 
 def student_t_quantile(q: float, df: int) -> float:
@@ -194,19 +201,20 @@ def over_seeds(table, ours: str, theirs: str | None = None, column: str = "gold"
 def gold_difference(paired: dict) -> Difference:
     """The gold comparison of a `paired_bootstrap` result as a `Difference` (its verdict and
     its sentence)."""
-    return Difference(paired["gold_difference"], *paired["gold_ci"])
+    return Difference(paired["gold_difference"], *paired["gold_ci"], paired["level"])
 
 
 def paired_bootstrap(prompts: list[dict], ours: list[Completion], their_prompts: list[dict],
-                     theirs: list[Completion], seed: int = 0, resamples: int = 2000) -> dict:
+                     theirs: list[Completion], seed: int = 0, resamples: int = 2000,
+                     level: float = 0.95) -> dict:
     """Two models compared on the same comparisons: `ours[i]` and `theirs[i]` answer the same
     prompt with the same sample index (as `judges.sample` lists them).
 
     Judged on the same prompts, two models share each prompt's difficulty: an easy prompt
     scores high for both. Comparing each model's own interval (or win rate against SFT) keeps
     that shared variation in both and cannot rank them; the difference per comparison cancels
-    it. So both numbers are means over comparisons, with a 95% interval from one prompt-level
-    bootstrap (`bootstrap_interval`, the same resampled prompts for both models):
+    it. So both numbers are means over comparisons, with an interval (95%, or `level`) from one
+    prompt-level bootstrap (`bootstrap_interval`, the same resampled prompts for both models):
 
     - "gold_difference": the mean of gold(ours) - gold(theirs), resolved when its interval
       "gold_ci" excludes 0 (`gold_difference` makes the two a `Difference`);
@@ -222,13 +230,14 @@ def paired_bootstrap(prompts: list[dict], ours: list[Completion], their_prompts:
                          "another order): comparison i of both must share its prompt")
     gold = paired_difference([gold_score(p, a.text, a.terminated) for p, a in zip(prompts, ours)],
                              [gold_score(p, b.text, b.terminated) for p, b in zip(prompts, theirs)],
-                             ids, seed, resamples)
+                             ids, seed, resamples, level)
     wins = preferences(prompts, ours, theirs, seed)
-    win_ci = bootstrap_interval(wins, ids, seed, resamples)
+    win_ci = bootstrap_interval(wins, ids, seed, resamples, level)
     return {"gold_difference": gold.mean, "gold_ci": [gold.low, gold.high],
             "gold_resolved": gold.resolved,
             "win_rate": sum(wins) / len(wins), "win_rate_ci": list(win_ci),
-            "win_rate_resolved": not win_ci[0] <= 0.5 <= win_ci[1], "n": len(wins)}
+            "win_rate_resolved": not win_ci[0] <= 0.5 <= win_ci[1], "n": len(wins),
+            "level": level}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

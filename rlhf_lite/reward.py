@@ -24,7 +24,6 @@ score.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .batching import encode_responses, epoch_batch, score_distinct
+from .batching import encode_responses, epoch_batch, score_distinct, steps_per_epoch
 from .checkpoints import Checkpoint, fingerprint
 from .comparisons import accuracy_from_scores, check_ranking, flatten_rankings, save_rankings
 from .datasource import DataSource, stage_recipe
@@ -68,7 +67,7 @@ class RewardConfig:
     # second adds nothing measurable here)
     epochs: int = rule(1, integer(1))
     train: TrainConfig = nested(lambda: TrainConfig(
-        max_steps=None,  # train_reward_model counts them: epochs * ceil(rankings / batch_size)
+        max_steps=None,  # train_reward_model counts them: epochs * steps_per_epoch(rankings)
         lr=3e-4, warmup_steps=10, eval_interval=50, desc="rm"), set_by_epochs())
 
     def __post_init__(self):
@@ -304,7 +303,7 @@ def train_reward_model(cfg: RewardConfig, sft_model: GPT, tokenizer, train_ranki
             check_ranking(record, f"{name} ranking {i}")
     rm = RewardModel(copy.deepcopy(sft_model))
     n = len(train_rankings)
-    train_cfg = replace(cfg.train, max_steps=cfg.epochs * math.ceil(n / cfg.batch_size))
+    train_cfg = replace(cfg.train, max_steps=cfg.epochs * steps_per_epoch(n, cfg.batch_size))
 
     def get_batch(step: int) -> list[dict]:
         idx = epoch_batch(n, cfg.batch_size, step, cfg.train.seed)

@@ -376,6 +376,19 @@ def test_rank_two_against_hand_made_pairs_and_bad_lengths():
         dpo.rank_two(prompts, texts[:5], ended, [0.0] * 6)
 
 
+def test_online_steps_are_full_batches_of_prompts():
+    cfg = replace(online_config(), batch_size=3, epochs=2)  # 8 prompts: 2 full steps a pass
+    assert dpo.train_steps(cfg, 8) == 4
+    assert dpo.train_steps(replace(cfg, pairs="rankings"), 8) == 6  # offline: ceil, every one
+    _, history = train_dpo(cfg, tiny_gpt(), TOKENIZER, None, marker_rankings(2, seed=1),
+                           prompts=ONLINE_PROMPTS, reward_model=tiny_rm())
+    assert len(history.train_loss) == 4
+    # the recipe notebook 11 trains: about the offline stage's 162 steps over 2592 rankings
+    stage = DPOConfig()
+    assert dpo.train_steps(dpo.online_recipe(stage), 162) == 160
+    assert dpo.train_steps(stage, 2592) == 162
+
+
 def test_online_dpo_is_determined_by_its_seed():
     def run(seed):
         return train_dpo(online_config(seed), tiny_gpt(), TOKENIZER, None,

@@ -102,6 +102,26 @@ def test_difference_verdict_text_and_paired_difference_by_hand():
         evaluation.paired_difference([1, 2], [1, 2], ["a"])
 
 
+def test_a_wider_level_takes_the_resampled_means_outer_quantiles():
+    outcomes = [float(i % 3) for i in range(60)]  # one outcome per prompt
+    draw = torch.randint(60, (2000, 60), generator=torch.Generator().manual_seed(4))
+    means = torch.tensor(outcomes, dtype=torch.float64)[draw].mean(1)  # the same resamples
+    by_hand = torch.quantile(means, torch.tensor([0.005, 0.995], dtype=torch.float64)).tolist()
+    wide = evaluation.bootstrap_interval(outcomes, list(range(60)), seed=4, level=0.99)
+    assert wide == pytest.approx(by_hand, abs=1e-12)
+    narrow = evaluation.bootstrap_interval(outcomes, list(range(60)), seed=4)
+    assert wide[0] < narrow[0] and narrow[1] < wide[1]
+    # Bonferroni for three comparisons: each at 1 - 0.05 / 3, and the sentence says so
+    d = evaluation.paired_difference(outcomes, [1.0] * 60, list(range(60)), level=1 - 0.05 / 3)
+    assert d.level == 1 - 0.05 / 3 and d.text().startswith("+0.00 (98.3% CI -0.")
+    assert (-d).level == d.level
+    prompts = [{**ARITH, "id": f"a{i}"} for i in range(30)]
+    paired = evaluation.paired_bootstrap(prompts, [GOOD] * 30, prompts, [BAD] * 30, level=0.9)
+    assert evaluation.gold_difference(paired).text() == "+5.00 (90% CI +5.00 to +5.00): higher"
+    with pytest.raises(ValueError, match=r"level must lie in \(0, 1\), got 95"):
+        evaluation.bootstrap_interval(outcomes, list(range(60)), level=95)
+
+
 def test_student_t_quantiles_match_the_printed_table_and_a_simulation():
     # two-sided 95% values of any statistics table (df 1, 2, 4, 10, 30)
     for df, table in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):

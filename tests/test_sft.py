@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlhf_lite.batching import IGNORE_INDEX, epoch_batch
+from rlhf_lite.batching import IGNORE_INDEX, epoch_batch, steps_per_epoch
 from rlhf_lite.data import DataError, load_records
 from rlhf_lite.model import GPT, GPTConfig
 from rlhf_lite.paths import REPO_ROOT
@@ -146,6 +146,19 @@ def test_epoch_batches_visit_every_example_once_per_epoch():
     for epoch in (batches[:3], batches[3:]):
         assert sorted(torch.cat(epoch).tolist()) == list(range(10))
     assert torch.equal(epoch_batch(10, 4, 4, seed=0), batches[4])  # a function of the step
+
+
+def test_full_batches_only_leave_a_different_remainder_out_each_epoch():
+    assert [steps_per_epoch(10, 4, drop_last) for drop_last in (False, True)] == [3, 2]
+    assert steps_per_epoch(162, 16, drop_last=True) == 10  # notebook 11's online DPO
+    batches = [epoch_batch(10, 4, step, seed=0, drop_last=True) for step in range(4)]
+    assert [len(b) for b in batches] == [4, 4, 4, 4]  # 2 epochs of 2 full steps
+    seen = [set(torch.cat(batches[:2]).tolist()), set(torch.cat(batches[2:]).tolist())]
+    assert all(len(s) == 8 for s in seen) and seen[0] != seen[1]  # no repeat within an epoch
+    # an epoch's full batches are the first ones of the plain epoch's permutation
+    assert torch.equal(batches[2], epoch_batch(10, 4, 3, seed=0))
+    with pytest.raises(ValueError, match="3 examples and batch_size 4"):
+        epoch_batch(3, 4, 0, seed=0, drop_last=True)
 
 
 def test_tiny_model_sft_loss_decreases_and_base_is_untouched():
