@@ -158,11 +158,11 @@ def student_t_quantile(q: float, df: int) -> float:
     return (low + high) / 2
 
 
-def seeds_and_prompts_difference(differences) -> Difference:
+def seeds_and_prompts_difference(differences, level: float = 0.95) -> Difference:
     """`Difference` of a comparison repeated over training seeds and prompts: `differences`
     (S seeds, P prompts), ours - theirs per prompt (its samples' mean) for the runs of each
-    seed, both sides answering the same prompts. Its mean, and a 95% interval for it when the
-    seeds and the prompts are both draws (another seed, other prompts):
+    seed, both sides answering the same prompts. Its mean, and an interval for it (95%, or
+    `level`) when the seeds and the prompts are both draws (another seed, other prompts):
 
         var = s2(seed means) / S + s2(prompt means) / P
 
@@ -181,21 +181,23 @@ def seeds_and_prompts_difference(differences) -> Difference:
     S, P = d.shape
     by_seed, by_prompt = (d.mean(1).var() / S).item(), (d.mean(0).var() / P).item()
     if by_seed + by_prompt == 0:  # every value equal
-        return Difference(d.mean().item(), d.mean().item(), d.mean().item())
+        return Difference(d.mean().item(), d.mean().item(), d.mean().item(), level)
     df = (by_seed + by_prompt) ** 2 / (by_seed ** 2 / (S - 1) + by_prompt ** 2 / (P - 1))
-    half = student_t_quantile(0.975, max(1, math.floor(df))) * math.sqrt(by_seed + by_prompt)
-    return Difference(d.mean().item(), d.mean().item() - half, d.mean().item() + half)
+    t = student_t_quantile(1 - (1 - level) / 2, max(1, math.floor(df)))
+    half = t * math.sqrt(by_seed + by_prompt)
+    return Difference(d.mean().item(), d.mean().item() - half, d.mean().item() + half, level)
 
 
-def over_seeds(table, ours: str, theirs: str | None = None, column: str = "gold") -> Difference:
+def over_seeds(table, ours: str, theirs: str | None = None, column: str = "gold",
+               level: float = 0.95) -> Difference:
     """`seeds_and_prompts_difference` of run `ours` minus run `theirs` in `column`, from a
     table of several training seeds of each run (a pandas DataFrame with one row per run, seed
     and prompt: columns "run", "seed", "prompt" and `column`, as `python -m bench.seeds`
     writes it): each seed's two runs paired prompt by prompt. `theirs` None: `column` itself is
-    the difference (e.g. "gold - SFT")."""
+    the difference (e.g. "gold - SFT"). `level`: as `seeds_and_prompts_difference`."""
     values = table.set_index(["run", "seed", "prompt"])[column]
     gap = values.loc[ours] if theirs is None else values.loc[ours] - values.loc[theirs]
-    return seeds_and_prompts_difference(gap.unstack("prompt").to_numpy())  # (seeds, prompts)
+    return seeds_and_prompts_difference(gap.unstack("prompt").to_numpy(), level)  # (S, P)
 
 
 def gold_difference(paired: dict) -> Difference:

@@ -262,6 +262,8 @@ def test_seeds_measures_every_run_per_prompt_and_compares_two_over_seeds_and_pro
     assert gap.shape == (3, 4)
     assert evaluation.over_seeds(table, "DPO", "PPO") == \
         evaluation.seeds_and_prompts_difference(gap.to_numpy())
+    assert evaluation.over_seeds(table, "DPO", "PPO", level=0.99) == \
+        evaluation.seeds_and_prompts_difference(gap.to_numpy(), level=0.99)
     d = evaluation.over_seeds(table, "PPO", "PPO", "KL to SFT")
     assert (d.mean, d.low, d.high) == (0, 0, 0)
     sft_by_prompt = pd.Series(sft_gold.values, index=table.prompt).groupby(level=0).first()

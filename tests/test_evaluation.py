@@ -144,6 +144,10 @@ def test_seeds_and_prompts_difference_by_hand_and_by_simulation():
     # every prompt alike: the t interval over the seeds' means, mean +- t(0.975, 2) sd / sqrt(3)
     d = evaluation.seeds_and_prompts_difference([[0.1] * 4, [0.2] * 4, [0.3] * 4])
     assert d.low == pytest.approx(0.2 - 4.303 * 0.1 / math.sqrt(3), abs=1e-3)
+    # at 99% the same case takes t(0.995, 2) = 9.925 from the printed table
+    d = evaluation.seeds_and_prompts_difference([[0.1] * 4, [0.2] * 4, [0.3] * 4], level=0.99)
+    assert d.low == pytest.approx(0.2 - 9.925 * 0.1 / math.sqrt(3), abs=1e-3)
+    assert d.text().startswith("+0.20 (99% CI")
     assert evaluation.seeds_and_prompts_difference([[0.5, 0.5]] * 2) == evaluation.Difference(
         0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match=r"two seeds and two prompts or more, got shape \(1, 3\)"):
