@@ -309,6 +309,19 @@ def arithmetic_statement(prompt: str, answer: str) -> str:
     return say("arithmetic", number=a, operator=operator, number2=b, number3=answer)
 
 
+def answer_statement(p: dict) -> str:
+    """The web text's own sentence of an arithmetic or facts prompt's right answer ('one plus
+    two is three .', 'a plum is purple .'): notebooks 1 and 2 cut it before the answer to ask
+    whether a model knows what it does not say."""
+    m = p["meta"]
+    if p["category"] == "arithmetic":
+        return arithmetic_statement(p["prompt"], m["answer"])
+    if p["category"] == "facts":
+        return fact_sentence(m["attribute"], m["subject"], m["answer"])
+    raise ValueError(f"answer_statement: prompt {p.get('id')!r} is {p['category']!r}: only "
+                     "arithmetic and facts prompts have a stated answer")
+
+
 def bad_response(p: dict, rng: random.Random) -> str:
     """The category's typical mistake: a wrong answer, an invention, compliance, rudeness."""
     m, cat = p["meta"], p["category"]

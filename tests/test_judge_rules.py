@@ -23,6 +23,7 @@ from rlhf_lite.world import (
     UNKNOWN_COUNTRIES,
     UNKNOWN_THINGS,
     all_prompts,
+    answer_statement,
     arithmetic_statement,
     fact_sentence,
     good_response,
@@ -201,3 +202,14 @@ def test_either_order_of_a_sum_is_the_same_question():
     minus = {"category": "arithmetic", "prompt": "what is five minus two ?",
              "meta": {"answer": "three"}}
     assert judge(minus, "two minus five is three .").correct == 0.0  # not the same question
+
+
+def test_answer_statement_states_the_right_answer_as_the_web_text_does():
+    arithmetic, facts = (next(p for p in PROMPTS if p["category"] == c)
+                         for c in ("arithmetic", "facts"))
+    assert answer_statement(arithmetic) == statement(arithmetic, arithmetic["meta"]["answer"])
+    assert answer_statement(facts).split()[-2] == facts["meta"]["answer"]  # '... is <answer> .'
+    assert answer_statement({"category": "arithmetic", "prompt": "what is two plus three ?",
+                             "meta": {"answer": "five"}}) == "two plus three is five ."
+    with pytest.raises(ValueError, match="'x-1' is 'lists': only arithmetic and facts"):
+        answer_statement({"id": "x-1", "category": "lists", "meta": {}})
