@@ -152,11 +152,7 @@ def ensembles(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
 def rlvr(seeds: int, p: Preset, sft, reward_model, tokenizer) -> dict:
     """{(label, seed): policy} for notebook 10's runs: the grpo_verifier stage's recipe (the
     "methods" study's runs) and its three variants, each changing one thing."""
-    stage = p.grpo_verifier
-    variants = {"RM reward": dataclasses.replace(stage, reward="rm"),
-                "GRPO": dataclasses.replace(stage, advantage="grpo", loss_aggregation="sequence"),
-                "k1 in the reward": dataclasses.replace(stage, kl_in="reward",
-                                                        kl_estimator="k1")}
+    variants = ppo.rlvr_variants(p.grpo_verifier)
     checkable = [q for q in p.data.prompts("train", tokenizer) if verifies(q)]
 
     def runs(seed: int) -> dict:

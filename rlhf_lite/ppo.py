@@ -54,7 +54,7 @@ Conventions (each is tested in tests/test_ppo.py):
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -178,6 +178,16 @@ class PPOConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def rlvr_variants(stage: PPOConfig) -> dict[str, PPOConfig]:
+    """Notebook 10's variants of the grpo_verifier stage's recipe `stage`, each changing one
+    thing: the learned reward model's score as the reward; GRPO's normalisations (the group's
+    std divided out, each sequence's mean loss); k1 in the reward instead of k3 in the loss.
+    Shared by notebook 10 and `bench.seeds`."""
+    return {"RM reward": replace(stage, reward="rm"),
+            "GRPO": replace(stage, advantage="grpo", loss_aggregation="sequence"),
+            "k1 in the reward": replace(stage, kl_in="reward", kl_estimator="k1")}
 
 
 class ValueModel(torch.nn.Module):

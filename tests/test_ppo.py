@@ -16,6 +16,7 @@ from rlhf_lite.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
     response_logprobs,
+    rlvr_variants,
     save_policy,
 )
 from rlhf_lite.tokenizer import load_tokenizer
@@ -592,3 +593,14 @@ def test_a_dr_grpo_verifier_run_steps_with_all_its_variants(tokenizer):
     metrics = trainer.step()
     assert {"kl_loss", "zero_advantage_groups"} <= set(metrics)
     assert 0 <= metrics["zero_advantage_groups"] <= 1 and metrics["first_ratio_max"] == 1.0
+
+
+def test_each_rlvr_variant_changes_only_its_own_fields():
+    from rlhf_lite.presets import get_preset
+
+    stage = get_preset("toy").grpo_verifier
+    changed = {name: {k for k, v in dataclasses.asdict(cfg).items()
+                      if v != dataclasses.asdict(stage)[k]}
+               for name, cfg in rlvr_variants(stage).items()}
+    assert changed == {"RM reward": {"reward"}, "GRPO": {"advantage", "loss_aggregation"},
+                       "k1 in the reward": {"kl_in", "kl_estimator"}}
