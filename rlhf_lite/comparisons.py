@@ -118,9 +118,22 @@ def flatten_rankings(rankings: list[dict]
     return prompts, responses, terminated, torch.tensor(chosen), torch.tensor(rejected)
 
 
+def pairs_ordered(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """(P,) per pair of scores: 1 where chosen > rejected, 1/2 for an exact tie (a coin flip),
+    else 0: the per-pair outcomes whose mean is the accuracy, to pair two scorers pair by pair."""
+    return (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+
+
 def accuracy_from_scores(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
     """Share of pairs with chosen > rejected; an exact tie counts 1/2 (a coin flip)."""
-    return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item()
+    return pairs_ordered(chosen, rejected).mean().item()
+
+
+def pair_prompt_ids(rankings: list[dict]) -> list[str]:
+    """The prompt id of every pair of `rankings`, in `flatten_rankings`'s order (P,): the
+    groups to resample when comparing two scorers pair by pair."""
+    return [record["prompt_id"] for record in rankings
+            for _ in ranking_to_pairs(record["ranking"])]
 
 
 def rankings_file(folder: str | Path, split: str) -> Path:

@@ -17,7 +17,7 @@ import torch
 from .batching import IGNORE_INDEX, encode_responses
 from .generation import Completion, sequence_logprobs
 from .kl import kl_estimate
-from .labeler import GoldLabeler, gold_score, judge
+from .labeler import MAX_GOLD, GoldLabeler, gold_score, judge
 from .tokenizer import never_generated
 
 
@@ -30,6 +30,19 @@ def judge_all(prompts: list[dict], completions: list[Completion]):
     rows = [{"category": p["category"], "prompt": p["prompt"], "response": text,
              **judge(p, text, ended).as_dict()} for p, (text, ended) in zip(prompts, completions)]
     return pd.DataFrame(rows)
+
+
+def reward_exploits(table, rm_scores, top_share: float = 0.25, gold_share: float = 0.75):
+    """The rows of a `judge_all` table that the reward model likes and the labeler does not:
+    in the top `top_share` of the table by `rm_scores` (one per row), with a gold total below
+    `gold_share` of a perfect answer's. Sorted by reward-model score, highest first, with the
+    columns "RM score" and "RM rank" (the percentile) added."""
+    if len(rm_scores) != len(table):
+        raise ValueError(f"reward_exploits: {len(rm_scores)} scores for {len(table)} rows")
+    table = table.assign(**{"RM score": [float(s) for s in rm_scores]})
+    table["RM rank"] = table["RM score"].rank(pct=True)
+    chosen = (table["RM rank"] > 1 - top_share) & (table.total < gold_share * MAX_GOLD)
+    return table[chosen].sort_values("RM score", ascending=False)
 
 
 def preferences(prompts: list[dict], ours: list[Completion],
@@ -66,8 +79,13 @@ def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
     interval too narrow. Resampling prompts with replacement keeps each prompt's samples
     together. Seeded: the same call gives the same interval.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"bootstrap_interval: level must lie in (0, 1), got {level}")
+    return percentile_interval(resampled_means(outcomes, groups, seed, resamples), level,
+                               "bootstrap_interval")
+
+
+def resampled_means(outcomes: list[float], groups: list, seed: int = 0,
+                    resamples: int = 2000) -> torch.Tensor:
+    """(resamples,) means of `outcomes`, each over whole groups drawn with replacement."""
     if len(outcomes) != len(groups) or not outcomes:
         raise ValueError(f"need one group per outcome: {len(outcomes)} outcomes, "
                          f"{len(groups)} groups")
@@ -78,9 +96,15 @@ def bootstrap_interval(outcomes: list[float], groups: list, seed: int = 0,
         counts[index[group]] += 1
     draw = torch.randint(len(index), (resamples, len(index)),
                          generator=torch.Generator().manual_seed(seed))  # (resamples, groups)
-    means = sums[draw].sum(1) / counts[draw].sum(1).double()  # (resamples,)
+    return sums[draw].sum(1) / counts[draw].sum(1).double()
+
+
+def percentile_interval(draws: torch.Tensor, level: float, caller: str) -> tuple[float, float]:
+    """The central `level` interval of bootstrap `draws` (its two percentiles)."""
+    if not 0 < level < 1:
+        raise ValueError(f"{caller}: level must lie in (0, 1), got {level}")
     tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    low, high = torch.quantile(draws, torch.tensor([tail, 1 - tail], dtype=torch.float64))
     return low.item(), high.item()
 
 
@@ -133,6 +157,20 @@ def paired_difference(ours, theirs, groups: list, seed: int = 0,
     differences = [a - b for a, b in zip(ours, theirs)]
     low, high = bootstrap_interval(differences, groups, seed, resamples, level)
     return Difference(sum(differences) / len(differences), low, high, level)
+
+
+def unpaired_difference(ours, our_groups: list, theirs, their_groups: list, seed: int = 0,
+                        resamples: int = 2000, level: float = 0.95) -> Difference:
+    """`Difference` of the means of two independent samples, ours - theirs: each side's whole
+    groups (e.g. its prompts) resampled on their own, the interval the percentiles of the
+    resampled differences. For two sides that nothing pairs (another set of prompts, as the
+    training demonstrations against the policy's held-out answers); where both answered the
+    same prompts, `paired_difference` is narrower."""
+    ours, theirs = [float(x) for x in ours], [float(x) for x in theirs]
+    draws = (resampled_means(ours, our_groups, seed, resamples)
+             - resampled_means(theirs, their_groups, seed + 1, resamples))  # (resamples,)
+    low, high = percentile_interval(draws, level, "unpaired_difference")
+    return Difference(sum(ours) / len(ours) - sum(theirs) / len(theirs), low, high, level)
 
 
 def student_t_quantile(q: float, df: int) -> float:

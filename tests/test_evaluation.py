@@ -122,6 +122,29 @@ def test_a_wider_level_takes_the_resampled_means_outer_quantiles():
         evaluation.bootstrap_interval(outcomes, list(range(60)), level=95)
 
 
+def test_unpaired_difference_resamples_each_side_and_matches_the_normal_interval():
+    # nothing varies: the difference is exact
+    same = evaluation.unpaired_difference([1.0] * 6, list("abcdef"), [0.0] * 4, list("wxyz"))
+    assert (same.mean, same.low, same.high) == (1.0, 1.0, 1.0)
+    # two large Bernoulli samples, one outcome per prompt: the normal interval of p1 - p2
+    ours = [float(i % 10 < 7) for i in range(400)]  # 0.7 of 400
+    theirs = [float(i % 2) for i in range(300)]  # 0.5 of 300
+    d = evaluation.unpaired_difference(ours, list(range(400)), theirs, list(range(300)))
+    half = 1.96 * math.sqrt(0.7 * 0.3 / 400 + 0.5 * 0.5 / 300)
+    assert d.mean == pytest.approx(0.2)
+    assert (d.low, d.high) == pytest.approx((0.2 - half, 0.2 + half), abs=0.01)
+    # three identical samples per prompt are one prompt's worth, not three: the same interval
+    tripled = evaluation.unpaired_difference(ours * 3, list(range(400)) * 3, theirs,
+                                             list(range(300)))
+    assert (tripled.high - tripled.low) == pytest.approx(d.high - d.low, rel=0.1)
+    assert evaluation.unpaired_difference(ours, list(range(400)), theirs, list(range(300)),
+                                          level=0.99).low < d.low
+    with pytest.raises(ValueError, match="one group per outcome"):
+        evaluation.unpaired_difference([1.0, 2.0], ["a"], [1.0], ["b"])
+    with pytest.raises(ValueError, match=r"unpaired_difference: level must lie"):
+        evaluation.unpaired_difference([1.0], ["a"], [1.0], ["b"], level=1.5)
+
+
 def test_student_t_quantiles_match_the_printed_table_and_a_simulation():
     # two-sided 95% values of any statistics table (df 1, 2, 4, 10, 30)
     for df, table in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
@@ -207,6 +230,21 @@ def test_complete_cuts_at_eos_and_reports_termination():
     assert out == generation.complete(model, tokenizer, [ARITH] * 5, max_new_tokens=8, seed=0)
     table = evaluation.judge_all([ARITH] * 5, out)
     assert list(table.columns[:3]) == ["category", "prompt", "response"] and len(table) == 5
+
+
+def test_reward_exploits_keeps_the_rm_top_quarter_below_three_quarters_gold():
+    # eight answers to one sum: the right one (gold 10) and wrong ones (gold below 7.5)
+    texts = ["five .", "six .", "seven .", "two .", "five .", "nine .", "one .", "four ."]
+    table = evaluation.judge_all([ARITH] * 8, [generation.Completion(t, True) for t in texts])
+    assert table.total[0] == 10 and (table.total[1:4] < 7.5).all()
+    scores = [3.0, 2.0, 0.5, 2.5, 0.0, 1.0, 0.2, 0.1]  # the top quarter: rows 0 and 3
+    exploits = evaluation.reward_exploits(table, scores)
+    assert list(exploits.index) == [3]  # row 0 is in the top quarter but scores full gold
+    assert exploits["RM score"].tolist() == [2.5] and exploits["RM rank"].tolist() == [7 / 8]
+    # a looser cut: the top half by RM score, highest first
+    assert list(evaluation.reward_exploits(table, scores, top_share=0.5).index) == [3, 1, 5]
+    with pytest.raises(ValueError, match="7 scores for 8 rows"):
+        evaluation.reward_exploits(table, scores[:7])
 
 
 def test_best_of_n_picks_the_highest_score_per_prompt():

@@ -9,7 +9,14 @@ from synthetic import marker_rankings, ranking
 
 from rlhf_lite import artifacts, checkpoints, paths, presets, reward
 from rlhf_lite.batching import encode_responses
-from rlhf_lite.comparisons import check_ranking, make_rankings, read_rankings, sample_rankings
+from rlhf_lite.comparisons import (
+    check_ranking,
+    make_rankings,
+    pair_prompt_ids,
+    pairs_ordered,
+    read_rankings,
+    sample_rankings,
+)
 from rlhf_lite.data import DataError, load_records, write_jsonl
 from rlhf_lite.labeler import GoldLabeler, rankings_agreement
 from rlhf_lite.model import GPT, GPTConfig
@@ -21,6 +28,7 @@ from rlhf_lite.reward import (
     bradley_terry_loss,
     collate_rankings,
     normalize_to_demonstrations,
+    pair_scores,
     pairwise_accuracy,
     rm_loss,
     score_responses,
@@ -164,6 +172,17 @@ def test_pairwise_accuracy_counts_ties_as_half():
     ]
     assert (pairwise_accuracy(CountFour(), TOKENIZER, rankings)
             == pytest.approx((0.5 + 1 + 1 + 0) / 4))
+
+
+def test_pairs_ordered_pair_by_pair_with_their_prompts():
+    rankings = [
+        {**ranking(["four .", "four .", "five ."], [0, 1, 2]), "prompt_id": "a"},
+        {**ranking(["five .", "four ."], [0, 1]), "prompt_id": "b"},
+    ]
+    outcomes = pairs_ordered(*pair_scores(CountFour(), TOKENIZER, rankings))
+    assert outcomes.tolist() == [0.5, 1.0, 1.0, 0.0]  # the tie, two right, the wrong one
+    assert pair_prompt_ids(rankings) == ["a", "a", "a", "b"]
+    assert outcomes.mean().item() == pairwise_accuracy(CountFour(), TOKENIZER, rankings)
 
 
 def test_identical_responses_score_exactly_equal():
