@@ -33,6 +33,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .chat import format_prompt
 from .comparisons import check_ranking, read_rankings
@@ -168,7 +169,7 @@ class TemperatureExplorer(Explorer):
                 label=f"top {self.top} first tokens")
         ax1.set_xticks(range(self.top), self.tokenizer.convert_ids_to_tokens(top.indices.tolist()),
                        rotation=60)
-        ax1.set(ylim=(0, 1), ylabel="probability",
+        ax1.set(ylim=(0, 1), xlabel="first token", ylabel="probability",
                 title=f"first token at T = {temperature:.2f} "
                       f"(entropy {self.entropy(temperature):.2f})")
         ax1.legend(loc="upper right")
@@ -180,6 +181,7 @@ class TemperatureExplorer(Explorer):
                  color="black", ms=7)
         ax2.set(xlabel="temperature T", ylabel=f"samples of {self.n_samples}",
                 ylim=(0, self.n_samples + 0.5))
+        ax2.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of samples
         fine = torch.linspace(min(self.grid), max(self.grid), 60).tolist()
         twin = ax2.twinx()
         lines += twin.plot(fine, [self.entropy(t) for t in fine], color="tab:green",
@@ -325,12 +327,14 @@ class KLPenaltyExplorer(Explorer):
             ax1.set_xticks(range(n), self.tokens[response][:n], rotation=60)
         else:
             ax1.set_xlabel("response token")
+            ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # token positions
         ax1.axhline(0, color="gray", lw=0.5)
         ax1.set(ylabel="reward $r_t$", title=f"response {response}: RM score {score:.2f}, "
                 f"KL {kl[response].item():.2f}")
         total = rewards.sum(1)  # (B,) = score - beta * KL of each response
-        ax2.scatter(kl.numpy(), total.numpy(), s=10, alpha=0.5)
-        ax2.scatter([kl[response].item()], [total[response].item()], s=60, color="black")
+        ax2.scatter(kl.numpy(), total.numpy(), s=10, alpha=0.5, label="a response")
+        ax2.scatter([kl[response].item()], [total[response].item()], s=60, color="black",
+                    label=f"response {response}")
         ax2.axhline(total.mean().item(), color="tab:orange", lw=1,
                     label=f"mean total reward {total.mean().item():.2f}")
         ax2.set(xlabel=f"KL to the reference per response ({estimator}, nats)",
