@@ -233,7 +233,7 @@ class GAEExplorer(Explorer):
         ax.axhline(0, color="gray", lw=0.5)
         ax.set(xlabel="response token t", ylabel="value / reward / advantage", ylim=self.ylim,
                title=f"GAE advantages, $\\lambda$ = {lam:.2f}, $\\gamma$ = {gamma:.2f}")
-        ax.legend(loc="upper left")
+        ax.legend(loc="best")  # where it hides the fewest bars and points
 
 
 # ----------------------------------------------------------------------------- notebook 5
@@ -323,10 +323,10 @@ class KLPenaltyExplorer(Explorer):
         ax1.legend(handles=[Patch(color="tab:red", label=r"$-\beta\,$KL$_t$ < 0 (penalty)"),
                             Patch(color="tab:green", label=r"$-\beta\,$KL$_t$ > 0 (bonus)"),
                             Patch(color="tab:blue", alpha=0.6, label="RM score")], loc="best")
+        ax1.set_xlabel("response token")
         if self.tokens is not None:
             ax1.set_xticks(range(n), self.tokens[response][:n], rotation=60)
         else:
-            ax1.set_xlabel("response token")
             ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # token positions
         ax1.axhline(0, color="gray", lw=0.5)
         ax1.set(ylabel="reward $r_t$", title=f"response {response}: RM score {score:.2f}, "
